@@ -1,0 +1,13 @@
+//! corecell: a thread-per-core node for a Klaytn-style layered BFT blockchain.
+//!
+//! The library holds everything the `corecell` binary is made of:
+//! - [`types`]: chain and wire types (rkyv, validated on access) and the frame envelope;
+//! - [`crypto`]: hashes, BLS12-381 signatures and certificates, proposer/committee election,
+//!   Ethereum transaction decoding and sender recovery;
+//! - [`node`]: node keys, genesis and per-node configuration.
+//!
+//! See `DESIGN.md` in the shared folder for the architecture this grows into.
+
+pub mod crypto;
+pub mod node;
+pub mod types;
