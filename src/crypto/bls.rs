@@ -1,1 +1,529 @@
-//! bls (in progress)
+//! BLS12-381 signatures (blst, `min_pk`): keys, proofs of possession, votes, aggregates and
+//! quorum certificates.
+//!
+//! Scheme: the IETF BLS signature draft's *proof-of-possession* ciphersuite over BLS12-381 with
+//! 48-byte compressed G1 public keys and 96-byte compressed G2 signatures
+//! (`BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_`). Each purpose has its own domain separation
+//! tag ([`Domain`]), so a signature made for one purpose never verifies for another.
+//!
+//! Invariants:
+//! - A public key is used only after it was decompressed, checked to be in the G1 subgroup and
+//!   not the identity, and (for council keys) its proof of possession verified. This is what
+//!   makes `fast_aggregate_verify` safe against rogue-key attacks: [`CouncilKeys`] holds only such
+//!   keys, decompressed once and cached.
+//! - Signatures from outside are subgroup-checked when verified (`sig_groupcheck = true`).
+//! - A certificate is checked in this order: canonical signer bitmap, every signer a committee
+//!   member, at least a quorum of signers, then one pairing check of the aggregate signature
+//!   against the sum of the signers' cached keys ([`CouncilKeys::verify_certificate`]).
+//! - Batch verification of many certificates uses random 64-bit scalars from caller-supplied
+//!   entropy, so a forger cannot make invalid certificates cancel out; the caller must supply
+//!   fresh unpredictable entropy (the consensus core is sans-IO: randomness is an input).
+
+use blst::min_pk::{AggregatePublicKey, AggregateSignature, PublicKey, SecretKey, Signature};
+use blst::BLST_ERROR;
+
+use crate::crypto::election::Committee;
+use crate::crypto::hash::{keccak256_parts, Hash32};
+use crate::types::consensus::{ArchivedQuorumCertificate, QuorumCertificate, VoteKind};
+use crate::types::MAX_COUNCIL_SIZE;
+use crate::types::{signers, BlsPublicKeyBytes, BlsSignatureBytes, CouncilIndex, Height, Round};
+
+/// Domain separation tag for consensus votes, proposals and round changes.
+pub const DST_VOTE: &[u8] = b"CORECELL_V1_VOTE_BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_";
+/// Domain separation tag for randao reveals.
+pub const DST_RANDAO: &[u8] = b"CORECELL_V1_RANDAO_BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_";
+/// Domain separation tag for proofs of possession.
+pub const DST_POP: &[u8] = b"CORECELL_V1_BLS_POP_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_";
+/// Domain separation tag for the peer handshake.
+pub const DST_HANDSHAKE: &[u8] =
+    b"CORECELL_V1_HANDSHAKE_BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_";
+
+/// What a signature is for. Each purpose signs under its own domain tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Domain {
+    /// Votes, proposals, round changes.
+    Vote,
+    /// Randao reveals.
+    Randao,
+    /// Proof of possession of a key.
+    ProofOfPossession,
+    /// Peer handshake challenges.
+    Handshake,
+}
+
+impl Domain {
+    /// The domain separation tag.
+    pub const fn dst(self) -> &'static [u8] {
+        match self {
+            Domain::Vote => DST_VOTE,
+            Domain::Randao => DST_RANDAO,
+            Domain::ProofOfPossession => DST_POP,
+            Domain::Handshake => DST_HANDSHAKE,
+        }
+    }
+}
+
+/// Why a BLS operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BlsError {
+    /// Key material too short, or not a valid scalar.
+    #[error("invalid BLS secret key")]
+    BadSecretKey,
+    /// Not a valid compressed G1 point in the subgroup, or the identity.
+    #[error("invalid BLS public key: {0:?}")]
+    BadPublicKey(BLST_ERROR),
+    /// Not a valid compressed G2 point.
+    #[error("invalid BLS signature encoding: {0:?}")]
+    BadSignatureEncoding(BLST_ERROR),
+    /// The signature does not verify.
+    #[error("BLS signature does not verify")]
+    VerifyFailed,
+    /// The proof of possession does not verify.
+    #[error("proof of possession does not verify for this key")]
+    BadProofOfPossession,
+    /// Nothing to aggregate.
+    #[error("cannot aggregate an empty set")]
+    Empty,
+}
+
+/// A BLS secret key. Its `Debug` output never shows the key.
+#[derive(Clone)]
+pub struct BlsSecretKey(SecretKey);
+
+impl std::fmt::Debug for BlsSecretKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BlsSecretKey(<secret>)")
+    }
+}
+
+/// Key-generation info string (the `key_info` of the IETF KeyGen).
+const KEYGEN_INFO: &[u8] = b"corecell-bls-keygen-v1";
+
+impl BlsSecretKey {
+    /// Derives a key from 32 bytes of seed material (IETF KeyGen with our info string). The
+    /// same seed always gives the same key.
+    pub fn from_seed(seed: &[u8; 32]) -> BlsSecretKey {
+        match SecretKey::key_gen(seed, KEYGEN_INFO) {
+            Ok(sk) => BlsSecretKey(sk),
+            // key_gen fails only for input keying material shorter than 32 bytes.
+            Err(e) => unreachable!("key_gen with a 32-byte seed failed: {e:?}"),
+        }
+    }
+
+    /// A fresh key from the operating system's random source.
+    pub fn random() -> Result<BlsSecretKey, getrandom::Error> {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed)?;
+        Ok(BlsSecretKey::from_seed(&seed))
+    }
+
+    /// Parses a 32-byte big-endian scalar (refuses zero and values outside the field).
+    pub fn from_bytes(bytes: &[u8]) -> Result<BlsSecretKey, BlsError> {
+        SecretKey::from_bytes(bytes)
+            .map(BlsSecretKey)
+            .map_err(|_| BlsError::BadSecretKey)
+    }
+
+    /// The 32-byte big-endian scalar. Handle with care.
+    pub fn to_bytes(&self) -> [u8; 32] {
+        self.0.to_bytes()
+    }
+
+    /// The public key.
+    pub fn public_key(&self) -> BlsPublicKey {
+        BlsPublicKey(self.0.sk_to_pk())
+    }
+
+    /// Signs `message` under `domain`'s tag.
+    pub fn sign(&self, domain: Domain, message: &[u8]) -> BlsSignature {
+        BlsSignature(self.0.sign(message, domain.dst(), &[]))
+    }
+
+    /// A proof of possession: the signature of the compressed public key under [`DST_POP`].
+    pub fn prove_possession(&self) -> BlsSignature {
+        let pk = self.public_key().to_bytes();
+        self.sign(Domain::ProofOfPossession, &pk)
+    }
+}
+
+/// A BLS public key, decompressed and validated (in G1, not the identity).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlsPublicKey(PublicKey);
+
+impl BlsPublicKey {
+    /// Decompresses and validates a 48-byte key: on the curve, in the subgroup, not the
+    /// identity.
+    pub fn from_bytes(bytes: &[u8]) -> Result<BlsPublicKey, BlsError> {
+        PublicKey::key_validate(bytes)
+            .map(BlsPublicKey)
+            .map_err(BlsError::BadPublicKey)
+    }
+
+    /// The 48-byte compressed form.
+    pub fn to_bytes(&self) -> BlsPublicKeyBytes {
+        self.0.to_bytes()
+    }
+
+    /// Verifies `signature` on `message` under `domain`'s tag.
+    pub fn verify(
+        &self,
+        domain: Domain,
+        message: &[u8],
+        signature: &BlsSignature,
+    ) -> Result<(), BlsError> {
+        match signature
+            .0
+            .verify(true, message, domain.dst(), &[], &self.0, false)
+        {
+            BLST_ERROR::BLST_SUCCESS => Ok(()),
+            _ => Err(BlsError::VerifyFailed),
+        }
+    }
+
+    /// Verifies a proof of possession of this key.
+    pub fn verify_possession(&self, proof: &BlsSignature) -> Result<(), BlsError> {
+        let pk = self.to_bytes();
+        self.verify(Domain::ProofOfPossession, &pk, proof)
+            .map_err(|_| BlsError::BadProofOfPossession)
+    }
+
+    /// A short identity of the key for logs and node ids: the first 20 bytes of
+    /// keccak-256 of the compressed key.
+    pub fn node_id(&self) -> [u8; 20] {
+        node_id_of(&self.to_bytes())
+    }
+}
+
+/// The node id of a compressed BLS public key: `keccak256(pk)[..20]`.
+pub fn node_id_of(pk: &BlsPublicKeyBytes) -> [u8; 20] {
+    let h: Hash32 = keccak256_parts(&[pk]);
+    let mut id = [0u8; 20];
+    id.copy_from_slice(&h[..20]);
+    id
+}
+
+/// A BLS signature (a decompressed G2 point; subgroup-checked when verified).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlsSignature(Signature);
+
+impl BlsSignature {
+    /// Decompresses a 96-byte signature. The subgroup check happens at verification.
+    pub fn from_bytes(bytes: &[u8]) -> Result<BlsSignature, BlsError> {
+        Signature::from_bytes(bytes)
+            .map(BlsSignature)
+            .map_err(BlsError::BadSignatureEncoding)
+    }
+
+    /// The 96-byte compressed form.
+    pub fn to_bytes(&self) -> BlsSignatureBytes {
+        self.0.to_bytes()
+    }
+
+    /// Aggregates signatures (each subgroup-checked) into one.
+    pub fn aggregate(signatures: &[&BlsSignature]) -> Result<BlsSignature, BlsError> {
+        if signatures.is_empty() {
+            return Err(BlsError::Empty);
+        }
+        let sigs: Vec<&Signature> = signatures.iter().map(|s| &s.0).collect();
+        AggregateSignature::aggregate(&sigs, true)
+            .map(|agg| BlsSignature(agg.to_signature()))
+            .map_err(BlsError::BadSignatureEncoding)
+    }
+}
+
+/// Why a certificate was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CertificateError {
+    /// A prepared certificate where a commit certificate was due, or the reverse.
+    #[error("expected a {expected} certificate, got {got}")]
+    WrongKind {
+        /// Kind required by the caller.
+        expected: &'static str,
+        /// Kind carried.
+        got: &'static str,
+    },
+    /// The certificate is for a height other than the committee's.
+    #[error("certificate for height {got}, committee is for height {expected}")]
+    WrongHeight {
+        /// The committee's height.
+        expected: Height,
+        /// The certificate's height.
+        got: Height,
+    },
+    /// The bitmap has the wrong length or bits past the council.
+    #[error("signer bitmap: {0}")]
+    Bitmap(&'static str),
+    /// A signer is in the council but not in this height's committee.
+    #[error("signer {0} is not a member of the committee")]
+    NotCommitteeMember(CouncilIndex),
+    /// Fewer signers than a quorum.
+    #[error("{have} signers, a quorum needs {need}")]
+    BelowQuorum {
+        /// Signers in the bitmap.
+        have: usize,
+        /// Quorum of the committee.
+        need: usize,
+    },
+    /// The aggregated signature is malformed or does not verify.
+    #[error("aggregate signature: {0}")]
+    Signature(BlsError),
+}
+
+/// A borrowed view of a certificate, native or archived.
+#[derive(Debug, Clone, Copy)]
+pub struct CertificateView<'a> {
+    /// Prepare or commit.
+    pub kind: VoteKind,
+    /// Height.
+    pub height: Height,
+    /// Round.
+    pub round: Round,
+    /// Certified block hash.
+    pub block_hash: &'a Hash32,
+    /// Signer bitmap.
+    pub signers: &'a [u8],
+    /// Aggregated signature.
+    pub signature: &'a BlsSignatureBytes,
+}
+
+impl<'a> From<&'a QuorumCertificate> for CertificateView<'a> {
+    fn from(c: &'a QuorumCertificate) -> Self {
+        CertificateView {
+            kind: c.kind,
+            height: c.height,
+            round: c.round,
+            block_hash: &c.block_hash,
+            signers: &c.signers,
+            signature: &c.signature,
+        }
+    }
+}
+
+impl<'a> From<&'a ArchivedQuorumCertificate> for CertificateView<'a> {
+    fn from(c: &'a ArchivedQuorumCertificate) -> Self {
+        CertificateView {
+            kind: c.kind.to_native(),
+            height: c.height.to_native(),
+            round: c.round.to_native(),
+            block_hash: &c.block_hash,
+            signers: c.signers.as_slice(),
+            signature: &c.signature,
+        }
+    }
+}
+
+/// Why a council could not be loaded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CouncilError {
+    /// No members.
+    #[error("the council is empty")]
+    Empty,
+    /// More members than [`MAX_COUNCIL_SIZE`].
+    #[error("the council has {0} members, more than the maximum of {MAX_COUNCIL_SIZE}")]
+    TooLarge(usize),
+    /// A member's key or proof is invalid.
+    #[error("council member {index}: {error}")]
+    Member {
+        /// Council index.
+        index: CouncilIndex,
+        /// What is wrong.
+        error: BlsError,
+    },
+    /// The same key twice.
+    #[error("council members {first} and {second} have the same key")]
+    Duplicate {
+        /// First index.
+        first: CouncilIndex,
+        /// Second index.
+        second: CouncilIndex,
+    },
+}
+
+/// The council's public keys, each validated and proof-of-possession-checked once, kept
+/// decompressed so certificate checks only add points and do one pairing check.
+#[derive(Debug, Clone)]
+pub struct CouncilKeys {
+    keys: Vec<BlsPublicKey>,
+}
+
+impl CouncilKeys {
+    /// Validates every `(public key, proof of possession)` pair, in council order.
+    pub fn new(
+        members: &[(BlsPublicKeyBytes, BlsSignatureBytes)],
+    ) -> Result<CouncilKeys, CouncilError> {
+        if members.is_empty() {
+            return Err(CouncilError::Empty);
+        }
+        if members.len() > MAX_COUNCIL_SIZE {
+            return Err(CouncilError::TooLarge(members.len()));
+        }
+        let mut seen = std::collections::HashMap::with_capacity(members.len());
+        let mut keys = Vec::with_capacity(members.len());
+        for (i, (pk_bytes, pop_bytes)) in members.iter().enumerate() {
+            let index = i as CouncilIndex;
+            let member = |error| CouncilError::Member { index, error };
+            let pk = BlsPublicKey::from_bytes(pk_bytes).map_err(member)?;
+            let pop = BlsSignature::from_bytes(pop_bytes).map_err(member)?;
+            pk.verify_possession(&pop).map_err(member)?;
+            if let Some(first) = seen.insert(*pk_bytes, index) {
+                return Err(CouncilError::Duplicate {
+                    first,
+                    second: index,
+                });
+            }
+            keys.push(pk);
+        }
+        Ok(CouncilKeys { keys })
+    }
+
+    /// Number of council members.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether the council is empty (never, once constructed).
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The key of council member `index`.
+    pub fn key(&self, index: CouncilIndex) -> Option<&BlsPublicKey> {
+        self.keys.get(index as usize)
+    }
+
+    /// Verifies one member's signature under `domain`.
+    pub fn verify(
+        &self,
+        signer: CouncilIndex,
+        domain: Domain,
+        message: &[u8],
+        signature: &BlsSignatureBytes,
+    ) -> Result<(), BlsError> {
+        let key = self
+            .key(signer)
+            .ok_or(BlsError::BadPublicKey(BLST_ERROR::BLST_BAD_ENCODING))?;
+        let sig = BlsSignature::from_bytes(signature)?;
+        key.verify(domain, message, &sig)
+    }
+
+    /// The sum of the signers' keys, after the bitmap, membership and quorum checks.
+    fn certificate_key(
+        &self,
+        cert: &CertificateView<'_>,
+        expected: VoteKind,
+        committee: &Committee,
+    ) -> Result<PublicKey, CertificateError> {
+        if cert.kind != expected {
+            return Err(CertificateError::WrongKind {
+                expected: expected.name(),
+                got: cert.kind.name(),
+            });
+        }
+        if cert.height != committee.height() {
+            return Err(CertificateError::WrongHeight {
+                expected: committee.height(),
+                got: cert.height,
+            });
+        }
+        signers::check_canonical(cert.signers, self.keys.len())
+            .map_err(CertificateError::Bitmap)?;
+        let mut aggregate: Option<AggregatePublicKey> = None;
+        let mut have = 0usize;
+        for index in signers::iter(cert.signers) {
+            if !committee.contains(index) {
+                return Err(CertificateError::NotCommitteeMember(index));
+            }
+            // The bitmap is canonical for this council, so every index has a key.
+            let key = &self.keys[index as usize].0;
+            match aggregate.as_mut() {
+                None => aggregate = Some(AggregatePublicKey::from_public_key(key)),
+                Some(agg) => agg
+                    .add_public_key(key, false)
+                    .map_err(|e| CertificateError::Signature(BlsError::BadPublicKey(e)))?,
+            }
+            have += 1;
+        }
+        let need = committee.quorum();
+        if have < need {
+            return Err(CertificateError::BelowQuorum { have, need });
+        }
+        match aggregate {
+            Some(agg) => Ok(agg.to_public_key()),
+            None => Err(CertificateError::BelowQuorum { have, need }),
+        }
+    }
+
+    /// Verifies a certificate of `expected` kind against this height's committee: canonical
+    /// bitmap, members only, at least a quorum, and one `fast_aggregate_verify` (pre-aggregated
+    /// keys) of the signature over the shared vote message.
+    pub fn verify_certificate<'a>(
+        &self,
+        chain_id: u64,
+        cert: impl Into<CertificateView<'a>>,
+        expected: VoteKind,
+        committee: &Committee,
+    ) -> Result<(), CertificateError> {
+        let cert = cert.into();
+        let key = self.certificate_key(&cert, expected, committee)?;
+        let sig = BlsSignature::from_bytes(cert.signature).map_err(CertificateError::Signature)?;
+        let msg = cert
+            .kind
+            .signing_message(chain_id, cert.height, cert.round, cert.block_hash);
+        match sig
+            .0
+            .fast_aggregate_verify_pre_aggregated(true, &msg, DST_VOTE, &key)
+        {
+            BLST_ERROR::BLST_SUCCESS => Ok(()),
+            _ => Err(CertificateError::Signature(BlsError::VerifyFailed)),
+        }
+    }
+
+    /// Verifies many commit certificates with one multi-pairing (random linear combination).
+    ///
+    /// Each entry is a certificate and the committee of its height. `entropy` must be fresh and
+    /// unpredictable to whoever produced the certificates. Returns `Ok` only if every
+    /// certificate is valid; on failure, callers re-check one by one to find the bad one.
+    pub fn verify_certificates_batch<'a>(
+        &self,
+        chain_id: u64,
+        certs: &[(CertificateView<'a>, &Committee)],
+        entropy: &[u8; 32],
+    ) -> Result<(), CertificateError> {
+        if certs.is_empty() {
+            return Ok(());
+        }
+        let mut keys = Vec::with_capacity(certs.len());
+        let mut sigs = Vec::with_capacity(certs.len());
+        let mut msgs = Vec::with_capacity(certs.len());
+        let mut rands = Vec::with_capacity(certs.len());
+        for (i, (cert, committee)) in certs.iter().enumerate() {
+            keys.push(self.certificate_key(cert, VoteKind::Commit, committee)?);
+            sigs.push(
+                BlsSignature::from_bytes(cert.signature)
+                    .map_err(CertificateError::Signature)?
+                    .0,
+            );
+            msgs.push(cert.kind.signing_message(
+                chain_id,
+                cert.height,
+                cert.round,
+                cert.block_hash,
+            ));
+            // 64-bit scalars: keccak(entropy || i), low 8 bytes, forced non-zero.
+            let r = keccak256_parts(&[entropy, &(i as u64).to_be_bytes()]);
+            let mut scalar = blst::blst_scalar::default();
+            scalar.b[..8].copy_from_slice(&r[..8]);
+            scalar.b[0] |= 1;
+            rands.push(scalar);
+        }
+        let key_refs: Vec<&PublicKey> = keys.iter().collect();
+        let sig_refs: Vec<&Signature> = sigs.iter().collect();
+        let msg_refs: Vec<&[u8]> = msgs.iter().map(|m| m.as_slice()).collect();
+        match Signature::verify_multiple_aggregate_signatures(
+            &msg_refs, DST_VOTE, &key_refs, false, &sig_refs, true, &rands, 64,
+        ) {
+            BLST_ERROR::BLST_SUCCESS => Ok(()),
+            _ => Err(CertificateError::Signature(BlsError::VerifyFailed)),
+        }
+    }
+}

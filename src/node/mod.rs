@@ -1,1 +1,1 @@
-//! node (in progress)
+//! Node keys, genesis and per-node configuration.

@@ -1,0 +1,335 @@
+//! The frame envelope: how every message travels between nodes.
+//!
+//! Layout: `be_u32 payload length | u8 kind | payload`, where the payload is the rkyv archive of
+//! the message type the kind names ([`FrameKind`]).
+//!
+//! Invariants of decoding (everything here handles untrusted bytes):
+//! - The 5-byte header is checked *before* any payload is buffered: an unknown kind, an empty
+//!   payload, or a length above the kind's named maximum ([`FrameKind::max_payload`]) is refused,
+//!   so a peer cannot make us allocate more than the maximum of the kind it names.
+//! - Payloads are received into 16-byte-aligned memory (`AlignedVec<16>`) and validated with
+//!   `rkyv::access` (bytecheck) before any field is read; then the type's named limits are
+//!   checked ([`Frame::message`]).
+//! - No input makes decoding panic: every failure is a [`FrameError`].
+
+use rkyv::util::AlignedVec;
+use rkyv::Portable;
+
+use super::chain::{ArchivedFinalizedBlock, FinalizedBlock};
+use super::consensus::{
+    ArchivedProposal, ArchivedRoundChange, ArchivedVote, Proposal, RoundChange, Vote,
+};
+use super::{LimitError, MAX_BLOCK_TXS, MAX_BLOCK_TX_BYTES, MAX_COUNCIL_SIZE};
+
+/// Bytes of the frame header: `u32` length and `u8` kind.
+pub const FRAME_HEADER_LEN: usize = 5;
+/// Largest vote payload.
+pub const MAX_VOTE_PAYLOAD: usize = 256;
+/// Largest round-change payload (one prepared certificate with a full-council bitmap).
+pub const MAX_ROUND_CHANGE_PAYLOAD: usize = 1024;
+/// Largest block archive: header, per-transaction archive overhead and the transaction bytes.
+pub const MAX_BLOCK_PAYLOAD: usize = 1024 + MAX_BLOCK_TXS * 8 + MAX_BLOCK_TX_BYTES;
+/// Largest proposal payload: a block plus a justification of one round change per council
+/// member.
+pub const MAX_PROPOSAL_PAYLOAD: usize =
+    MAX_BLOCK_PAYLOAD + MAX_COUNCIL_SIZE * MAX_ROUND_CHANGE_PAYLOAD;
+/// Largest finalized-block payload: a block and one commit certificate.
+pub const MAX_FINALIZED_BLOCK_PAYLOAD: usize = MAX_BLOCK_PAYLOAD + MAX_ROUND_CHANGE_PAYLOAD;
+/// Largest payload of any kind: no frame is ever buffered beyond this.
+pub const MAX_FRAME_PAYLOAD: usize = MAX_PROPOSAL_PAYLOAD;
+
+/// What a frame carries. The discriminant is the kind byte on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum FrameKind {
+    /// A [`Proposal`] (PRE-PREPARE).
+    Proposal = 1,
+    /// A [`Vote`] (PREPARE or COMMIT).
+    Vote = 2,
+    /// A [`RoundChange`].
+    RoundChange = 3,
+    /// A [`FinalizedBlock`] (block plus commit certificate).
+    FinalizedBlock = 4,
+}
+
+impl FrameKind {
+    /// The kind for a wire byte, if known.
+    pub fn from_byte(byte: u8) -> Option<FrameKind> {
+        Some(match byte {
+            1 => FrameKind::Proposal,
+            2 => FrameKind::Vote,
+            3 => FrameKind::RoundChange,
+            4 => FrameKind::FinalizedBlock,
+            _ => return None,
+        })
+    }
+
+    /// The largest payload a frame of this kind may declare.
+    pub const fn max_payload(self) -> usize {
+        match self {
+            FrameKind::Proposal => MAX_PROPOSAL_PAYLOAD,
+            FrameKind::Vote => MAX_VOTE_PAYLOAD,
+            FrameKind::RoundChange => MAX_ROUND_CHANGE_PAYLOAD,
+            FrameKind::FinalizedBlock => MAX_FINALIZED_BLOCK_PAYLOAD,
+        }
+    }
+
+    /// The name used in logs and errors.
+    pub fn name(self) -> &'static str {
+        match self {
+            FrameKind::Proposal => "proposal",
+            FrameKind::Vote => "vote",
+            FrameKind::RoundChange => "round-change",
+            FrameKind::FinalizedBlock => "finalized-block",
+        }
+    }
+}
+
+/// Why a frame was refused. Any of these from a peer is a protocol violation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// The kind byte names no message type.
+    #[error("unknown frame kind {0}")]
+    UnknownKind(u8),
+    /// The header declares an empty payload.
+    #[error("{kind} frame with an empty payload")]
+    Empty {
+        /// Kind named by the header.
+        kind: &'static str,
+    },
+    /// The header declares more bytes than the kind allows.
+    #[error("{kind} frame of {len} bytes exceeds the maximum of {max}")]
+    TooLarge {
+        /// Kind named by the header.
+        kind: &'static str,
+        /// Declared length.
+        len: u64,
+        /// The kind's maximum.
+        max: usize,
+    },
+    /// The payload failed rkyv validation.
+    #[error("{kind} payload is not a valid archive: {reason}")]
+    Invalid {
+        /// Kind named by the header.
+        kind: &'static str,
+        /// What rkyv reported.
+        reason: String,
+    },
+    /// The payload is a valid archive but breaks a named limit.
+    #[error("{kind} payload refused: {source}")]
+    Limit {
+        /// Kind named by the header.
+        kind: &'static str,
+        /// The broken limit.
+        source: LimitError,
+    },
+}
+
+/// A validated frame header: the payload length is within the kind's maximum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHeader {
+    /// What the payload is.
+    pub kind: FrameKind,
+    /// Payload length in bytes, `1..=kind.max_payload()`.
+    pub len: u32,
+}
+
+impl FrameHeader {
+    /// Parses and checks a header. This is the only gate in front of buffering a payload.
+    pub fn parse(bytes: [u8; FRAME_HEADER_LEN]) -> Result<FrameHeader, FrameError> {
+        let len = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+        let kind = FrameKind::from_byte(bytes[4]).ok_or(FrameError::UnknownKind(bytes[4]))?;
+        if len == 0 {
+            return Err(FrameError::Empty { kind: kind.name() });
+        }
+        if len as usize > kind.max_payload() {
+            return Err(FrameError::TooLarge {
+                kind: kind.name(),
+                len: len.into(),
+                max: kind.max_payload(),
+            });
+        }
+        Ok(FrameHeader { kind, len })
+    }
+
+    /// The header bytes.
+    pub fn to_bytes(self) -> [u8; FRAME_HEADER_LEN] {
+        let l = self.len.to_be_bytes();
+        [l[0], l[1], l[2], l[3], self.kind as u8]
+    }
+}
+
+/// A message type that travels in frames of one kind.
+pub trait WireMessage {
+    /// The frame kind that carries it.
+    const KIND: FrameKind;
+}
+
+impl WireMessage for Proposal {
+    const KIND: FrameKind = FrameKind::Proposal;
+}
+impl WireMessage for Vote {
+    const KIND: FrameKind = FrameKind::Vote;
+}
+impl WireMessage for RoundChange {
+    const KIND: FrameKind = FrameKind::RoundChange;
+}
+impl WireMessage for FinalizedBlock {
+    const KIND: FrameKind = FrameKind::FinalizedBlock;
+}
+
+/// Encodes `message` as one frame: header then rkyv payload.
+///
+/// Panics if the payload exceeds the kind's maximum: producing such a frame is a bug of the
+/// sender (block building enforces the limits first), and a peer would refuse it anyway.
+pub fn encode_frame<T>(message: &T) -> Vec<u8>
+where
+    T: WireMessage
+        + for<'a> rkyv::Serialize<
+            rkyv::api::high::HighSerializer<
+                AlignedVec<16>,
+                rkyv::ser::allocator::ArenaHandle<'a>,
+                rkyv::rancor::Error,
+            >,
+        >,
+{
+    let payload = super::to_bytes(message);
+    assert!(
+        !payload.is_empty() && payload.len() <= T::KIND.max_payload(),
+        "{} payload of {} bytes breaks the frame limit",
+        T::KIND.name(),
+        payload.len()
+    );
+    let header = FrameHeader {
+        kind: T::KIND,
+        len: payload.len() as u32,
+    };
+    let mut out = Vec::with_capacity(FRAME_HEADER_LEN + payload.len());
+    out.extend_from_slice(&header.to_bytes());
+    out.extend_from_slice(&payload);
+    out
+}
+
+/// A whole frame: its kind and its payload in 16-byte-aligned memory, not yet validated.
+#[derive(Debug)]
+pub struct Frame {
+    /// The kind from the header.
+    pub kind: FrameKind,
+    /// The payload bytes.
+    pub payload: AlignedVec<16>,
+}
+
+/// A validated message borrowed from a [`Frame`]'s payload.
+#[derive(Debug)]
+pub enum Message<'a> {
+    /// PRE-PREPARE.
+    Proposal(&'a ArchivedProposal),
+    /// PREPARE or COMMIT.
+    Vote(&'a ArchivedVote),
+    /// ROUND-CHANGE.
+    RoundChange(&'a ArchivedRoundChange),
+    /// A finalized block with its certificate.
+    FinalizedBlock(&'a ArchivedFinalizedBlock),
+}
+
+impl Frame {
+    /// Validates the payload as the archive its kind names (`rkyv::access`), then checks the
+    /// type's named limits. Nothing of the payload is read before this succeeds.
+    pub fn message(&self) -> Result<Message<'_>, FrameError> {
+        let kind = self.kind.name();
+        let limit = |source| FrameError::Limit { kind, source };
+        Ok(match self.kind {
+            FrameKind::Proposal => {
+                let m = access::<ArchivedProposal>(kind, &self.payload)?;
+                m.check_limits().map_err(limit)?;
+                Message::Proposal(m)
+            }
+            FrameKind::Vote => Message::Vote(access::<ArchivedVote>(kind, &self.payload)?),
+            FrameKind::RoundChange => {
+                let m = access::<ArchivedRoundChange>(kind, &self.payload)?;
+                m.check_shape().map_err(limit)?;
+                Message::RoundChange(m)
+            }
+            FrameKind::FinalizedBlock => {
+                let m = access::<ArchivedFinalizedBlock>(kind, &self.payload)?;
+                m.check_limits().map_err(limit)?;
+                Message::FinalizedBlock(m)
+            }
+        })
+    }
+}
+
+/// Validates `bytes` as an archived `T` (bytecheck), reporting failures as [`FrameError`].
+pub fn access<'b, T>(kind: &'static str, bytes: &'b [u8]) -> Result<&'b T, FrameError>
+where
+    T: Portable
+        + for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>,
+{
+    rkyv::access::<T, rkyv::rancor::Error>(bytes).map_err(|e| FrameError::Invalid {
+        kind,
+        reason: e.to_string(),
+    })
+}
+
+/// Incremental frame decoder for a byte stream (a TCP connection).
+///
+/// Feed it whatever arrived with [`FrameDecoder::decode`]; it returns each frame as soon as it
+/// is whole. The header is validated before the payload buffer is allocated, and the buffer is
+/// allocated at exactly the declared length, so memory per connection is bounded by the
+/// largest kind's maximum. After an error the stream is out of sync: drop the connection.
+#[derive(Debug, Default)]
+pub struct FrameDecoder {
+    header: [u8; FRAME_HEADER_LEN],
+    header_filled: usize,
+    body: Option<(FrameHeader, AlignedVec<16>)>,
+}
+
+impl FrameDecoder {
+    /// A decoder at the start of a stream.
+    pub fn new() -> FrameDecoder {
+        FrameDecoder::default()
+    }
+
+    /// Consumes bytes from the front of `input` until one frame is complete (returned) or the
+    /// input is used up (`Ok(None)`). Call again with the rest of `input` for further frames.
+    pub fn decode(&mut self, input: &mut &[u8]) -> Result<Option<Frame>, FrameError> {
+        loop {
+            if let Some((header, body)) = self.body.as_mut() {
+                let want = header.len as usize - body.len();
+                let take = want.min(input.len());
+                body.extend_from_slice(&input[..take]);
+                *input = &input[take..];
+                if body.len() < header.len as usize {
+                    return Ok(None);
+                }
+                let (header, payload) = self.body.take().expect("body present in this branch");
+                debug_assert_eq!(payload.len(), header.len as usize);
+                return Ok(Some(Frame {
+                    kind: header.kind,
+                    payload,
+                }));
+            }
+            if input.is_empty() {
+                return Ok(None);
+            }
+            let take = (FRAME_HEADER_LEN - self.header_filled).min(input.len());
+            self.header[self.header_filled..self.header_filled + take]
+                .copy_from_slice(&input[..take]);
+            self.header_filled += take;
+            *input = &input[take..];
+            if self.header_filled < FRAME_HEADER_LEN {
+                return Ok(None);
+            }
+            self.header_filled = 0;
+            let header = FrameHeader::parse(self.header)?;
+            let mut body = AlignedVec::<16>::new();
+            body.reserve_exact(header.len as usize);
+            self.body = Some((header, body));
+        }
+    }
+
+    /// Bytes buffered for an incomplete frame (header and payload).
+    pub fn buffered(&self) -> usize {
+        self.header_filled + self.body.as_ref().map_or(0, |(_, b)| b.len())
+    }
+}
