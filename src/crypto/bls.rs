@@ -527,3 +527,357 @@ impl CouncilKeys {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::election::Committee;
+    use crate::types::consensus::QuorumCertificate;
+
+    const CHAIN: u64 = 1001;
+
+    fn key(i: u8) -> BlsSecretKey {
+        BlsSecretKey::from_seed(&[i; 32])
+    }
+
+    fn council(n: u8) -> (Vec<BlsSecretKey>, CouncilKeys) {
+        let sks: Vec<_> = (0..n).map(key).collect();
+        let members: Vec<_> = sks
+            .iter()
+            .map(|sk| (sk.public_key().to_bytes(), sk.prove_possession().to_bytes()))
+            .collect();
+        let keys = CouncilKeys::new(&members).expect("valid council");
+        (sks, keys)
+    }
+
+    /// A commit certificate signed by `signers` (each signing `msg_hash`).
+    fn certificate(
+        sks: &[BlsSecretKey],
+        council_size: usize,
+        signers_idx: &[CouncilIndex],
+        height: Height,
+        block_hash: Hash32,
+    ) -> QuorumCertificate {
+        let msg = VoteKind::Commit.signing_message(CHAIN, height, 0, &block_hash);
+        let sigs: Vec<BlsSignature> = signers_idx
+            .iter()
+            .map(|&i| sks[i as usize].sign(Domain::Vote, &msg))
+            .collect();
+        let refs: Vec<&BlsSignature> = sigs.iter().collect();
+        let mut bitmap = signers::empty(council_size);
+        for &i in signers_idx {
+            signers::set(&mut bitmap, i);
+        }
+        QuorumCertificate {
+            kind: VoteKind::Commit,
+            height,
+            round: 0,
+            block_hash,
+            signers: bitmap,
+            signature: BlsSignature::aggregate(&refs)
+                .expect("non-empty")
+                .to_bytes(),
+        }
+    }
+
+    #[test]
+    fn keys_are_deterministic_from_seed_and_round_trip() {
+        assert_eq!(key(1).public_key(), key(1).public_key());
+        assert_ne!(key(1).public_key(), key(2).public_key());
+        let sk = key(3);
+        let back = BlsSecretKey::from_bytes(&sk.to_bytes()).expect("valid scalar");
+        assert_eq!(back.public_key(), sk.public_key());
+        let pk = BlsPublicKey::from_bytes(&sk.public_key().to_bytes()).expect("valid key");
+        assert_eq!(pk, sk.public_key());
+        assert!(
+            BlsSecretKey::from_bytes(&[0u8; 32]).is_err(),
+            "zero scalar refused"
+        );
+        assert!(
+            format!("{sk:?}").contains("secret")
+                && !format!("{sk:?}").contains(&hex::encode(sk.to_bytes()))
+        );
+    }
+
+    #[test]
+    fn wrong_message_key_or_domain_is_rejected() {
+        let sk = key(1);
+        let pk = sk.public_key();
+        let sig = sk.sign(Domain::Vote, b"block");
+        assert_eq!(pk.verify(Domain::Vote, b"block", &sig), Ok(()));
+        assert_eq!(
+            pk.verify(Domain::Vote, b"blocK", &sig),
+            Err(BlsError::VerifyFailed)
+        );
+        assert_eq!(
+            key(2).public_key().verify(Domain::Vote, b"block", &sig),
+            Err(BlsError::VerifyFailed)
+        );
+        for other in [Domain::Randao, Domain::ProofOfPossession, Domain::Handshake] {
+            assert_eq!(
+                pk.verify(other, b"block", &sig),
+                Err(BlsError::VerifyFailed),
+                "{other:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_keys_and_signatures_are_errors() {
+        assert!(BlsPublicKey::from_bytes(&[0u8; 48]).is_err());
+        assert!(BlsPublicKey::from_bytes(&[0xffu8; 48]).is_err());
+        assert!(BlsPublicKey::from_bytes(&[1u8; 47]).is_err());
+        // The compressed identity point (0xc0 then zeros) is refused as a key.
+        let mut identity = [0u8; 48];
+        identity[0] = 0xc0;
+        assert!(BlsPublicKey::from_bytes(&identity).is_err());
+        assert!(BlsSignature::from_bytes(&[0xffu8; 96]).is_err());
+        assert!(BlsSignature::from_bytes(&[1u8; 95]).is_err());
+    }
+
+    #[test]
+    fn proof_of_possession_binds_the_key() {
+        let (a, b) = (key(1), key(2));
+        assert_eq!(
+            a.public_key().verify_possession(&a.prove_possession()),
+            Ok(())
+        );
+        assert_eq!(
+            a.public_key().verify_possession(&b.prove_possession()),
+            Err(BlsError::BadProofOfPossession)
+        );
+        // A signature of the key bytes under another domain is no proof of possession.
+        let wrong = a.sign(Domain::Vote, &a.public_key().to_bytes());
+        assert_eq!(
+            a.public_key().verify_possession(&wrong),
+            Err(BlsError::BadProofOfPossession)
+        );
+    }
+
+    /// The rogue-key attack: an attacker registers `pk_r = g^a - pk_victim`, so that the
+    /// aggregate of victim and rogue keys is `g^a` and the attacker alone can forge a "two-signer"
+    /// aggregate. Without proofs of possession it works; the council refuses the rogue key
+    /// because the attacker cannot sign with `pk_r`'s secret.
+    #[test]
+    fn rogue_key_without_valid_proof_of_possession_is_rejected() {
+        use blst::*;
+        let victim = key(1);
+        let attacker = key(9);
+        let rogue_bytes: [u8; 48] = unsafe {
+            let mut va = blst_p1_affine::default();
+            let mut aa = blst_p1_affine::default();
+            assert_eq!(
+                blst_p1_uncompress(&mut va, victim.public_key().to_bytes().as_ptr()),
+                BLST_ERROR::BLST_SUCCESS
+            );
+            assert_eq!(
+                blst_p1_uncompress(&mut aa, attacker.public_key().to_bytes().as_ptr()),
+                BLST_ERROR::BLST_SUCCESS
+            );
+            let (mut vp, mut ap, mut sum) =
+                (blst_p1::default(), blst_p1::default(), blst_p1::default());
+            blst_p1_from_affine(&mut vp, &va);
+            blst_p1_from_affine(&mut ap, &aa);
+            blst_p1_cneg(&mut vp, true);
+            blst_p1_add_or_double(&mut sum, &ap, &vp);
+            let mut out = [0u8; 48];
+            blst_p1_compress(out.as_mut_ptr(), &sum);
+            out
+        };
+        let rogue = BlsPublicKey::from_bytes(&rogue_bytes).expect("the rogue key is a valid point");
+        // The attack is real: the attacker's lone signature verifies as an aggregate of both.
+        let msg = b"commit block X";
+        let forged = attacker.sign(Domain::Vote, msg);
+        assert_eq!(
+            forged.0.fast_aggregate_verify(
+                true,
+                msg,
+                DST_VOTE,
+                &[&victim.public_key().0, &rogue.0]
+            ),
+            BLST_ERROR::BLST_SUCCESS
+        );
+        // But the council admits keys only with a proof of possession, which the attacker
+        // cannot make for the rogue key: every proof it can produce is refused.
+        let members = vec![
+            (
+                victim.public_key().to_bytes(),
+                victim.prove_possession().to_bytes(),
+            ),
+            (
+                rogue_bytes,
+                attacker
+                    .sign(Domain::ProofOfPossession, &rogue_bytes)
+                    .to_bytes(),
+            ),
+        ];
+        assert!(matches!(
+            CouncilKeys::new(&members),
+            Err(CouncilError::Member {
+                index: 1,
+                error: BlsError::BadProofOfPossession
+            })
+        ));
+        let members = vec![
+            members[0],
+            (rogue_bytes, attacker.prove_possession().to_bytes()),
+        ];
+        assert!(matches!(
+            CouncilKeys::new(&members),
+            Err(CouncilError::Member { index: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn council_refuses_duplicates_and_empty() {
+        let a = key(1);
+        let entry = (a.public_key().to_bytes(), a.prove_possession().to_bytes());
+        assert_eq!(CouncilKeys::new(&[]).err(), Some(CouncilError::Empty));
+        assert_eq!(
+            CouncilKeys::new(&[entry, entry]).err(),
+            Some(CouncilError::Duplicate {
+                first: 0,
+                second: 1
+            })
+        );
+    }
+
+    #[test]
+    fn certificate_of_a_quorum_verifies_with_one_check() {
+        let (sks, council) = council(7);
+        let committee = Committee::elect(7, 7, 5, &[3u8; 32]);
+        let quorum = committee.quorum();
+        assert_eq!(quorum, 5);
+        let cert = certificate(&sks, 7, &committee.members()[..quorum], 5, [9u8; 32]);
+        assert_eq!(
+            council.verify_certificate(CHAIN, &cert, VoteKind::Commit, &committee),
+            Ok(())
+        );
+        // The archived form verifies the same way.
+        let bytes = crate::types::to_bytes(&cert);
+        let archived =
+            rkyv::access::<ArchivedQuorumCertificate, rkyv::rancor::Error>(&bytes).expect("valid");
+        assert_eq!(
+            council.verify_certificate(CHAIN, archived, VoteKind::Commit, &committee),
+            Ok(())
+        );
+        // Another chain id, kind or block hash does not.
+        assert!(council
+            .verify_certificate(CHAIN + 1, &cert, VoteKind::Commit, &committee)
+            .is_err());
+        assert!(matches!(
+            council.verify_certificate(CHAIN, &cert, VoteKind::Prepare, &committee),
+            Err(CertificateError::WrongKind { .. })
+        ));
+        let mut other = cert.clone();
+        other.block_hash = [8u8; 32];
+        assert_eq!(
+            council.verify_certificate(CHAIN, &other, VoteKind::Commit, &committee),
+            Err(CertificateError::Signature(BlsError::VerifyFailed))
+        );
+    }
+
+    #[test]
+    fn aggregate_with_one_bad_signature_is_rejected() {
+        let (sks, council) = council(4);
+        let committee = Committee::elect(4, 4, 1, &[0u8; 32]);
+        let hash = [7u8; 32];
+        let msg = VoteKind::Commit.signing_message(CHAIN, 1, 0, &hash);
+        let bad_msg = VoteKind::Commit.signing_message(CHAIN, 1, 0, &[6u8; 32]);
+        let sigs: Vec<BlsSignature> = (0..4)
+            .map(|i| sks[i].sign(Domain::Vote, if i == 2 { &bad_msg } else { &msg }))
+            .collect();
+        let refs: Vec<&BlsSignature> = sigs.iter().collect();
+        let mut bitmap = signers::empty(4);
+        (0..4).for_each(|i| signers::set(&mut bitmap, i));
+        let cert = QuorumCertificate {
+            kind: VoteKind::Commit,
+            height: 1,
+            round: 0,
+            block_hash: hash,
+            signers: bitmap,
+            signature: BlsSignature::aggregate(&refs)
+                .expect("non-empty")
+                .to_bytes(),
+        };
+        assert_eq!(
+            council.verify_certificate(CHAIN, &cert, VoteKind::Commit, &committee),
+            Err(CertificateError::Signature(BlsError::VerifyFailed))
+        );
+    }
+
+    #[test]
+    fn certificate_naming_a_non_member_or_below_quorum_is_rejected() {
+        let (sks, council) = council(7);
+        let committee = Committee::elect(7, 4, 3, &[1u8; 32]);
+        let outsider = (0..7)
+            .find(|i| !committee.contains(*i))
+            .expect("3 outsiders");
+        let mut signers_idx = committee.members()[..3].to_vec();
+        signers_idx.push(outsider);
+        let cert = certificate(&sks, 7, &signers_idx, 3, [2u8; 32]);
+        assert_eq!(
+            council.verify_certificate(CHAIN, &cert, VoteKind::Commit, &committee),
+            Err(CertificateError::NotCommitteeMember(outsider))
+        );
+        let cert = certificate(&sks, 7, &committee.members()[..2], 3, [2u8; 32]);
+        assert_eq!(
+            council.verify_certificate(CHAIN, &cert, VoteKind::Commit, &committee),
+            Err(CertificateError::BelowQuorum { have: 2, need: 3 })
+        );
+        // A bit past the council (index 7 of a 7-member council) is refused before any crypto.
+        let mut cert = certificate(&sks, 7, &committee.members()[..3], 3, [2u8; 32]);
+        cert.signers[0] |= 0x80;
+        assert!(matches!(
+            council.verify_certificate(CHAIN, &cert, VoteKind::Commit, &committee),
+            Err(CertificateError::Bitmap(_))
+        ));
+        // A certificate for another height than the committee's is refused.
+        let cert = certificate(&sks, 7, &committee.members()[..3], 4, [2u8; 32]);
+        assert!(matches!(
+            council.verify_certificate(CHAIN, &cert, VoteKind::Commit, &committee),
+            Err(CertificateError::WrongHeight {
+                expected: 3,
+                got: 4
+            })
+        ));
+    }
+
+    #[test]
+    fn batch_verification_accepts_good_and_rejects_one_bad() {
+        let (sks, council) = council(10);
+        let committees: Vec<Committee> = (1..=10)
+            .map(|h| Committee::elect(10, 7, h, &[h as u8; 32]))
+            .collect();
+        let mut certs: Vec<QuorumCertificate> = committees
+            .iter()
+            .map(|c| {
+                certificate(
+                    &sks,
+                    10,
+                    &c.members()[..c.quorum()],
+                    c.height(),
+                    [c.height() as u8; 32],
+                )
+            })
+            .collect();
+        let entropy = [42u8; 32];
+        let batch = |certs: &[QuorumCertificate]| {
+            let views: Vec<(CertificateView<'_>, &Committee)> = certs
+                .iter()
+                .zip(committees.iter())
+                .map(|(c, m)| (CertificateView::from(c), m))
+                .collect();
+            council.verify_certificates_batch(CHAIN, &views, &entropy)
+        };
+        assert_eq!(batch(&certs), Ok(()));
+        // Swap two certificates' signatures: each is a valid signature, but of the wrong message.
+        let s = certs[3].signature;
+        certs[3].signature = certs[4].signature;
+        certs[4].signature = s;
+        assert_eq!(
+            batch(&certs),
+            Err(CertificateError::Signature(BlsError::VerifyFailed))
+        );
+    }
+}
