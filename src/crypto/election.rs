@@ -250,7 +250,7 @@ mod tests {
             let (q, f) = (quorum(n), max_faulty(n));
             assert!(3 * f < n, "n={n}: f={f} too large");
             assert!(
-                2 * q >= n + f + 1,
+                2 * q > n + f, // overlap 2q - n >= f + 1
                 "n={n}: two quorums must share an honest member"
             );
             assert!(
