@@ -1,0 +1,584 @@
+//! One node's configuration file (TOML).
+//!
+//! ```toml
+//! role = "cn"                    # cn | pn | en | bootnode
+//! name = "cn0"                   # unique in the network; used in logs
+//! genesis = "../genesis.toml"    # relative paths are relative to this file's folder
+//! key_file = "key.toml"
+//! data_dir = "data"
+//!
+//! [network]
+//! listen = "127.0.0.1:30000"     # p2p address
+//! allowlist = ["0x…"]            # node ids admitted inbound; empty admits no one
+//! [[network.peers]]              # nodes this one dials
+//! name = "cn1"
+//! role = "cn"
+//! node_id = "0x…"
+//! address = "127.0.0.1:30001"
+//! # [[network.bootnodes]] has the same shape: bootnodes to ask for peers (PN and EN)
+//!
+//! [rpc]                          # EN only: JSON-RPC
+//! listen = "127.0.0.1:8545"
+//! [metrics]                      # optional: Prometheus
+//! listen = "127.0.0.1:9100"
+//! [runtime]
+//! placement = "auto"             # "auto", "unbound", or a table { net = 0, consensus = 1, … }
+//! io_memory_kib = 2048           # io_uring memory per shard; small so memlock limits don't bite
+//! [bootnode]                     # bootnode only
+//! serves = "pn"                  # the tier it admits: "pn" (PN bootnode) or "en" (EN bootnode)
+//! ```
+//!
+//! Loading refuses unknown fields and checks every field; errors name the file and the field.
+//! Allowlists fail closed: an empty or missing allowlist admits no inbound peer.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{parse_hex_array, parse_toml, read_bounded, ConfigError};
+
+/// A config larger than this is refused unread.
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+/// The most peers, bootnodes or allowlist entries a config may list.
+pub const MAX_CONFIG_PEERS: usize = 4096;
+/// Smallest `io_memory_kib` accepted.
+pub const MIN_IO_MEMORY_KIB: u32 = 256;
+/// Largest `io_memory_kib` accepted (1 GiB).
+pub const MAX_IO_MEMORY_KIB: u32 = 1024 * 1024;
+/// Default `io_memory_kib`: 2 MiB, small enough for a default memlock limit.
+pub const DEFAULT_IO_MEMORY_KIB: u32 = 2048;
+/// Largest CPU index a placement table may name.
+pub const MAX_CPU_INDEX: usize = 4095;
+/// Longest node name.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// What a node is in the layered network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Consensus node: a council member in the CN mesh.
+    Cn,
+    /// Proxy node: shields its cell's CN, relays between CNs and ENs.
+    Pn,
+    /// Endpoint node: serves clients over JSON-RPC.
+    En,
+    /// Bootnode: admits permitted nodes and tells them whom to connect to.
+    Bootnode,
+}
+
+impl Role {
+    /// The lowercase name used in configs and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Cn => "cn",
+            Role::Pn => "pn",
+            Role::En => "en",
+            Role::Bootnode => "bootnode",
+        }
+    }
+
+    /// The shards a node of this role runs.
+    pub fn shards(self) -> &'static [Shard] {
+        match self {
+            Role::Cn => &[Shard::Net, Shard::Consensus, Shard::Exec, Shard::Store],
+            Role::Pn => &[Shard::Net, Shard::Exec, Shard::Store],
+            Role::En => &[Shard::Net, Shard::Exec, Shard::Store, Shard::Rpc],
+            Role::Bootnode => &[Shard::Net],
+        }
+    }
+}
+
+/// A shard: one glommio executor owning one part of the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Shard {
+    /// Sockets, peers, frames.
+    Net,
+    /// The IBFT machine and BLS work.
+    Consensus,
+    /// Mempool, execution, state.
+    Exec,
+    /// Block log, WAL, snapshots.
+    Store,
+    /// JSON-RPC (EN).
+    Rpc,
+}
+
+impl Shard {
+    /// Every shard, in placement order.
+    pub const ALL: [Shard; 5] = [
+        Shard::Net,
+        Shard::Consensus,
+        Shard::Exec,
+        Shard::Store,
+        Shard::Rpc,
+    ];
+
+    /// The name used in placement tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Shard::Net => "net",
+            Shard::Consensus => "consensus",
+            Shard::Exec => "exec",
+            Shard::Store => "store",
+            Shard::Rpc => "rpc",
+        }
+    }
+
+    /// The shard of a placement-table key.
+    pub fn from_name(name: &str) -> Option<Shard> {
+        Shard::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+/// Where shards run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// Spread shards over the CPUs the process may use; share executors when there are fewer
+    /// CPUs than shards.
+    Auto,
+    /// Do not pin (tests, containers with changing CPU sets).
+    Unbound,
+    /// Pin each shard to the CPU given.
+    Fixed(BTreeMap<Shard, usize>),
+}
+
+/// A peer or bootnode entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerEntry {
+    /// Its name (for logs).
+    pub name: String,
+    /// Its role.
+    pub role: Role,
+    /// Its node id (`keccak256(bls_public_key)[..20]`), proven in the handshake.
+    pub node_id: [u8; 20],
+    /// Where to dial it.
+    pub address: SocketAddr,
+}
+
+/// A validated node configuration, with paths resolved against the config's folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// The file it was loaded from.
+    pub path: PathBuf,
+    /// Role.
+    pub role: Role,
+    /// Name.
+    pub name: String,
+    /// Genesis file.
+    pub genesis: PathBuf,
+    /// Key file.
+    pub key_file: PathBuf,
+    /// Data folder.
+    pub data_dir: PathBuf,
+    /// p2p listen address.
+    pub listen: SocketAddr,
+    /// Nodes to dial.
+    pub peers: Vec<PeerEntry>,
+    /// Bootnodes to ask for peers.
+    pub bootnodes: Vec<PeerEntry>,
+    /// Node ids admitted inbound (empty: no one).
+    pub allowlist: BTreeSet<[u8; 20]>,
+    /// JSON-RPC listen address (EN).
+    pub rpc_listen: Option<SocketAddr>,
+    /// Prometheus metrics listen address.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Shard placement.
+    pub placement: Placement,
+    /// io_uring memory per executor, KiB.
+    pub io_memory_kib: u32,
+    /// For a bootnode: the tier it serves.
+    pub bootnode_serves: Option<Role>,
+}
+
+/// The file format (also written by `corecell genesis`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Role.
+    pub role: Role,
+    /// Name.
+    pub name: String,
+    /// Genesis path.
+    pub genesis: PathBuf,
+    /// Key file path.
+    pub key_file: PathBuf,
+    /// Data folder path.
+    pub data_dir: PathBuf,
+    /// `[network]`.
+    pub network: NetworkSection,
+    /// `[rpc]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpc: Option<ListenSection>,
+    /// `[metrics]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<ListenSection>,
+    /// `[runtime]`.
+    #[serde(default)]
+    pub runtime: RuntimeSection,
+    /// `[bootnode]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootnode: Option<BootnodeSection>,
+}
+
+/// `[network]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSection {
+    /// p2p listen address.
+    pub listen: SocketAddr,
+    /// Node ids admitted inbound.
+    #[serde(default)]
+    pub allowlist: Vec<String>,
+    /// Nodes to dial.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<PeerSection>,
+    /// Bootnodes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bootnodes: Vec<PeerSection>,
+}
+
+/// A `[[network.peers]]` or `[[network.bootnodes]]` entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerSection {
+    /// Name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// Node id, hex.
+    pub node_id: String,
+    /// Address.
+    pub address: SocketAddr,
+}
+
+/// `[rpc]` or `[metrics]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenSection {
+    /// Listen address.
+    pub listen: SocketAddr,
+}
+
+/// `[runtime]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeSection {
+    /// `"auto"`, `"unbound"`, or a table from shard name to CPU.
+    #[serde(default = "default_placement")]
+    pub placement: PlacementSection,
+    /// io_uring memory per executor, KiB.
+    #[serde(default = "default_io_memory")]
+    pub io_memory_kib: u32,
+}
+
+impl Default for RuntimeSection {
+    fn default() -> Self {
+        RuntimeSection {
+            placement: default_placement(),
+            io_memory_kib: DEFAULT_IO_MEMORY_KIB,
+        }
+    }
+}
+
+fn default_placement() -> PlacementSection {
+    PlacementSection::Mode("auto".to_string())
+}
+
+fn default_io_memory() -> u32 {
+    DEFAULT_IO_MEMORY_KIB
+}
+
+/// The placement as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PlacementSection {
+    /// `"auto"` or `"unbound"`.
+    Mode(String),
+    /// `{ net = 0, … }`.
+    Table(BTreeMap<String, usize>),
+}
+
+/// `[bootnode]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootnodeSection {
+    /// The tier this bootnode admits: `pn` or `en`.
+    pub serves: Role,
+}
+
+impl NodeConfig {
+    /// Loads and validates a config file.
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let text = read_bounded(path, MAX_CONFIG_BYTES)?;
+        let file: ConfigFile = parse_toml(path, &text)?;
+        NodeConfig::validate(path, file)
+    }
+
+    /// Validates a parsed config; `path` locates relative paths and names the file in errors.
+    pub fn validate(path: &Path, file: ConfigFile) -> Result<NodeConfig, ConfigError> {
+        let err = |field: &str, problem: String| ConfigError::new(path, field, problem);
+        check_name(&file.name).map_err(|p| err("name", p))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+        for (field, p) in [
+            ("genesis", &file.genesis),
+            ("key_file", &file.key_file),
+            ("data_dir", &file.data_dir),
+        ] {
+            if p.as_os_str().is_empty() {
+                return Err(err(field, "must not be empty".into()));
+            }
+        }
+
+        let peers = peer_entries(path, "network.peers", &file.network.peers)?;
+        let bootnodes = peer_entries(path, "network.bootnodes", &file.network.bootnodes)?;
+        if file.network.allowlist.len() > MAX_CONFIG_PEERS {
+            return Err(err(
+                "network.allowlist",
+                format!("more than {MAX_CONFIG_PEERS} entries"),
+            ));
+        }
+        let mut allowlist = BTreeSet::new();
+        for (i, id) in file.network.allowlist.iter().enumerate() {
+            let field = format!("network.allowlist[{i}]");
+            if !allowlist.insert(parse_hex_array::<20>(path, &field, id)?) {
+                return Err(err(&field, format!("duplicate node id {id}")));
+            }
+        }
+
+        // Role rules.
+        let role = file.role;
+        let allowed_peer_roles: &[Role] = match role {
+            Role::Cn => &[Role::Cn, Role::Pn],
+            Role::Pn => &[Role::Cn, Role::Pn, Role::En],
+            Role::En => &[Role::Pn, Role::En],
+            Role::Bootnode => &[Role::Cn, Role::Pn, Role::En],
+        };
+        for (i, p) in peers.iter().enumerate() {
+            if !allowed_peer_roles.contains(&p.role) {
+                return Err(err(
+                    &format!("network.peers[{i}].role"),
+                    format!("a {} does not dial a {}", role.name(), p.role.name()),
+                ));
+            }
+        }
+        for (i, b) in bootnodes.iter().enumerate() {
+            if b.role != Role::Bootnode {
+                return Err(err(
+                    &format!("network.bootnodes[{i}].role"),
+                    "must be \"bootnode\"".into(),
+                ));
+            }
+        }
+        if role == Role::Cn && !bootnodes.is_empty() {
+            return Err(err(
+                "network.bootnodes",
+                "a CN is configured with its peers directly; the CN mesh has no public bootnode"
+                    .into(),
+            ));
+        }
+        let rpc_listen = file.rpc.map(|r| r.listen);
+        match (role, rpc_listen) {
+            (Role::En, None) => {
+                return Err(err(
+                    "rpc.listen",
+                    "an EN serves JSON-RPC: set [rpc] listen".into(),
+                ))
+            }
+            (Role::Cn | Role::Pn | Role::Bootnode, Some(_)) => {
+                return Err(err(
+                    "rpc",
+                    format!("a {} does not serve JSON-RPC; only ENs do", role.name()),
+                ))
+            }
+            _ => {}
+        }
+        let bootnode_serves = match (role, file.bootnode) {
+            (Role::Bootnode, Some(b)) if matches!(b.serves, Role::Pn | Role::En) => Some(b.serves),
+            (Role::Bootnode, Some(b)) => {
+                return Err(err(
+                    "bootnode.serves",
+                    format!("must be \"pn\" or \"en\", not \"{}\"", b.serves.name()),
+                ))
+            }
+            (Role::Bootnode, None) => {
+                return Err(err(
+                    "bootnode.serves",
+                    "a bootnode must say which tier it serves".into(),
+                ))
+            }
+            (_, Some(_)) => {
+                return Err(err(
+                    "bootnode",
+                    format!(
+                        "only a bootnode has a [bootnode] section, this is a {}",
+                        role.name()
+                    ),
+                ))
+            }
+            (_, None) => None,
+        };
+        let metrics_listen = file.metrics.map(|m| m.listen);
+        let mut ports = vec![("network.listen", file.network.listen)];
+        ports.extend(rpc_listen.map(|a| ("rpc.listen", a)));
+        ports.extend(metrics_listen.map(|a| ("metrics.listen", a)));
+        for (i, (fa, a)) in ports.iter().enumerate() {
+            for (fb, b) in &ports[i + 1..] {
+                if a == b && a.port() != 0 {
+                    return Err(err(fb, format!("address {b} is already used by {fa}")));
+                }
+            }
+        }
+
+        let placement = placement(path, role, &file.runtime.placement)?;
+        let io = file.runtime.io_memory_kib;
+        if !(MIN_IO_MEMORY_KIB..=MAX_IO_MEMORY_KIB).contains(&io) {
+            return Err(err(
+                "runtime.io_memory_kib",
+                format!("{io} is outside {MIN_IO_MEMORY_KIB}..={MAX_IO_MEMORY_KIB}"),
+            ));
+        }
+
+        Ok(NodeConfig {
+            path: path.to_path_buf(),
+            role,
+            name: file.name,
+            genesis: resolve(&file.genesis),
+            key_file: resolve(&file.key_file),
+            data_dir: resolve(&file.data_dir),
+            listen: file.network.listen,
+            peers,
+            bootnodes,
+            allowlist,
+            rpc_listen,
+            metrics_listen,
+            placement,
+            io_memory_kib: io,
+            bootnode_serves,
+        })
+    }
+}
+
+/// Checks a node name: 1 to 64 of `[A-Za-z0-9_-]`.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        return Err(format!("must be 1 to {MAX_NAME_LEN} characters"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+    {
+        return Err(format!(
+            "character {c:?} not allowed (use letters, digits, '-' and '_')"
+        ));
+    }
+    Ok(())
+}
+
+fn peer_entries(
+    path: &Path,
+    field: &str,
+    entries: &[PeerSection],
+) -> Result<Vec<PeerEntry>, ConfigError> {
+    if entries.len() > MAX_CONFIG_PEERS {
+        return Err(ConfigError::new(
+            path,
+            field,
+            format!("more than {MAX_CONFIG_PEERS} entries"),
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::with_capacity(entries.len());
+    for (i, e) in entries.iter().enumerate() {
+        let at = |f: &str| format!("{field}[{i}].{f}");
+        check_name(&e.name).map_err(|p| ConfigError::new(path, at("name"), p))?;
+        let node_id = parse_hex_array::<20>(path, &at("node_id"), &e.node_id)?;
+        if !seen.insert(node_id) {
+            return Err(ConfigError::new(
+                path,
+                at("node_id"),
+                format!("node id {} listed twice", e.node_id),
+            ));
+        }
+        if e.address.port() == 0 || e.address.ip().is_unspecified() {
+            return Err(ConfigError::new(
+                path,
+                at("address"),
+                format!("{} is not a dialable address", e.address),
+            ));
+        }
+        out.push(PeerEntry {
+            name: e.name.clone(),
+            role: e.role,
+            node_id,
+            address: e.address,
+        });
+    }
+    Ok(out)
+}
+
+fn placement(
+    path: &Path,
+    role: Role,
+    section: &PlacementSection,
+) -> Result<Placement, ConfigError> {
+    let field = "runtime.placement";
+    match section {
+        PlacementSection::Mode(m) if m == "auto" => Ok(Placement::Auto),
+        PlacementSection::Mode(m) if m == "unbound" => Ok(Placement::Unbound),
+        PlacementSection::Mode(m) => Err(ConfigError::new(
+            path,
+            field,
+            format!(
+                "\"{m}\" is not a placement: use \"auto\", \"unbound\" or a table of shard = cpu"
+            ),
+        )),
+        PlacementSection::Table(table) => {
+            let mut fixed = BTreeMap::new();
+            for (name, &cpu) in table {
+                let shard = Shard::from_name(name).ok_or_else(|| {
+                    ConfigError::new(
+                        path,
+                        format!("{field}.{name}"),
+                        "unknown shard (net, consensus, exec, store, rpc)",
+                    )
+                })?;
+                if !role.shards().contains(&shard) {
+                    return Err(ConfigError::new(
+                        path,
+                        format!("{field}.{name}"),
+                        format!("a {} has no {name} shard", role.name()),
+                    ));
+                }
+                if cpu > MAX_CPU_INDEX {
+                    return Err(ConfigError::new(
+                        path,
+                        format!("{field}.{name}"),
+                        format!("cpu {cpu} above {MAX_CPU_INDEX}"),
+                    ));
+                }
+                fixed.insert(shard, cpu);
+            }
+            if let Some(missing) = role.shards().iter().find(|s| !fixed.contains_key(s)) {
+                return Err(ConfigError::new(
+                    path,
+                    format!("{field}.{}", missing.name()),
+                    format!(
+                        "a {} needs a CPU for its {} shard",
+                        role.name(),
+                        missing.name()
+                    ),
+                ));
+            }
+            Ok(Placement::Fixed(fixed))
+        }
+    }
+}
