@@ -70,19 +70,46 @@ pub fn read_bounded(path: &Path, max_bytes: u64) -> Result<String, ConfigError> 
     Ok(text)
 }
 
-/// Parses TOML into `T`, reporting the failing key path when toml names one.
+/// Parses TOML into `T`. On failure the error names the field (the key on the failing line,
+/// under its `[table]`) and the line.
 pub fn parse_toml<T: serde::de::DeserializeOwned>(
     path: &Path,
     text: &str,
 ) -> Result<T, ConfigError> {
     toml::from_str(text).map_err(|e| {
-        let message = e.message().to_string();
-        let at = e.span().map(|span| {
-            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-            format!(" (line {line})")
-        });
-        ConfigError::new(path, "", format!("{message}{}", at.unwrap_or_default()))
+        let message = e.message().trim().to_string();
+        let Some(span) = e.span() else {
+            return ConfigError::new(path, "", message);
+        };
+        let start = span.start.min(text.len());
+        let line_no = text[..start].matches('\n').count() + 1;
+        ConfigError::new(
+            path,
+            field_at(text, start),
+            format!("{message} (line {line_no})"),
+        )
     })
+}
+
+/// The dotted key of the `key = value` line holding byte `offset`, prefixed by the nearest
+/// `[table]` or `[[array]]` header above it; empty when the line holds no key.
+fn field_at(text: &str, offset: usize) -> String {
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let Some((key, _)) = line.split_once('=') else {
+        return String::new();
+    };
+    let key = key.trim().trim_matches('"');
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    match table {
+        Some(t) if !t.is_empty() => format!("{t}.{key}"),
+        _ => key.to_string(),
+    }
 }
 
 /// Decodes a `0x`-prefixed (or bare) hex string of exactly `N` bytes.
@@ -113,3 +140,6 @@ pub fn parse_hex_array<const N: usize>(
 pub fn to_hex(bytes: &[u8]) -> String {
     format!("0x{}", hex::encode(bytes))
 }
+
+#[cfg(test)]
+mod tests;

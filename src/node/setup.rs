@@ -27,6 +27,15 @@ impl NodeSetup {
     /// role holds no council key; no node lists itself as a peer.
     pub fn load(config_path: &Path) -> Result<NodeSetup, ConfigError> {
         let config = NodeConfig::load(config_path)?;
+        for (field, file) in [("genesis", &config.genesis), ("key_file", &config.key_file)] {
+            if !file.is_file() {
+                return Err(ConfigError::new(
+                    config_path,
+                    field,
+                    format!("{} does not exist or is not a file", file.display()),
+                ));
+            }
+        }
         let genesis = Genesis::load(&config.genesis)?;
         let key = NodeKey::load(&config.key_file)?;
         let council_index = genesis.council_index(&key.public_key);
