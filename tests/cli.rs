@@ -1,0 +1,159 @@
+//! The `corecell` binary as an operator uses it: keys, genesis, node --check.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn corecell(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_corecell"))
+        .args(args)
+        .output()
+        .expect("run corecell")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn keys_new_writes_a_0600_key_and_never_overwrites_silently() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("key.toml");
+    let k = key.to_str().expect("utf-8 path");
+    let out = corecell(&["keys", "new", "--out", k]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        std::fs::metadata(&key).expect("stat").permissions().mode() & 0o777,
+        0o600
+    );
+    let first = std::fs::read_to_string(&key).expect("read");
+
+    let again = corecell(&["keys", "new", "--out", k]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(text(&again).contains("already exists"), "{}", text(&again));
+    assert_eq!(
+        std::fs::read_to_string(&key).expect("read"),
+        first,
+        "the key is untouched"
+    );
+
+    let show = corecell(&["keys", "show", "--key", k]);
+    assert!(show.status.success(), "{}", text(&show));
+    let node_id = first
+        .lines()
+        .find(|l| l.starts_with("node_id"))
+        .expect("node_id line");
+    let id = node_id.split('"').nth(1).expect("quoted id");
+    assert!(text(&show).contains(id));
+
+    let forced = corecell(&["keys", "new", "--out", k, "--force"]);
+    assert!(forced.status.success(), "{}", text(&forced));
+    assert_ne!(
+        std::fs::read_to_string(&key).expect("read"),
+        first,
+        "a new key"
+    );
+}
+
+#[test]
+fn genesis_writes_configs_that_load() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out_dir = dir.path().join("net");
+    let out = corecell(&[
+        "genesis",
+        "--cns",
+        "4",
+        "--pns",
+        "1",
+        "--ens",
+        "1",
+        "--out",
+        out_dir.to_str().expect("utf-8"),
+        "--base-port",
+        "41000",
+        "--accounts",
+        "20",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    for name in [
+        "cn0", "cn1", "cn2", "cn3", "pn0", "en0", "boot-pn", "boot-en",
+    ] {
+        let config = out_dir.join(name).join("config.toml");
+        let check = corecell(&[
+            "node",
+            "--config",
+            config.to_str().expect("utf-8"),
+            "--check",
+        ]);
+        assert!(check.status.success(), "{name}: {}", text(&check));
+        assert!(text(&check).contains("config ok"), "{name}");
+    }
+    assert!(Path::new(&out_dir.join("accounts.json")).is_file());
+    // Running (not checking) a node is not in this build: a clear error, not a hang.
+    let run = corecell(&[
+        "node",
+        "--config",
+        out_dir.join("cn0/config.toml").to_str().expect("utf-8"),
+    ]);
+    assert_eq!(run.status.code(), Some(1));
+    assert!(text(&run).contains("--check"), "{}", text(&run));
+}
+
+#[test]
+fn a_broken_config_fails_check_naming_file_and_field() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out_dir = dir.path().join("net");
+    let out = corecell(&[
+        "genesis",
+        "--cns",
+        "1",
+        "--out",
+        out_dir.to_str().expect("utf-8"),
+        "--base-port",
+        "42000",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let config = out_dir.join("cn0/config.toml");
+    let body = std::fs::read_to_string(&config).expect("read");
+    std::fs::write(
+        &config,
+        body.replace("io_memory_kib = 2048", "io_memory_kib = 99999999"),
+    )
+    .expect("write");
+    let check = corecell(&[
+        "node",
+        "--config",
+        config.to_str().expect("utf-8"),
+        "--check",
+    ]);
+    assert_eq!(check.status.code(), Some(1));
+    let msg = text(&check);
+    assert!(
+        msg.contains("error:")
+            && msg.contains("cn0/config.toml")
+            && msg.contains("runtime.io_memory_kib"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn bad_arguments_are_usage_errors() {
+    let out = corecell(&["genesis", "--cns", "many", "--out", "/nonexistent"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let out = corecell(&[
+        "genesis",
+        "--cns",
+        "2",
+        "--ens",
+        "1",
+        "--out",
+        "/tmp/corecell-never-written",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("--pns"), "{}", text(&out));
+    assert!(!Path::new("/tmp/corecell-never-written").exists());
+}
