@@ -192,7 +192,20 @@ fn genesis(a: GenesisArgs) -> Result<(), String> {
             n.config_path.display()
         );
     }
-    println!("{} nodes in {:.1?}", net.nodes.len(), started.elapsed());
+    // Load back what was written, exactly as `node --check` will: a generator bug shows here.
+    for n in &net.nodes {
+        NodeSetup::load(&n.config_path)
+            .map_err(|e| format!("generated config does not load: {e}"))?;
+    }
+    println!(
+        "{} nodes written and checked in {:.1?}",
+        net.nodes.len(),
+        started.elapsed()
+    );
+    println!(
+        "next: corecell node --config {} --check",
+        net.nodes[0].config_path.display()
+    );
     Ok(())
 }
 

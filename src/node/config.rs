@@ -144,6 +144,22 @@ pub enum Placement {
     Fixed(BTreeMap<Shard, usize>),
 }
 
+impl std::fmt::Display for Placement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Placement::Auto => f.write_str("auto"),
+            Placement::Unbound => f.write_str("unbound"),
+            Placement::Fixed(table) => {
+                let pins: Vec<String> = table
+                    .iter()
+                    .map(|(s, cpu)| format!("{}={cpu}", s.name()))
+                    .collect();
+                write!(f, "{}", pins.join(","))
+            }
+        }
+    }
+}
+
 /// A peer or bootnode entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerEntry {
