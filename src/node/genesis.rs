@@ -128,6 +128,17 @@ pub struct CouncilMemberFile {
     pub proof_of_possession: String,
 }
 
+impl From<&CouncilMember> for CouncilMemberFile {
+    fn from(m: &CouncilMember) -> Self {
+        CouncilMemberFile {
+            name: m.name.clone(),
+            node_id: to_hex(&m.node_id),
+            bls_public_key: to_hex(&m.public_key),
+            proof_of_possession: to_hex(&m.proof_of_possession),
+        }
+    }
+}
+
 /// An `[[accounts]]` entry.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -252,34 +263,6 @@ impl Genesis {
             council_keys,
             accounts,
         })
-    }
-
-    /// The file form.
-    pub fn to_file(&self) -> GenesisFile {
-        GenesisFile {
-            chain_id: self.chain_id,
-            timestamp_ms: self.timestamp_ms,
-            committee_size: self.committee_size,
-            block_period_ms: self.block_period_ms,
-            council: self
-                .council
-                .iter()
-                .map(|m| CouncilMemberFile {
-                    name: m.name.clone(),
-                    node_id: to_hex(&m.node_id),
-                    bls_public_key: to_hex(&m.public_key),
-                    proof_of_possession: to_hex(&m.proof_of_possession),
-                })
-                .collect(),
-            accounts: self
-                .accounts
-                .iter()
-                .map(|a| AccountFile {
-                    address: to_hex(&a.address),
-                    balance: a.balance.to_string(),
-                })
-                .collect(),
-        }
     }
 
     /// The council index of the member with this public key.
@@ -540,15 +523,7 @@ impl NetworkSpec {
             timestamp_ms: self.timestamp_ms,
             committee_size: self.committee_size.unwrap_or(self.cns),
             block_period_ms: self.block_period_ms,
-            council: council
-                .iter()
-                .map(|m| CouncilMemberFile {
-                    name: m.name.clone(),
-                    node_id: to_hex(&m.node_id),
-                    bls_public_key: to_hex(&m.public_key),
-                    proof_of_possession: to_hex(&m.proof_of_possession),
-                })
-                .collect(),
+            council: council.iter().map(CouncilMemberFile::from).collect(),
             accounts: test_accounts
                 .iter()
                 .map(|(_, a)| AccountFile {
