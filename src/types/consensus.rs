@@ -312,8 +312,8 @@ impl ArchivedProposal {
         )
     }
 
-    /// Structural checks: block limits, a justification no larger than a council, each round
-    /// change in it for this height and round and well formed.
+    /// Structural checks: block limits, a justification no larger than a council with at most
+    /// one round change per signer, each for this height and round and well formed.
     pub fn check_limits(&self) -> Result<(), LimitError> {
         self.block.check_limits()?;
         if self.justification.len() > MAX_COUNCIL_SIZE {
@@ -328,7 +328,20 @@ impl ArchivedProposal {
                 "round 0 proposal carries a justification",
             ));
         }
+        let mut seen = [0u8; MAX_COUNCIL_SIZE / 8];
         for rc in self.justification.iter() {
+            let signer = rc.signer.to_native() as usize;
+            if signer >= MAX_COUNCIL_SIZE {
+                return Err(LimitError::Invalid(
+                    "justification round change from outside any council",
+                ));
+            }
+            if seen[signer / 8] & (1 << (signer % 8)) != 0 {
+                return Err(LimitError::Invalid(
+                    "justification holds two round changes from one signer",
+                ));
+            }
+            seen[signer / 8] |= 1 << (signer % 8);
             rc.check_shape()?;
             if rc.height != self.block.header.height || rc.round != self.round {
                 return Err(LimitError::Invalid(

@@ -11,6 +11,9 @@
 //!   `rkyv::access` (bytecheck) before any field is read; then the type's named limits are
 //!   checked ([`Frame::message`]).
 //! - No input makes decoding panic: every failure is a [`FrameError`].
+//! - Payload bytes are not canonical: rkyv finds the root at the end of the buffer, so
+//!   aligned junk in front of a valid archive still validates to the same message. Never use
+//!   raw payload bytes as an identity, dedup or cache key; use the message's hash layout.
 
 use rkyv::util::AlignedVec;
 use rkyv::Portable;
@@ -23,6 +26,8 @@ use super::{LimitError, MAX_BLOCK_TXS, MAX_BLOCK_TX_BYTES, MAX_COUNCIL_SIZE};
 
 /// Bytes of the frame header: `u32` length and `u8` kind.
 pub const FRAME_HEADER_LEN: usize = 5;
+/// Payload bytes reserved when a header arrives; larger payloads grow as their bytes arrive.
+pub const INITIAL_PAYLOAD_RESERVE: usize = 64 * 1024;
 /// Largest vote payload.
 pub const MAX_VOTE_PAYLOAD: usize = 256;
 /// Largest round-change payload (one prepared certificate with a full-council bitmap).
@@ -274,9 +279,11 @@ where
 /// Incremental frame decoder for a byte stream (a TCP connection).
 ///
 /// Feed it whatever arrived with [`FrameDecoder::decode`]; it returns each frame as soon as it
-/// is whole. The header is validated before the payload buffer is allocated, and the buffer is
-/// allocated at exactly the declared length, so memory per connection is bounded by the
-/// largest kind's maximum. After an error the stream is out of sync: drop the connection.
+/// is whole. The header is validated before any payload is buffered; the buffer starts at
+/// most [`INITIAL_PAYLOAD_RESERVE`] bytes and grows with the bytes actually received, never
+/// past the declared length, so memory per connection is bounded by the largest kind's
+/// maximum and by what the peer really sent. After an error the stream is out of sync: drop
+/// the connection.
 #[derive(Debug, Default)]
 pub struct FrameDecoder {
     header: [u8; FRAME_HEADER_LEN],
@@ -322,14 +329,19 @@ impl FrameDecoder {
             }
             self.header_filled = 0;
             let header = FrameHeader::parse(self.header)?;
+            // Reserve at most INITIAL_PAYLOAD_RESERVE up front and grow as bytes arrive, so a
+            // bare header announcing a large payload does not pin megabytes.
             let mut body = AlignedVec::<16>::new();
-            body.reserve_exact(header.len as usize);
+            body.reserve_exact((header.len as usize).min(INITIAL_PAYLOAD_RESERVE));
             self.body = Some((header, body));
         }
     }
 
-    /// Bytes buffered for an incomplete frame (header and payload).
+    /// Bytes received of an incomplete frame (header and payload); 0 between frames.
     pub fn buffered(&self) -> usize {
-        self.header_filled + self.body.as_ref().map_or(0, |(_, b)| b.len())
+        match &self.body {
+            Some((_, body)) => FRAME_HEADER_LEN + body.len(),
+            None => self.header_filled,
+        }
     }
 }

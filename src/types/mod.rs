@@ -81,3 +81,6 @@ where
         Err(err) => panic!("rkyv serialization of a flat wire type failed: {err}"),
     }
 }
+
+#[cfg(test)]
+mod tests;
