@@ -40,7 +40,9 @@
 
 use alloy_consensus::crypto::SECP256K1N_HALF;
 use alloy_consensus::transaction::SignerRecoverable;
-use alloy_consensus::{SignableTransaction, Signed, TxEip1559, TxEip2930, TxEnvelope, TxLegacy};
+use alloy_consensus::{
+    SignableTransaction, Signed, Transaction, TxEip1559, TxEip2930, TxEnvelope, TxLegacy,
+};
 use alloy_eips::eip2718::{Decodable2718, Encodable2718};
 use alloy_primitives::{Address, Bytes, Signature, TxKind, B256, U256};
 use secp256k1::{Message, PublicKey, SecretKey, SECP256K1};
@@ -213,96 +215,33 @@ pub fn decode_transaction(bytes: &[u8]) -> Result<DecodedTx, TxError> {
         return Err(TxError::NonCanonical);
     }
 
-    let (tx_type, signature, mut decoded) = match &envelope {
-        TxEnvelope::Legacy(signed) => {
-            let tx = signed.tx();
-            let chain_id = tx.chain_id.ok_or(TxError::MissingChainId)?;
-            let fields = fields(
-                chain_id,
-                tx.nonce,
-                tx.gas_limit,
-                tx.gas_price,
-                tx.gas_price,
-                tx.to,
-                tx.value,
-                &tx.input,
-            );
-            (TxType::Legacy, signed.signature(), fields)
-        }
-        TxEnvelope::Eip2930(signed) => {
-            let tx = signed.tx();
-            let fields = fields(
-                tx.chain_id,
-                tx.nonce,
-                tx.gas_limit,
-                tx.gas_price,
-                tx.gas_price,
-                tx.to,
-                tx.value,
-                &tx.input,
-            );
-            (TxType::Eip2930, signed.signature(), fields)
-        }
-        TxEnvelope::Eip1559(signed) => {
-            let tx = signed.tx();
-            let fields = fields(
-                tx.chain_id,
-                tx.nonce,
-                tx.gas_limit,
-                tx.max_fee_per_gas,
-                tx.max_priority_fee_per_gas,
-                tx.to,
-                tx.value,
-                &tx.input,
-            );
-            (TxType::Eip1559, signed.signature(), fields)
-        }
-        // Never built above; listed because the envelope enum has them.
-        TxEnvelope::Eip4844(_) => return Err(TxError::UnsupportedType(3)),
-        TxEnvelope::Eip7702(_) => return Err(TxError::UnsupportedType(4)),
-    };
+    // Legacy transactions without EIP-155 have no chain id: refused (replay protection).
+    let chain_id = envelope.chain_id().ok_or(TxError::MissingChainId)?;
     // Checked explicitly so the refusal is precise; `recover_signer` enforces it again.
-    if signature.s() > SECP256K1N_HALF {
+    if envelope.signature().s() > SECP256K1N_HALF {
         return Err(TxError::HighS);
     }
     let sender = envelope
         .recover_signer()
         .map_err(|e| TxError::BadSignature(e.to_string()))?;
-
-    decoded.hash = keccak256(bytes);
-    decoded.sender = sender.into();
-    decoded.tx_type = tx_type;
-    decoded.encoded_len = bytes.len();
-    Ok(decoded)
-}
-
-/// A [`DecodedTx`] with the transaction fields filled and the rest (hash, sender, type, encoded
-/// length) left for the caller.
-#[allow(clippy::too_many_arguments)]
-fn fields(
-    chain_id: u64,
-    nonce: u64,
-    gas_limit: u64,
-    max_fee_per_gas: u128,
-    max_priority_fee_per_gas: u128,
-    to: TxKind,
-    value: U256,
-    input: &Bytes,
-) -> DecodedTx {
-    DecodedTx {
-        hash: [0; 32],
-        sender: [0; 20],
-        tx_type: TxType::Legacy,
+    let max_fee_per_gas = envelope.max_fee_per_gas();
+    Ok(DecodedTx {
+        hash: keccak256(bytes),
+        sender: sender.into(),
+        tx_type: expected,
         chain_id,
-        nonce,
-        gas_limit,
+        nonce: envelope.nonce(),
+        gas_limit: envelope.gas_limit(),
         max_fee_per_gas,
-        max_priority_fee_per_gas,
-        to: to.to().map(|address| (*address).into()),
-        value,
-        input_len: input.len(),
-        encoded_len: 0,
-    }
+        // Legacy and EIP-2930 have one gas price, which is both the cap and the tip.
+        max_priority_fee_per_gas: envelope
+            .max_priority_fee_per_gas()
+            .unwrap_or(max_fee_per_gas),
+        to: envelope.kind().to().map(|address| (*address).into()),
+        value: envelope.value(),
+        input_len: envelope.input().len(),
+        encoded_len: bytes.len(),
+    })
 }
 
 /// The Ethereum address of a secp256k1 secret key: the last 20 bytes of keccak-256 of the
