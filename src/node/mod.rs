@@ -81,7 +81,11 @@ pub fn parse_toml<T: serde::de::DeserializeOwned>(
         let Some(span) = e.span() else {
             return ConfigError::new(path, "", message);
         };
-        let start = span.start.min(text.len());
+        // A span from the parser should sit on a char boundary; make sure before slicing.
+        let mut start = span.start.min(text.len());
+        while !text.is_char_boundary(start) {
+            start -= 1;
+        }
         let line_no = text[..start].matches('\n').count() + 1;
         ConfigError::new(
             path,

@@ -329,3 +329,53 @@ fn oversized_and_non_utf8_files_are_refused() {
         .problem
         .contains("UTF-8"));
 }
+
+mod hostile_files {
+    use proptest::prelude::*;
+
+    use super::super::config::{ConfigFile, NodeConfig};
+    use super::super::genesis::{Genesis, GenesisFile};
+    use super::super::parse_toml;
+
+    const GOOD_CONFIG: &str = include_str!("../../configs/cn.toml");
+
+    fn load_config_text(text: &str) {
+        let path = std::path::Path::new("/nonexistent/config.toml");
+        if let Ok(file) = parse_toml::<ConfigFile>(path, text) {
+            let _ = NodeConfig::validate(path, file);
+        }
+        if let Ok(file) = parse_toml::<GenesisFile>(path, text) {
+            let _ = Genesis::validate(path, &file);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Random text never panics the config or genesis loaders.
+        #[test]
+        fn random_text_never_panics(text in "\\PC{0,400}") {
+            load_config_text(&text);
+        }
+
+        /// Random edits of a valid config (delete, insert, replace a span) never panic, and
+        /// every refusal names the file.
+        #[test]
+        fn mutated_config_never_panics(
+            at in 0usize..GOOD_CONFIG.len(),
+            cut in 0usize..40,
+            insert in "[ -~\\n]{0,20}",
+        ) {
+            let mut start = at;
+            while !GOOD_CONFIG.is_char_boundary(start) { start -= 1; }
+            let mut end = (start + cut).min(GOOD_CONFIG.len());
+            while !GOOD_CONFIG.is_char_boundary(end) { end -= 1; }
+            let text = format!("{}{}{}", &GOOD_CONFIG[..start], insert, &GOOD_CONFIG[end..]);
+            load_config_text(&text);
+            let path = std::path::Path::new("/x/cn.toml");
+            if let Err(e) = parse_toml::<ConfigFile>(path, &text) {
+                prop_assert!(e.to_string().starts_with("/x/cn.toml: "), "{}", e);
+            }
+        }
+    }
+}
