@@ -84,6 +84,9 @@ pub enum BlsError {
     /// Nothing to aggregate.
     #[error("cannot aggregate an empty set")]
     Empty,
+    /// A signer index outside the council.
+    #[error("signer {0} is not a council member")]
+    UnknownSigner(CouncilIndex),
 }
 
 /// A BLS secret key. Its `Debug` output never shows the key.
@@ -405,9 +408,7 @@ impl CouncilKeys {
         message: &[u8],
         signature: &BlsSignatureBytes,
     ) -> Result<(), BlsError> {
-        let key = self
-            .key(signer)
-            .ok_or(BlsError::BadPublicKey(BLST_ERROR::BLST_BAD_ENCODING))?;
+        let key = self.key(signer).ok_or(BlsError::UnknownSigner(signer))?;
         let sig = BlsSignature::from_bytes(signature)?;
         key.verify(domain, message, &sig)
     }

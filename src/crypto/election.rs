@@ -348,8 +348,9 @@ mod tests {
             verify_reveal(&council, proposer, 8, 10, &reveal).is_err(),
             "other chain"
         );
-        assert!(
-            verify_reveal(&council, 99, 9, 10, &reveal).is_err(),
+        assert_eq!(
+            verify_reveal(&council, 99, 9, 10, &reveal),
+            Err(BlsError::UnknownSigner(99)),
             "outside the council"
         );
     }
