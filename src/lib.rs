@@ -8,6 +8,7 @@
 //!
 //! See `DESIGN.md` in the shared folder for the architecture this grows into.
 
+pub mod consensus;
 pub mod crypto;
 pub mod node;
 pub mod types;

@@ -434,29 +434,51 @@ impl CouncilKeys {
         }
         signers::check_canonical(cert.signers, self.keys.len())
             .map_err(CertificateError::Bitmap)?;
+        if let Some(outsider) = signers::iter(cert.signers).find(|&i| !committee.contains(i)) {
+            return Err(CertificateError::NotCommitteeMember(outsider));
+        }
+        let (have, need) = (signers::count(cert.signers), committee.quorum());
+        if have < need {
+            return Err(CertificateError::BelowQuorum { have, need });
+        }
+        self.aggregate_key(cert.signers)
+            .map_err(CertificateError::Signature)
+    }
+
+    /// The sum of the keys of the council members in a canonical `signers` bitmap.
+    fn aggregate_key(&self, signers: &[u8]) -> Result<PublicKey, BlsError> {
         let mut aggregate: Option<AggregatePublicKey> = None;
-        let mut have = 0usize;
-        for index in signers::iter(cert.signers) {
-            if !committee.contains(index) {
-                return Err(CertificateError::NotCommitteeMember(index));
-            }
-            // The bitmap is canonical for this council, so every index has a key.
-            let key = &self.keys[index as usize].0;
+        for index in signers::iter(signers) {
+            let key = &self.key(index).ok_or(BlsError::UnknownSigner(index))?.0;
             match aggregate.as_mut() {
                 None => aggregate = Some(AggregatePublicKey::from_public_key(key)),
                 Some(agg) => agg
                     .add_public_key(key, false)
-                    .map_err(|e| CertificateError::Signature(BlsError::BadPublicKey(e)))?,
+                    .map_err(BlsError::BadPublicKey)?,
             }
-            have += 1;
         }
-        let need = committee.quorum();
-        if have < need {
-            return Err(CertificateError::BelowQuorum { have, need });
-        }
-        match aggregate {
-            Some(agg) => Ok(agg.to_public_key()),
-            None => Err(CertificateError::BelowQuorum { have, need }),
+        aggregate.map(|a| a.to_public_key()).ok_or(BlsError::Empty)
+    }
+
+    /// Verifies an aggregate signature of every council member in `signers` (a canonical
+    /// bitmap) on one `message` under `domain`: one pairing check for any number of signers.
+    pub fn verify_aggregate(
+        &self,
+        signers: &[u8],
+        domain: Domain,
+        message: &[u8],
+        signature: &BlsSignatureBytes,
+    ) -> Result<(), BlsError> {
+        signers::check_canonical(signers, self.keys.len())
+            .map_err(|_| BlsError::UnknownSigner(self.keys.len() as CouncilIndex))?;
+        let key = self.aggregate_key(signers)?;
+        let sig = BlsSignature::from_bytes(signature)?;
+        match sig
+            .0
+            .fast_aggregate_verify_pre_aggregated(true, message, domain.dst(), &key)
+        {
+            BLST_ERROR::BLST_SUCCESS => Ok(()),
+            _ => Err(BlsError::VerifyFailed),
         }
     }
 

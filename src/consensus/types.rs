@@ -1,0 +1,229 @@
+//! The machine's inputs, effects, persisted records and evidence: the whole interface between
+//! the sans-IO consensus core and whatever drives it (the node's consensus shard, or the
+//! simulator).
+
+use crate::crypto::hash::Hash32;
+use crate::types::chain::SignedTransaction;
+use crate::types::{
+    Block, BlockHeader, BlsSignatureBytes, CommitCertificate, CouncilIndex, FinalizedBlock, Height,
+    PreparedCertificate, Proposal, Round, RoundChange, Vote, VoteKind,
+};
+
+/// Milliseconds of the driver's clock (wall time in production, virtual time in the simulator).
+pub type Millis = u64;
+
+/// A consensus message between validators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// PRE-PREPARE.
+    Proposal(Proposal),
+    /// PREPARE or COMMIT.
+    Vote(Vote),
+    /// ROUND-CHANGE.
+    RoundChange(RoundChange),
+    /// A finalized block with its commit certificate (catch-up and sync).
+    Finalized(FinalizedBlock),
+}
+
+impl Message {
+    /// The height the message is about.
+    pub fn height(&self) -> Height {
+        match self {
+            Message::Proposal(p) => p.block.header.height,
+            Message::Vote(v) => v.height,
+            Message::RoundChange(rc) => rc.height,
+            Message::Finalized(f) => f.block.header.height,
+        }
+    }
+
+    /// The council member that signed it (the proposer for a proposal; for a finalized block,
+    /// the block's proposer, though its authority is the certificate).
+    pub fn signer(&self) -> CouncilIndex {
+        match self {
+            Message::Proposal(p) => p.block.header.proposer,
+            Message::Vote(v) => v.signer,
+            Message::RoundChange(rc) => rc.signer,
+            Message::Finalized(f) => f.block.header.proposer,
+        }
+    }
+}
+
+/// A timer the machine asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Timer {
+    /// Time for the proposer of `height` round 0 to propose (parent time + block period).
+    Propose {
+        /// Height.
+        height: Height,
+    },
+    /// Round `round` of `height` timed out.
+    Round {
+        /// Height.
+        height: Height,
+        /// Round.
+        round: Round,
+    },
+}
+
+/// Everything that can happen to the machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// A timer fired.
+    Timer(Timer),
+    /// A message arrived from the network (or from this node itself).
+    Message(Message),
+    /// The driver built the block asked for by [`Effect::BuildBlock`].
+    BlockBuilt {
+        /// Height.
+        height: Height,
+        /// Round.
+        round: Round,
+        /// The transactions, in order.
+        transactions: Vec<SignedTransaction>,
+        /// State root after executing them on the parent state.
+        state_root: Hash32,
+    },
+    /// The driver checked the block asked for by [`Effect::VerifyBlock`].
+    BlockVerified {
+        /// Height.
+        height: Height,
+        /// The block's hash.
+        block_hash: Hash32,
+        /// Whether its contents and state root are right.
+        valid: bool,
+    },
+}
+
+/// Something the driver must do. Effects are returned in order and must be carried out in
+/// that order: in particular a [`Effect::Persist`] must be durable (fsynced) before any later
+/// [`Effect::Broadcast`] or [`Effect::SendTo`] of the same batch leaves the node, and a
+/// [`Effect::Commit`] must be durable before the block is reported final.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Append to the consensus WAL and fsync.
+    Persist(WalRecord),
+    /// Send to every other council member.
+    Broadcast(Message),
+    /// Send to one council member.
+    SendTo(CouncilIndex, Message),
+    /// Fire `timer` at `at` (replacing nothing: stale timers are ignored by the machine).
+    Schedule {
+        /// Which timer.
+        timer: Timer,
+        /// When.
+        at: Millis,
+    },
+    /// Build a block on `parent` for `(height, round)` and answer with [`Input::BlockBuilt`].
+    BuildBlock {
+        /// Height.
+        height: Height,
+        /// Round.
+        round: Round,
+        /// The parent header.
+        parent: BlockHeader,
+    },
+    /// Check a proposed block's contents (re-execute it) and answer with
+    /// [`Input::BlockVerified`].
+    VerifyBlock(Block),
+    /// The block is final: store it durably, then apply it.
+    Commit {
+        /// The block.
+        block: Block,
+        /// Its commit certificate.
+        certificate: CommitCertificate,
+    },
+    /// This node is behind `peer`: ask it for finalized blocks from `from_height` on (answered
+    /// with [`Message::Finalized`]s).
+    RequestSync {
+        /// Whom to ask.
+        peer: CouncilIndex,
+        /// First height wanted.
+        from_height: Height,
+    },
+    /// Proof that a council member signed two different votes for one slot.
+    Evidence(Evidence),
+    /// A message was refused; `from` is the council member it claims to be from.
+    Rejected {
+        /// Claimed sender.
+        from: CouncilIndex,
+        /// Why.
+        reason: Rejection,
+    },
+}
+
+/// What the machine persists before it lets a signed message out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WalRecord {
+    /// This node signed `kind` for `block_hash` at `(height, round)`.
+    Voted {
+        /// Prepare or commit.
+        kind: VoteKind,
+        /// Height.
+        height: Height,
+        /// Round.
+        round: Round,
+        /// Block voted for.
+        block_hash: Hash32,
+    },
+    /// This node proposed `block` at `(height, round)`.
+    Proposed {
+        /// Round.
+        round: Round,
+        /// The block.
+        block: Block,
+    },
+    /// This node moved to `round` at `height` (and signed a round change for it).
+    RoundChanged {
+        /// Height.
+        height: Height,
+        /// Round.
+        round: Round,
+    },
+    /// This node holds a prepared certificate (its lock) for its height.
+    Prepared(PreparedCertificate),
+}
+
+/// Two different signed votes by one member for the same `(height, round, kind)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Evidence {
+    /// The equivocating member.
+    pub signer: CouncilIndex,
+    /// Prepare or commit.
+    pub kind: VoteKind,
+    /// Height.
+    pub height: Height,
+    /// Round.
+    pub round: Round,
+    /// First block hash and signature seen.
+    pub first: (Hash32, BlsSignatureBytes),
+    /// Second, different, block hash and signature.
+    pub second: (Hash32, BlsSignatureBytes),
+}
+
+/// Why a message was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Rejection {
+    /// The signer is not in this height's committee.
+    NotInCommittee,
+    /// The signer is not in the council.
+    NotInCouncil,
+    /// A signature does not verify.
+    BadSignature,
+    /// A proposal from someone other than the round's elected proposer.
+    WrongProposer,
+    /// A proposal whose randao reveal does not verify under the proposer's key.
+    BadRandaoReveal,
+    /// A proposal whose header does not extend this node's chain (parent, mix, committee,
+    /// timestamp) or whose round-0 justification rules are broken.
+    BadProposal,
+    /// A round > 0 proposal without a valid justification.
+    Unjustified,
+    /// A certificate that does not verify.
+    BadCertificate,
+    /// A round change whose prepared certificate is invalid.
+    BadRoundChange,
+    /// The block's contents failed verification.
+    InvalidBlock,
+    /// A message for a height too far ahead to buffer.
+    TooFarAhead,
+}
