@@ -16,13 +16,13 @@ pub type Millis = u64;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
     /// PRE-PREPARE.
-    Proposal(Proposal),
+    Proposal(Box<Proposal>),
     /// PREPARE or COMMIT.
     Vote(Vote),
     /// ROUND-CHANGE.
     RoundChange(RoundChange),
     /// A finalized block with its commit certificate (catch-up and sync).
-    Finalized(FinalizedBlock),
+    Finalized(Box<FinalizedBlock>),
 }
 
 impl Message {
@@ -66,6 +66,8 @@ pub enum Timer {
 }
 
 /// Everything that can happen to the machine.
+// Votes and round changes travel inline (a few hundred bytes); blocks are boxed.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
     /// A timer fired.
@@ -98,6 +100,7 @@ pub enum Input {
 /// that order: in particular a [`Effect::Persist`] must be durable (fsynced) before any later
 /// [`Effect::Broadcast`] or [`Effect::SendTo`] of the same batch leaves the node, and a
 /// [`Effect::Commit`] must be durable before the block is reported final.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
     /// Append to the consensus WAL and fsync.
