@@ -1,8 +1,28 @@
-//! The IBFT state machine (stub: being written).
+//! The IBFT state machine of one council member. See the module doc of [`crate::consensus`]
+//! for the protocol rules this implements.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::scheme::SignatureScheme;
-use super::types::{Effect, Input, Millis, WalRecord};
-use crate::types::{BlockHeader, CouncilIndex, Height, Round};
+use super::types::{Effect, Evidence, Input, Message, Millis, Rejection, Timer, WalRecord};
+use super::votes::{Added, VoteSet};
+use crate::crypto::bls::Domain;
+use crate::crypto::election::{self, Committee};
+use crate::crypto::hash::Hash32;
+use crate::types::chain::SignedTransaction;
+use crate::types::{
+    signers, Block, BlockHeader, CouncilIndex, FinalizedBlock, Height, Proposal, QuorumCertificate,
+    Round, RoundChange, Vote, VoteKind,
+};
+
+/// Heights ahead of the current one whose messages are buffered.
+pub const MAX_FUTURE_HEIGHTS: u64 = 64;
+/// Buffered messages per future height.
+pub const MAX_FUTURE_MESSAGES_PER_HEIGHT: usize = 4096;
+/// Distinct peers asked for sync per height.
+pub const MAX_SYNC_REQUESTS_PER_HEIGHT: usize = 3;
+/// Largest round a message may name (bounds timer arithmetic and vote maps).
+pub const MAX_ROUND: Round = 1 << 20;
 
 /// Consensus parameters (from the genesis and the node config).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,14 +43,57 @@ pub struct ConsensusConfig {
     pub weakening: Weakening,
 }
 
+impl ConsensusConfig {
+    /// How long round `round` lasts: `min(base * 2^round, max)`.
+    pub fn round_timeout(&self, round: Round) -> Millis {
+        let factor = 1u64 << round.min(20);
+        self.round_timeout_base_ms
+            .saturating_mul(factor)
+            .min(self.round_timeout_max_ms)
+    }
+}
+
 /// Deliberate protocol bugs for testing the checkers. Never set outside tests and `sim`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Weakening {
     /// Accept certificates and quorums one vote short.
     pub quorum_minus_one: bool,
     /// Ignore the prepared value (the lock) when proposing after a round change, and accept
-    /// unjustified proposals.
+    /// proposals without checking their justification.
     pub no_lock: bool,
+}
+
+/// State of the height being decided; reset when a block is finalized.
+#[derive(Debug, Default)]
+struct HeightState {
+    /// Highest prepared certificate held (the lock: `pr`, `pv` of the paper).
+    prepared: Option<QuorumCertificate>,
+    /// Accepted (valid, justified) proposal per round.
+    proposals: BTreeMap<Round, Proposal>,
+    /// Blocks seen in valid proposals, by hash.
+    blocks: BTreeMap<Hash32, Block>,
+    /// Block verification results from the driver.
+    verified: BTreeMap<Hash32, bool>,
+    /// Blocks sent for verification and not answered yet.
+    verifying: BTreeSet<Hash32>,
+    /// Votes per (round, kind).
+    votes: BTreeMap<(Round, VoteKind), VoteSet>,
+    /// Valid round changes per round, per signer.
+    round_changes: BTreeMap<Round, BTreeMap<CouncilIndex, RoundChange>>,
+    /// This node's own signed votes: (round, kind) -> hash. Never signs a different one.
+    sent: BTreeMap<(Round, VoteKind), Hash32>,
+    /// Rounds this node proposed in.
+    proposed: BTreeMap<Round, Hash32>,
+    /// Rounds whose block this node asked the driver to build.
+    building: BTreeSet<Round>,
+    /// Rounds this node sent a round change for.
+    round_changed: BTreeSet<Round>,
+    /// A commit certificate whose block this node does not have yet.
+    decided: Option<QuorumCertificate>,
+    /// Signers already reported for equivocation, per (round, kind).
+    evidenced: BTreeSet<(CouncilIndex, Round, VoteKind)>,
+    /// Peers asked for sync at this height.
+    sync_asked: BTreeSet<CouncilIndex>,
 }
 
 /// The consensus machine of one council member.
@@ -39,9 +102,17 @@ pub struct Machine<S> {
     scheme: S,
     config: ConsensusConfig,
     me: CouncilIndex,
+    /// The last finalized header.
     head: BlockHeader,
+    /// The height being decided: `head.height + 1`.
     height: Height,
     round: Round,
+    committee: Committee,
+    state: HeightState,
+    /// Messages for future heights, bounded.
+    future: BTreeMap<Height, Vec<Message>>,
+    /// The driver's time at the input being handled.
+    now: Millis,
 }
 
 impl<S: SignatureScheme> Machine<S> {
@@ -55,25 +126,70 @@ impl<S: SignatureScheme> Machine<S> {
         wal: &[WalRecord],
         now: Millis,
     ) -> (Machine<S>, Vec<Effect>) {
-        let _ = (wal, now);
+        assert!(
+            (me as usize) < config.council_size,
+            "me outside the council"
+        );
+        assert!(config.committee_size >= 1 && config.round_timeout_base_ms >= 1);
         let height = head.height + 1;
-        (
-            Machine {
-                scheme,
-                config,
-                me,
-                head,
-                height,
-                round: 0,
-            },
-            Vec::new(),
-        )
+        let committee = Committee::elect(
+            config.council_size,
+            config.committee_size,
+            height,
+            &head.mix,
+        );
+        let mut machine = Machine {
+            scheme,
+            config,
+            me,
+            head,
+            height,
+            round: 0,
+            committee,
+            state: HeightState::default(),
+            future: BTreeMap::new(),
+            now,
+        };
+        machine.restore(wal);
+        let mut out = Vec::new();
+        machine.start_height(now, &mut out);
+        (machine, out)
     }
 
-    /// Feeds one input; returns what the driver must do, in order.
-    pub fn handle(&mut self, now: Millis, input: Input) -> Vec<Effect> {
-        let _ = (now, input, &self.scheme, &self.config, self.me);
-        Vec::new()
+    /// Rebuilds what this node signed at its current height from the WAL.
+    fn restore(&mut self, wal: &[WalRecord]) {
+        for record in wal {
+            match record {
+                WalRecord::Voted {
+                    kind,
+                    height,
+                    round,
+                    block_hash,
+                } if *height == self.height => {
+                    self.state.sent.insert((*round, *kind), *block_hash);
+                }
+                WalRecord::Proposed { round, block } if block.header.height == self.height => {
+                    self.state.proposed.insert(*round, block.hash());
+                    self.state.verified.insert(block.hash(), true);
+                    self.state.blocks.insert(block.hash(), block.clone());
+                }
+                WalRecord::RoundChanged { height, round } if *height == self.height => {
+                    self.round = self.round.max(*round);
+                    self.state.round_changed.insert(*round);
+                }
+                WalRecord::Prepared(cert)
+                    if cert.height == self.height
+                        && self
+                            .state
+                            .prepared
+                            .as_ref()
+                            .is_none_or(|p| p.round < cert.round) =>
+                {
+                    self.state.prepared = Some(cert.clone());
+                }
+                _ => {}
+            }
+        }
     }
 
     /// The height being decided.
@@ -89,5 +205,836 @@ impl<S: SignatureScheme> Machine<S> {
     /// The last finalized header.
     pub fn head(&self) -> &BlockHeader {
         &self.head
+    }
+
+    /// This height's committee.
+    pub fn committee(&self) -> &Committee {
+        &self.committee
+    }
+
+    fn quorum(&self) -> usize {
+        let q = self.committee.quorum();
+        if self.config.weakening.quorum_minus_one {
+            q.saturating_sub(1).max(1)
+        } else {
+            q
+        }
+    }
+
+    fn in_committee(&self) -> bool {
+        self.committee.contains(self.me)
+    }
+
+    /// When the proposer of round 0 may propose: the parent's time plus the block period.
+    fn proposal_time(&self, now: Millis) -> Millis {
+        now.max(
+            self.head
+                .timestamp_ms
+                .saturating_add(self.config.block_period_ms),
+        )
+    }
+
+    fn start_height(&mut self, now: Millis, out: &mut Vec<Effect>) {
+        let propose_at = self.proposal_time(now);
+        let round_end = if self.round == 0 {
+            propose_at + self.config.round_timeout(0)
+        } else {
+            now + self.config.round_timeout(self.round)
+        };
+        out.push(Effect::Schedule {
+            timer: Timer::Round {
+                height: self.height,
+                round: self.round,
+            },
+            at: round_end,
+        });
+        if self.round == 0 && self.committee.proposer(0) == self.me {
+            out.push(Effect::Schedule {
+                timer: Timer::Propose {
+                    height: self.height,
+                },
+                at: propose_at,
+            });
+        }
+        // Messages that arrived early for this height.
+        if let Some(buffered) = self.future.remove(&self.height) {
+            for m in buffered {
+                self.on_message(now, m, out);
+            }
+        }
+    }
+
+    /// Feeds one input; returns what the driver must do, in order.
+    pub fn handle(&mut self, now: Millis, input: Input) -> Vec<Effect> {
+        self.now = self.now.max(now);
+        let now = self.now;
+        let mut out = Vec::new();
+        match input {
+            Input::Timer(timer) => self.on_timer(now, timer, &mut out),
+            Input::Message(m) => self.on_message(now, m, &mut out),
+            Input::BlockBuilt {
+                height,
+                round,
+                transactions,
+                state_root,
+            } => self.on_block_built(now, height, round, transactions, state_root, &mut out),
+            Input::BlockVerified {
+                height,
+                block_hash,
+                valid,
+            } => self.on_block_verified(now, height, block_hash, valid, &mut out),
+        }
+        out
+    }
+
+    fn on_timer(&mut self, now: Millis, timer: Timer, out: &mut Vec<Effect>) {
+        match timer {
+            Timer::Propose { height } => {
+                if height == self.height && self.round == 0 && self.committee.proposer(0) == self.me
+                {
+                    self.build_block(0, out);
+                }
+            }
+            Timer::Round { height, round } => {
+                if height != self.height || round != self.round {
+                    return; // stale
+                }
+                // Stuck while others are ahead: ask one of them for the missing blocks.
+                let ahead: Vec<CouncilIndex> = self
+                    .future
+                    .values()
+                    .flat_map(|ms| ms.iter().map(Message::signer))
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                for peer in ahead {
+                    self.request_sync(peer, out);
+                }
+                if self.in_committee() {
+                    self.move_to_round(now, round + 1, out);
+                } else {
+                    // Observers follow rounds too, so their timers keep running.
+                    self.round = round + 1;
+                    out.push(Effect::Schedule {
+                        timer: Timer::Round {
+                            height: self.height,
+                            round: self.round,
+                        },
+                        at: now + self.config.round_timeout(self.round),
+                    });
+                }
+            }
+        }
+    }
+
+    fn build_block(&mut self, round: Round, out: &mut Vec<Effect>) {
+        if self.state.proposed.contains_key(&round) || !self.state.building.insert(round) {
+            return;
+        }
+        out.push(Effect::BuildBlock {
+            height: self.height,
+            round,
+            parent: self.head.clone(),
+        });
+    }
+
+    fn on_block_built(
+        &mut self,
+        now: Millis,
+        height: Height,
+        round: Round,
+        transactions: Vec<SignedTransaction>,
+        state_root: Hash32,
+        out: &mut Vec<Effect>,
+    ) {
+        if height != self.height || round != self.round || self.state.proposed.contains_key(&round)
+        {
+            return;
+        }
+        let chain_id = self.config.chain_id;
+        let reveal = self
+            .scheme
+            .sign(Domain::Randao, &election::randao_message(chain_id, height));
+        let mut block = Block {
+            header: BlockHeader {
+                parent_hash: self.head.hash(),
+                height,
+                round,
+                timestamp_ms: self.proposal_time(now),
+                proposer: self.me,
+                randao_reveal: reveal,
+                mix: election::next_mix(&self.head.mix, &reveal),
+                transactions_root: [0; 32],
+                state_root,
+                committee_digest: self.committee.digest(),
+            },
+            transactions,
+        };
+        block.header.transactions_root = block.computed_transactions_root();
+        self.state.verified.insert(block.hash(), true);
+        self.propose(now, round, block, out);
+    }
+
+    /// Signs and sends a PRE-PREPARE for `block` in `round`, with the round's round changes as
+    /// its justification.
+    fn propose(&mut self, now: Millis, round: Round, block: Block, out: &mut Vec<Effect>) {
+        let hash = block.hash();
+        debug_assert!(
+            !self.state.proposed.contains_key(&round),
+            "one proposal per round"
+        );
+        let justification: Vec<RoundChange> = if round == 0 {
+            Vec::new()
+        } else {
+            self.state
+                .round_changes
+                .get(&round)
+                .map(|m| m.values().cloned().collect())
+                .unwrap_or_default()
+        };
+        let mut proposal = Proposal {
+            round,
+            block,
+            justification,
+            signature: [0; 96],
+        };
+        proposal.signature = self.scheme.sign(
+            Domain::Vote,
+            &proposal.signing_message(self.config.chain_id),
+        );
+        self.state.proposed.insert(round, hash);
+        out.push(Effect::Persist(WalRecord::Proposed {
+            round,
+            block: proposal.block.clone(),
+        }));
+        out.push(Effect::Broadcast(Message::Proposal(Box::new(
+            proposal.clone(),
+        ))));
+        self.on_proposal(now, proposal, out);
+    }
+
+    fn on_message(&mut self, now: Millis, m: Message, out: &mut Vec<Effect>) {
+        let h = m.height();
+        if h < self.height {
+            return; // stale: already finalized here
+        }
+        if h > self.height {
+            self.buffer_future(m, out);
+            return;
+        }
+        match m {
+            Message::Proposal(p) => self.on_proposal(now, *p, out),
+            Message::Vote(v) => self.on_vote(now, v, out),
+            Message::RoundChange(rc) => self.on_round_change(now, rc, out),
+            Message::Finalized(f) => self.on_finalized(now, *f, out),
+        }
+    }
+
+    fn buffer_future(&mut self, m: Message, out: &mut Vec<Effect>) {
+        let h = m.height();
+        let signer = m.signer();
+        if (signer as usize) >= self.config.council_size {
+            out.push(Effect::Rejected {
+                from: signer,
+                reason: Rejection::NotInCouncil,
+            });
+            return;
+        }
+        // Two or more heights ahead: this node is behind; ask the sender for blocks.
+        if h >= self.height + 2 {
+            self.request_sync(signer, out);
+        }
+        if h > self.height + MAX_FUTURE_HEIGHTS {
+            out.push(Effect::Rejected {
+                from: signer,
+                reason: Rejection::TooFarAhead,
+            });
+            return;
+        }
+        let slot = self.future.entry(h).or_default();
+        if slot.len() < MAX_FUTURE_MESSAGES_PER_HEIGHT {
+            slot.push(m);
+        }
+    }
+
+    fn request_sync(&mut self, peer: CouncilIndex, out: &mut Vec<Effect>) {
+        if peer == self.me
+            || self.state.sync_asked.len() >= MAX_SYNC_REQUESTS_PER_HEIGHT
+            || !self.state.sync_asked.insert(peer)
+        {
+            return;
+        }
+        out.push(Effect::RequestSync {
+            peer,
+            from_height: self.height,
+        });
+    }
+
+    /// Membership of a signer: in the council and in this height's committee.
+    fn check_member(&self, signer: CouncilIndex, out: &mut Vec<Effect>) -> bool {
+        if (signer as usize) >= self.config.council_size {
+            out.push(Effect::Rejected {
+                from: signer,
+                reason: Rejection::NotInCouncil,
+            });
+            return false;
+        }
+        if !self.committee.contains(signer) {
+            out.push(Effect::Rejected {
+                from: signer,
+                reason: Rejection::NotInCommittee,
+            });
+            return false;
+        }
+        true
+    }
+
+    // ---- PRE-PREPARE -------------------------------------------------------------------
+
+    fn on_proposal(&mut self, now: Millis, p: Proposal, out: &mut Vec<Effect>) {
+        let round = p.round;
+        if round < self.round || round > MAX_ROUND || self.state.proposals.contains_key(&round) {
+            return; // stale, absurd, or already have this round's proposal
+        }
+        let proposer = p.block.header.proposer;
+        if !self.check_member(proposer, out) {
+            return;
+        }
+        if proposer != self.committee.proposer(round) {
+            out.push(Effect::Rejected {
+                from: proposer,
+                reason: Rejection::WrongProposer,
+            });
+            return;
+        }
+        let chain_id = self.config.chain_id;
+        let own = proposer == self.me && self.state.proposed.get(&round) == Some(&p.block.hash());
+        if !own
+            && !self.scheme.verify(
+                proposer,
+                Domain::Vote,
+                &p.signing_message(chain_id),
+                &p.signature,
+            )
+        {
+            out.push(Effect::Rejected {
+                from: proposer,
+                reason: Rejection::BadSignature,
+            });
+            return;
+        }
+        if let Err(reason) = self.check_block_header(now, &p.block) {
+            out.push(Effect::Rejected {
+                from: proposer,
+                reason,
+            });
+            return;
+        }
+        if round > 0 && !self.config.weakening.no_lock {
+            if let Err(reason) = self.check_justification(&p) {
+                out.push(Effect::Rejected {
+                    from: proposer,
+                    reason,
+                });
+                return;
+            }
+        }
+        // A justified proposal for a later round: its quorum of round changes moves us there.
+        if round > self.round {
+            self.enter_round(now, round, out);
+        }
+        let hash = p.block.hash();
+        self.state
+            .blocks
+            .entry(hash)
+            .or_insert_with(|| p.block.clone());
+        self.state.proposals.insert(round, p);
+        self.maybe_prepare(round, out);
+        self.maybe_commit_decided(now, out);
+    }
+
+    /// Header checks against this node's chain. The reveal proves the proposer was elected.
+    fn check_block_header(&self, now: Millis, block: &Block) -> Result<(), Rejection> {
+        let h = &block.header;
+        let chain_id = self.config.chain_id;
+        if h.height != self.height
+            || h.parent_hash != self.head.hash()
+            || h.committee_digest != self.committee.digest()
+            || h.timestamp_ms
+                < self
+                    .head
+                    .timestamp_ms
+                    .saturating_add(self.config.block_period_ms)
+            || h.timestamp_ms > now.saturating_add(self.config.round_timeout_max_ms)
+            || !self.committee.contains(h.proposer)
+            || block.computed_transactions_root() != h.transactions_root
+        {
+            return Err(Rejection::BadProposal);
+        }
+        let message = election::randao_message(chain_id, self.height);
+        if !self
+            .scheme
+            .verify(h.proposer, Domain::Randao, &message, &h.randao_reveal)
+        {
+            return Err(Rejection::BadRandaoReveal);
+        }
+        if h.mix != election::next_mix(&self.head.mix, &h.randao_reveal) {
+            return Err(Rejection::BadProposal);
+        }
+        Ok(())
+    }
+
+    /// JustifyPrePrepare: a quorum of valid round changes for the proposal's round, from
+    /// distinct committee members; if any of them carries a prepared certificate, the proposed
+    /// block is the one prepared in the highest round among them.
+    fn check_justification(&self, p: &Proposal) -> Result<(), Rejection> {
+        let mut seen = BTreeSet::new();
+        let mut highest: Option<&QuorumCertificate> = None;
+        for rc in &p.justification {
+            if rc.height != self.height
+                || rc.round != p.round
+                || !self.committee.contains(rc.signer)
+            {
+                return Err(Rejection::Unjustified);
+            }
+            if !seen.insert(rc.signer) || self.check_round_change(rc).is_err() {
+                return Err(Rejection::Unjustified);
+            }
+            if let Some(cert) = &rc.prepared {
+                if highest.is_none_or(|h| h.round < cert.round) {
+                    highest = Some(cert);
+                }
+            }
+        }
+        if seen.len() < self.quorum() {
+            return Err(Rejection::Unjustified);
+        }
+        match highest {
+            Some(cert) if cert.block_hash != p.block.hash() => Err(Rejection::Unjustified),
+            _ => Ok(()),
+        }
+    }
+
+    /// Sends PREPARE for the proposal of `round` once its block is verified.
+    fn maybe_prepare(&mut self, round: Round, out: &mut Vec<Effect>) {
+        if round != self.round
+            || !self.in_committee()
+            || self.state.sent.contains_key(&(round, VoteKind::Prepare))
+        {
+            return;
+        }
+        let Some(p) = self.state.proposals.get(&round) else {
+            return;
+        };
+        let hash = p.block.hash();
+        match self.state.verified.get(&hash) {
+            Some(true) => self.vote(VoteKind::Prepare, round, hash, out),
+            Some(false) => {}
+            None => {
+                if self.state.verifying.insert(hash) {
+                    out.push(Effect::VerifyBlock(p.block.clone()));
+                }
+            }
+        }
+    }
+
+    fn on_block_verified(
+        &mut self,
+        now: Millis,
+        height: Height,
+        hash: Hash32,
+        valid: bool,
+        out: &mut Vec<Effect>,
+    ) {
+        if height != self.height || !self.state.verifying.remove(&hash) {
+            return;
+        }
+        self.state.verified.insert(hash, valid);
+        if !valid {
+            if let Some(b) = self.state.blocks.get(&hash) {
+                out.push(Effect::Rejected {
+                    from: b.header.proposer,
+                    reason: Rejection::InvalidBlock,
+                });
+            }
+            return;
+        }
+        self.maybe_prepare(self.round, out);
+        self.maybe_commit_decided(now, out);
+    }
+
+    // ---- PREPARE and COMMIT ------------------------------------------------------------
+
+    /// Signs, persists and sends this node's vote, unless it already signed this slot.
+    fn vote(&mut self, kind: VoteKind, round: Round, block_hash: Hash32, out: &mut Vec<Effect>) {
+        if let Some(previous) = self.state.sent.get(&(round, kind)) {
+            assert_eq!(
+                *previous, block_hash,
+                "refusing to equivocate: already voted {kind:?} for another block"
+            );
+            return;
+        }
+        let mut vote = Vote {
+            kind,
+            height: self.height,
+            round,
+            block_hash,
+            signer: self.me,
+            signature: [0; 96],
+        };
+        vote.signature = self
+            .scheme
+            .sign(Domain::Vote, &vote.signing_message(self.config.chain_id));
+        self.state.sent.insert((round, kind), block_hash);
+        out.push(Effect::Persist(WalRecord::Voted {
+            kind,
+            height: self.height,
+            round,
+            block_hash,
+        }));
+        out.push(Effect::Broadcast(Message::Vote(vote.clone())));
+        self.add_vote(vote, true, out);
+    }
+
+    fn on_vote(&mut self, _now: Millis, v: Vote, out: &mut Vec<Effect>) {
+        if v.round > MAX_ROUND || !self.check_member(v.signer, out) || v.signer == self.me {
+            return;
+        }
+        self.add_vote(v, false, out);
+    }
+
+    fn add_vote(&mut self, v: Vote, verified: bool, out: &mut Vec<Effect>) {
+        let chain_id = self.config.chain_id;
+        let set = self.state.votes.entry((v.round, v.kind)).or_default();
+        match set.add(&self.scheme, chain_id, &v, verified) {
+            Added::Stored => {}
+            Added::BadSignature => {
+                out.push(Effect::Rejected {
+                    from: v.signer,
+                    reason: Rejection::BadSignature,
+                });
+                return;
+            }
+            Added::Equivocation { first } => {
+                if self.state.evidenced.insert((v.signer, v.round, v.kind)) {
+                    out.push(Effect::Evidence(Evidence {
+                        signer: v.signer,
+                        kind: v.kind,
+                        height: v.height,
+                        round: v.round,
+                        first,
+                        second: (v.block_hash, v.signature),
+                    }));
+                }
+                return;
+            }
+        }
+        self.try_certificate(v.round, v.kind, v.block_hash, out);
+    }
+
+    /// If the votes of `(round, kind)` for `hash` reach a quorum, fold them into a certificate
+    /// and act on it.
+    fn try_certificate(
+        &mut self,
+        round: Round,
+        kind: VoteKind,
+        hash: Hash32,
+        out: &mut Vec<Effect>,
+    ) {
+        let quorum = self.quorum();
+        let Some(set) = self.state.votes.get_mut(&(round, kind)) else {
+            return;
+        };
+        if set.count_for(&hash) < quorum {
+            return;
+        }
+        let (cert, refused) = set.certify(
+            &self.scheme,
+            self.config.chain_id,
+            self.config.council_size,
+            kind,
+            self.height,
+            round,
+            &hash,
+            quorum,
+        );
+        for signer in refused {
+            out.push(Effect::Rejected {
+                from: signer,
+                reason: Rejection::BadSignature,
+            });
+        }
+        let Some(cert) = cert else { return };
+        match kind {
+            VoteKind::Prepare => self.on_prepared(cert, out),
+            VoteKind::Commit => self.on_committed(cert, out),
+        }
+    }
+
+    /// A prepare quorum in the current round: lock on it (`pr`, `pv`) and COMMIT.
+    fn on_prepared(&mut self, cert: QuorumCertificate, out: &mut Vec<Effect>) {
+        if cert.round != self.round
+            || !self.in_committee()
+            || self
+                .state
+                .sent
+                .contains_key(&(cert.round, VoteKind::Commit))
+        {
+            return;
+        }
+        let (round, hash) = (cert.round, cert.block_hash);
+        if self.state.prepared.as_ref().is_none_or(|p| p.round < round) {
+            out.push(Effect::Persist(WalRecord::Prepared(cert.clone())));
+            self.state.prepared = Some(cert);
+        }
+        self.vote(VoteKind::Commit, round, hash, out);
+    }
+
+    /// A commit quorum (any round of this height): the block is final.
+    fn on_committed(&mut self, cert: QuorumCertificate, out: &mut Vec<Effect>) {
+        if self.state.decided.is_none() {
+            self.state.decided = Some(cert);
+        }
+        self.maybe_commit_decided(self.now, out);
+    }
+
+    /// Finalizes the decided block once this node has it.
+    fn maybe_commit_decided(&mut self, now: Millis, out: &mut Vec<Effect>) {
+        let Some(cert) = self.state.decided.clone() else {
+            return;
+        };
+        let Some(block) = self.state.blocks.get(&cert.block_hash).cloned() else {
+            // Decided without the block (its proposal never reached us): fetch it.
+            let signers: Vec<CouncilIndex> = signers::iter(&cert.signers).collect();
+            for peer in signers {
+                self.request_sync(peer, out);
+            }
+            return;
+        };
+        self.finalize(now, block, cert, out);
+    }
+
+    fn finalize(
+        &mut self,
+        now: Millis,
+        block: Block,
+        certificate: QuorumCertificate,
+        out: &mut Vec<Effect>,
+    ) {
+        debug_assert_eq!(block.hash(), certificate.block_hash);
+        debug_assert_eq!(block.header.height, self.height);
+        let header = block.header.clone();
+        out.push(Effect::Commit { block, certificate });
+        self.head = header;
+        self.height += 1;
+        self.round = 0;
+        self.committee = Committee::elect(
+            self.config.council_size,
+            self.config.committee_size,
+            self.height,
+            &self.head.mix,
+        );
+        self.state = HeightState::default();
+        self.future.retain(|&h, _| h >= self.height);
+        self.start_height(now.max(self.head.timestamp_ms), out);
+    }
+
+    // ---- ROUND-CHANGE ------------------------------------------------------------------
+
+    /// A round change is valid if its signature verifies and its prepared certificate, if
+    /// any, is a valid prepare quorum of this height from an earlier round.
+    fn check_round_change(&self, rc: &RoundChange) -> Result<(), Rejection> {
+        let chain_id = self.config.chain_id;
+        if !self.scheme.verify(
+            rc.signer,
+            Domain::Vote,
+            &rc.signing_message(chain_id),
+            &rc.signature,
+        ) {
+            return Err(Rejection::BadSignature);
+        }
+        if let Some(cert) = &rc.prepared {
+            self.check_certificate(cert, VoteKind::Prepare)
+                .map_err(|_| Rejection::BadRoundChange)?;
+            if cert.round >= rc.round {
+                return Err(Rejection::BadRoundChange);
+            }
+        }
+        Ok(())
+    }
+
+    /// Certificate checks: kind, height, canonical bitmap of committee members, a quorum, and
+    /// the aggregate signature.
+    fn check_certificate(&self, cert: &QuorumCertificate, kind: VoteKind) -> Result<(), Rejection> {
+        if cert.kind != kind
+            || cert.height != self.height
+            || signers::check_canonical(&cert.signers, self.config.council_size).is_err()
+            || signers::iter(&cert.signers).any(|s| !self.committee.contains(s))
+            || signers::count(&cert.signers) < self.quorum()
+        {
+            return Err(Rejection::BadCertificate);
+        }
+        let message = cert.signing_message(self.config.chain_id);
+        if !self
+            .scheme
+            .verify_aggregate(&cert.signers, Domain::Vote, &message, &cert.signature)
+        {
+            return Err(Rejection::BadCertificate);
+        }
+        Ok(())
+    }
+
+    fn on_round_change(&mut self, now: Millis, rc: RoundChange, out: &mut Vec<Effect>) {
+        if rc.round <= self.round.saturating_sub(1) || rc.round > MAX_ROUND || rc.signer == self.me
+        {
+            return; // for a round already left behind, or absurd
+        }
+        if !self.check_member(rc.signer, out) {
+            return;
+        }
+        if self
+            .state
+            .round_changes
+            .get(&rc.round)
+            .is_some_and(|m| m.contains_key(&rc.signer))
+        {
+            return;
+        }
+        if let Err(reason) = self.check_round_change(&rc) {
+            out.push(Effect::Rejected {
+                from: rc.signer,
+                reason,
+            });
+            return;
+        }
+        self.state
+            .round_changes
+            .entry(rc.round)
+            .or_default()
+            .insert(rc.signer, rc);
+        self.after_round_change(now, out);
+    }
+
+    fn after_round_change(&mut self, now: Millis, out: &mut Vec<Effect>) {
+        // f + 1 members are in later rounds: at least one honest member timed out; follow the
+        // lowest round among the f + 1 highest.
+        let f = self.committee.max_faulty();
+        let mut later: BTreeMap<CouncilIndex, Round> = BTreeMap::new();
+        for (&round, by_signer) in self.state.round_changes.range(self.round + 1..) {
+            for &signer in by_signer.keys() {
+                later.insert(signer, round);
+            }
+        }
+        if later.len() > f && self.in_committee() {
+            let mut rounds: Vec<Round> = later.into_values().collect();
+            rounds.sort_unstable_by(|a, b| b.cmp(a));
+            let target = rounds[f];
+            if target > self.round {
+                self.move_to_round(now, target, out);
+            }
+        }
+        self.maybe_propose_after_round_change(now, out);
+    }
+
+    /// The proposer of the current round, holding a quorum of round changes for it, proposes:
+    /// the highest prepared block among them if any, else a new block.
+    fn maybe_propose_after_round_change(&mut self, now: Millis, out: &mut Vec<Effect>) {
+        let round = self.round;
+        if round == 0
+            || self.committee.proposer(round) != self.me
+            || self.state.proposed.contains_key(&round)
+        {
+            return;
+        }
+        let Some(rcs) = self.state.round_changes.get(&round) else {
+            return;
+        };
+        if rcs.len() < self.quorum() {
+            return;
+        }
+        let highest = rcs
+            .values()
+            .filter_map(|rc| rc.prepared.as_ref())
+            .max_by_key(|c| c.round)
+            .map(|c| c.block_hash);
+        match highest {
+            Some(hash) if !self.config.weakening.no_lock => {
+                if let Some(block) = self.state.blocks.get(&hash).cloned() {
+                    self.propose(now, round, block, out);
+                }
+                // Without the prepared block this node cannot propose it; the round times out.
+            }
+            _ => self.build_block(round, out),
+        }
+    }
+
+    /// Moves to a higher `round`: persist, restart the round timer, send ROUND-CHANGE.
+    fn move_to_round(&mut self, now: Millis, round: Round, out: &mut Vec<Effect>) {
+        debug_assert!(round > self.round);
+        self.enter_round(now, round, out);
+        if !self.state.round_changed.insert(round) {
+            return;
+        }
+        let mut rc = RoundChange {
+            height: self.height,
+            round,
+            signer: self.me,
+            prepared: if self.config.weakening.no_lock {
+                None
+            } else {
+                self.state.prepared.clone()
+            },
+            signature: [0; 96],
+        };
+        rc.signature = self
+            .scheme
+            .sign(Domain::Vote, &rc.signing_message(self.config.chain_id));
+        out.push(Effect::Persist(WalRecord::RoundChanged {
+            height: self.height,
+            round,
+        }));
+        out.push(Effect::Broadcast(Message::RoundChange(rc.clone())));
+        self.state
+            .round_changes
+            .entry(round)
+            .or_default()
+            .insert(self.me, rc);
+        self.maybe_propose_after_round_change(now, out);
+    }
+
+    /// Sets the round and its timer; acts on a proposal already held for it.
+    fn enter_round(&mut self, now: Millis, round: Round, out: &mut Vec<Effect>) {
+        if round <= self.round {
+            return;
+        }
+        self.round = round;
+        out.push(Effect::Schedule {
+            timer: Timer::Round {
+                height: self.height,
+                round,
+            },
+            at: now + self.config.round_timeout(round),
+        });
+        self.maybe_prepare(round, out);
+    }
+
+    // ---- catch-up ----------------------------------------------------------------------
+
+    /// A finalized block for the current height: adopt it if its certificate is valid.
+    fn on_finalized(&mut self, now: Millis, f: FinalizedBlock, out: &mut Vec<Effect>) {
+        let from = f.block.header.proposer;
+        if f.certificate.block_hash != f.block.hash()
+            || f.block.header.parent_hash != self.head.hash()
+            || self
+                .check_certificate(&f.certificate, VoteKind::Commit)
+                .is_err()
+        {
+            out.push(Effect::Rejected {
+                from,
+                reason: Rejection::BadCertificate,
+            });
+            return;
+        }
+        self.finalize(now, f.block, f.certificate, out);
     }
 }

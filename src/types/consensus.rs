@@ -37,7 +37,9 @@ pub const ROUND_CHANGE_MESSAGE_LEN: usize = 1 + 8 + 8 + 4 + 4 + 32;
 pub const NOT_PREPARED: u32 = u32::MAX;
 
 /// The kind of a vote. The discriminant is the tag byte of its signing message.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(
+    Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash,
+)]
 #[rkyv(derive(Debug, Clone, Copy, PartialEq, Eq))]
 #[repr(u8)]
 pub enum VoteKind {

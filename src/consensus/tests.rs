@@ -1,0 +1,286 @@
+//! Machine tests with a minimal in-order driver (instant delivery, no faults). The simulator
+//! (`crate::sim`) covers faults, Byzantine actors and randomized schedules.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use super::*;
+use crate::crypto::hash::{keccak256_parts, Hash32};
+use crate::types::chain::transactions_root;
+use crate::types::{Block, BlockHeader, CommitCertificate, CouncilIndex, Height};
+
+const N: usize = 4;
+
+fn config() -> ConsensusConfig {
+    ConsensusConfig {
+        chain_id: 1001,
+        council_size: N,
+        committee_size: N,
+        block_period_ms: 500,
+        round_timeout_base_ms: 400,
+        round_timeout_max_ms: 8000,
+        weakening: Weakening::default(),
+    }
+}
+
+fn genesis() -> BlockHeader {
+    BlockHeader {
+        parent_hash: [0; 32],
+        height: 0,
+        round: 0,
+        timestamp_ms: 0,
+        proposer: 0,
+        randao_reveal: [0; 96],
+        mix: [7; 32],
+        transactions_root: [0; 32],
+        state_root: [0; 32],
+        committee_digest: [0; 32],
+    }
+}
+
+/// A tiny driver: instant delivery in FIFO order, timers by time, a set of nodes that are
+/// down (their inputs dropped).
+struct Net {
+    now: Millis,
+    machines: Vec<Machine<FastScheme>>,
+    queue: VecDeque<(usize, Input)>,
+    timers: BTreeMap<(Millis, u64), (usize, Timer)>,
+    seq: u64,
+    down: Vec<bool>,
+    finalized: Vec<Vec<(Block, CommitCertificate)>>,
+    wal: Vec<Vec<WalRecord>>,
+    rejected: Vec<(usize, CouncilIndex, Rejection)>,
+}
+
+fn state_root(parent: &Hash32, txs_root: &Hash32) -> Hash32 {
+    keccak256_parts(&[parent, txs_root])
+}
+
+impl Net {
+    fn new(config: ConsensusConfig) -> Net {
+        let mut net = Net {
+            now: 0,
+            machines: Vec::new(),
+            queue: VecDeque::new(),
+            timers: BTreeMap::new(),
+            seq: 0,
+            down: vec![false; config.council_size],
+            finalized: vec![Vec::new(); config.council_size],
+            wal: vec![Vec::new(); config.council_size],
+            rejected: Vec::new(),
+        };
+        for i in 0..config.council_size {
+            let scheme = FastScheme::new(i as u32, config.council_size);
+            let (m, effects) = Machine::new(config.clone(), scheme, i as u32, genesis(), &[], 0);
+            net.machines.push(m);
+            net.apply(i, effects);
+        }
+        net
+    }
+
+    fn apply(&mut self, node: usize, effects: Vec<Effect>) {
+        for e in effects {
+            match e {
+                Effect::Persist(r) => self.wal[node].push(r),
+                Effect::Broadcast(m) => {
+                    for to in 0..self.machines.len().max(self.down.len()) {
+                        if to != node {
+                            self.queue.push_back((to, Input::Message(m.clone())));
+                        }
+                    }
+                }
+                Effect::SendTo(to, m) => self.queue.push_back((to as usize, Input::Message(m))),
+                Effect::Schedule { timer, at } => {
+                    self.seq += 1;
+                    self.timers.insert((at, self.seq), (node, timer));
+                }
+                Effect::BuildBlock {
+                    height,
+                    round,
+                    parent,
+                } => {
+                    let txs = vec![crate::types::chain::SignedTransaction {
+                        bytes: vec![height as u8, round as u8, 1],
+                    }];
+                    let root = transactions_root(txs.iter().map(|t| t.bytes.as_slice()));
+                    let state_root = state_root(&parent.hash(), &root);
+                    self.queue.push_back((
+                        node,
+                        Input::BlockBuilt {
+                            height,
+                            round,
+                            transactions: txs,
+                            state_root,
+                        },
+                    ));
+                }
+                Effect::VerifyBlock(block) => {
+                    let root = block.computed_transactions_root();
+                    let valid =
+                        block.header.state_root == state_root(&block.header.parent_hash, &root);
+                    let input = Input::BlockVerified {
+                        height: block.header.height,
+                        block_hash: block.hash(),
+                        valid,
+                    };
+                    self.queue.push_back((node, input));
+                }
+                Effect::Commit { block, certificate } => {
+                    self.finalized[node].push((block, certificate))
+                }
+                Effect::RequestSync { peer, from_height } => {
+                    let blocks: Vec<_> = self.finalized[peer as usize]
+                        .iter()
+                        .filter(|(b, _)| b.header.height >= from_height)
+                        .cloned()
+                        .collect();
+                    for (block, certificate) in blocks {
+                        let f = crate::types::FinalizedBlock { block, certificate };
+                        self.queue
+                            .push_back((node, Input::Message(Message::Finalized(Box::new(f)))));
+                    }
+                }
+                Effect::Evidence(e) => panic!("evidence in an honest run: {e:?}"),
+                Effect::Rejected { from, reason } => self.rejected.push((node, from, reason)),
+            }
+        }
+    }
+
+    /// Runs until every live node finalized `height` or `deadline` passes.
+    fn run_until(&mut self, height: Height, deadline: Millis) {
+        loop {
+            let done = (0..self.machines.len())
+                .all(|i| self.down[i] || self.machines[i].head().height >= height);
+            if done || self.now > deadline {
+                return;
+            }
+            if let Some((to, input)) = self.queue.pop_front() {
+                if !self.down[to] {
+                    let effects = self.machines[to].handle(self.now, input);
+                    self.apply(to, effects);
+                }
+                continue;
+            }
+            let Some(((at, _), (node, timer))) = self.timers.pop_first() else {
+                return;
+            };
+            self.now = self.now.max(at);
+            if !self.down[node] {
+                let effects = self.machines[node].handle(self.now, Input::Timer(timer));
+                self.apply(node, effects);
+            }
+        }
+    }
+
+    fn assert_agreement(&self) {
+        let mut by_height: BTreeMap<Height, Hash32> = BTreeMap::new();
+        for chain in &self.finalized {
+            for (b, c) in chain {
+                assert_eq!(c.block_hash, b.hash());
+                let h = by_height.entry(b.header.height).or_insert(b.hash());
+                assert_eq!(
+                    *h,
+                    b.hash(),
+                    "two blocks finalized at height {}",
+                    b.header.height
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn four_honest_nodes_finalize_at_the_block_period() {
+    let mut net = Net::new(config());
+    net.run_until(20, 60_000);
+    for (i, chain) in net.finalized.iter().enumerate() {
+        assert_eq!(chain.len(), 20, "node {i} finalized {}", chain.len());
+        assert!(
+            chain
+                .windows(2)
+                .all(|w| w[1].0.header.parent_hash == w[0].0.hash()),
+            "a chain"
+        );
+    }
+    net.assert_agreement();
+    // Instant delivery: one block per period, all in round 0.
+    assert!(net.now <= 20 * 500 + 500, "took {} ms", net.now);
+    assert!(net.finalized[0]
+        .iter()
+        .all(|(b, c)| b.header.round == 0 && c.round == 0));
+    assert!(net.rejected.is_empty(), "{:?}", net.rejected);
+}
+
+#[test]
+fn a_down_proposer_costs_one_round_timeout() {
+    let mut net = Net::new(config());
+    net.run_until(3, 60_000);
+    // Take down the round-0 proposer of the next height.
+    let next = net.machines[0].committee().proposer(0) as usize;
+    net.down[next] = true;
+    let start = net.now;
+    net.run_until(4, 60_000);
+    let (b, c) = net.finalized[(next + 1) % N]
+        .last()
+        .expect("finalized")
+        .clone();
+    assert_eq!(b.header.height, 4);
+    assert!(c.round >= 1, "finalized after a round change");
+    let elapsed = net.now - start;
+    assert!(
+        elapsed < 500 + 400 + 800 + 100,
+        "a failed proposer cost {elapsed} ms"
+    );
+    net.assert_agreement();
+}
+
+#[test]
+fn a_restarted_node_resumes_from_its_wal_and_catches_up() {
+    let mut net = Net::new(config());
+    net.run_until(2, 60_000);
+    net.down[3] = true;
+    net.run_until(6, 60_000);
+    // Restart node 3 from its durable state: last finalized header and its WAL.
+    let head = net.finalized[3]
+        .last()
+        .map(|(b, _)| b.header.clone())
+        .unwrap_or_else(genesis);
+    let scheme = FastScheme::new(3, N);
+    let (m, effects) = Machine::new(config(), scheme, 3, head, &net.wal[3], net.now);
+    net.machines[3] = m;
+    net.down[3] = false;
+    net.apply(3, effects);
+    net.run_until(10, 120_000);
+    assert!(
+        net.finalized[3].len() >= 10,
+        "node 3 caught up to {}",
+        net.finalized[3].len()
+    );
+    net.assert_agreement();
+}
+
+#[test]
+fn votes_from_outside_the_committee_are_rejected_and_reported() {
+    let mut cfg = config();
+    cfg.council_size = 7;
+    cfg.committee_size = 4;
+    let mut net = Net::new(cfg.clone());
+    net.run_until(1, 10_000);
+    let m = &net.machines[0];
+    let outsider = (0..7)
+        .find(|i| !m.committee().contains(*i))
+        .expect("an outsider");
+    let mut vote = crate::types::Vote {
+        kind: crate::types::VoteKind::Prepare,
+        height: m.height(),
+        round: 0,
+        block_hash: [1; 32],
+        signer: outsider,
+        signature: [0; 96],
+    };
+    vote.signature = FastScheme::new(outsider, 7).sign(
+        crate::crypto::bls::Domain::Vote,
+        &vote.signing_message(1001),
+    );
+    let effects = net.machines[0].handle(net.now, Input::Message(Message::Vote(vote)));
+    assert!(effects.iter().any(|e| matches!(e, Effect::Rejected { from, reason: Rejection::NotInCommittee } if *from == outsider)));
+}
