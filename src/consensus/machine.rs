@@ -440,8 +440,9 @@ impl<S: SignatureScheme> Machine<S> {
             });
             return;
         }
-        // Two or more heights ahead: this node is behind; ask the sender for blocks.
-        if h >= self.height + 2 {
+        // Two or more heights ahead: this node is behind; ask the sender for blocks (unless
+        // this already is a sync answer).
+        if h >= self.height + 2 && !matches!(m, Message::Finalized(_)) {
             self.request_sync(signer, out);
         }
         if h > self.height + MAX_FUTURE_HEIGHTS {

@@ -58,9 +58,23 @@ impl VoteSet {
     ) -> Added {
         if let Some(existing) = self.by_signer.get_mut(&vote.signer) {
             if existing.block_hash == vote.block_hash {
-                if !existing.verified && verified {
-                    existing.signature = vote.signature;
-                    existing.verified = true;
+                // An unverified stored signature may be a forgery sent ahead of the real vote:
+                // a different signature that verifies replaces it.
+                if !existing.verified && existing.signature != vote.signature {
+                    let valid = verified
+                        || scheme.verify(
+                            vote.signer,
+                            Domain::Vote,
+                            &vote.signing_message(chain_id),
+                            &vote.signature,
+                        );
+                    if valid {
+                        existing.signature = vote.signature;
+                        existing.verified = true;
+                    }
+                }
+                if verified {
+                    existing.verified |= existing.signature == vote.signature;
                 }
                 return Added::Stored;
             }
@@ -182,5 +196,107 @@ impl VoteSet {
             }
         }
         (None, refused)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consensus::scheme::FastScheme;
+
+    const CHAIN: u64 = 1001;
+
+    fn vote(signer: CouncilIndex, hash: Hash32, forged: bool) -> Vote {
+        let mut v = Vote {
+            kind: VoteKind::Commit,
+            height: 5,
+            round: 0,
+            block_hash: hash,
+            signer,
+            signature: [0; 96],
+        };
+        v.signature = if forged {
+            [0xee; 96]
+        } else {
+            FastScheme::new(signer, 4).sign(Domain::Vote, &v.signing_message(CHAIN))
+        };
+        v
+    }
+
+    fn certify(set: &mut VoteSet, hash: Hash32) -> (Option<QuorumCertificate>, Vec<CouncilIndex>) {
+        let scheme = FastScheme::new(0, 4);
+        set.certify(&scheme, CHAIN, 4, VoteKind::Commit, 5, 0, &hash, 3)
+    }
+
+    #[test]
+    fn a_quorum_certifies_with_one_aggregate_check() {
+        let scheme = FastScheme::new(0, 4);
+        let mut set = VoteSet::default();
+        for s in 0..3 {
+            assert_eq!(
+                set.add(&scheme, CHAIN, &vote(s, [1; 32], false), false),
+                Added::Stored
+            );
+        }
+        let (cert, refused) = certify(&mut set, [1; 32]);
+        let cert = cert.expect("quorum");
+        assert!(refused.is_empty());
+        assert_eq!(
+            signers::iter(&cert.signers).collect::<Vec<_>>(),
+            vec![0, 1, 2]
+        );
+        assert!(scheme.verify_aggregate(
+            &cert.signers,
+            Domain::Vote,
+            &cert.signing_message(CHAIN),
+            &cert.signature
+        ));
+    }
+
+    #[test]
+    fn a_bad_signature_is_found_named_and_dropped() {
+        let scheme = FastScheme::new(0, 4);
+        let mut set = VoteSet::default();
+        set.add(&scheme, CHAIN, &vote(0, [1; 32], false), false);
+        set.add(&scheme, CHAIN, &vote(1, [1; 32], true), false);
+        set.add(&scheme, CHAIN, &vote(2, [1; 32], false), false);
+        let (cert, refused) = certify(&mut set, [1; 32]);
+        assert!(cert.is_none(), "two valid votes are below the quorum of 3");
+        assert_eq!(refused, vec![1]);
+        // Signer 1's real vote still counts afterwards.
+        set.add(&scheme, CHAIN, &vote(1, [1; 32], false), false);
+        assert!(certify(&mut set, [1; 32]).0.is_some());
+    }
+
+    #[test]
+    fn a_forgery_sent_ahead_does_not_shadow_the_real_vote() {
+        let scheme = FastScheme::new(0, 4);
+        let mut set = VoteSet::default();
+        set.add(&scheme, CHAIN, &vote(1, [1; 32], true), false);
+        set.add(&scheme, CHAIN, &vote(1, [1; 32], false), false);
+        set.add(&scheme, CHAIN, &vote(0, [1; 32], false), false);
+        set.add(&scheme, CHAIN, &vote(2, [1; 32], false), false);
+        let (cert, refused) = certify(&mut set, [1; 32]);
+        assert!(cert.is_some() && refused.is_empty());
+    }
+
+    #[test]
+    fn two_valid_votes_for_different_blocks_are_evidence() {
+        let scheme = FastScheme::new(0, 4);
+        let mut set = VoteSet::default();
+        let first = vote(2, [1; 32], false);
+        set.add(&scheme, CHAIN, &first, false);
+        match set.add(&scheme, CHAIN, &vote(2, [9; 32], false), false) {
+            Added::Equivocation { first: (hash, sig) } => {
+                assert_eq!((hash, sig), ([1; 32], first.signature))
+            }
+            other => panic!("expected evidence, got {other:?}"),
+        }
+        // A forged second vote is no evidence against the signer.
+        assert_eq!(
+            set.add(&scheme, CHAIN, &vote(2, [8; 32], true), false),
+            Added::BadSignature
+        );
+        assert_eq!(set.vote_of(2), Some([1; 32]), "the first vote is kept");
     }
 }
