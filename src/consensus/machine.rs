@@ -494,8 +494,8 @@ impl<S: SignatureScheme> Machine<S> {
 
     fn on_proposal(&mut self, now: Millis, p: Proposal, out: &mut Vec<Effect>) {
         let round = p.round;
-        if round < self.round || round > MAX_ROUND || self.state.proposals.contains_key(&round) {
-            return; // stale, absurd, or already have this round's proposal
+        if round > MAX_ROUND || self.state.proposals.contains_key(&round) {
+            return; // absurd, or already have this round's proposal
         }
         let proposer = p.block.header.proposer;
         if !self.check_member(proposer, out) {
@@ -539,6 +539,14 @@ impl<S: SignatureScheme> Machine<S> {
                 });
                 return;
             }
+        }
+        // A proposal of a round already left: keep its block (a commit quorum of that round
+        // may still arrive) but do not vote on it.
+        if round < self.round {
+            let hash = p.block.hash();
+            self.state.blocks.entry(hash).or_insert(p.block);
+            self.maybe_commit_decided(now, out);
+            return;
         }
         // A justified proposal for a later round: its quorum of round changes moves us there.
         if round > self.round {
