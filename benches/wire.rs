@@ -181,6 +181,7 @@ fn frames(c: &mut Criterion) {
     );
 
     let proposal = Proposal {
+        proposer: block.header.proposer,
         round: 0,
         block: block.clone(),
         justification: Vec::new(),

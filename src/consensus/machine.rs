@@ -299,7 +299,15 @@ impl<S: SignatureScheme> Machine<S> {
                 if height != self.height || round != self.round {
                     return; // stale
                 }
-                // Stuck while others are ahead: ask one of them for the missing blocks.
+                // Stuck while others are ahead, or decided without the block: ask peers for
+                // finalized blocks. Requests may be lost, so each timeout may ask again.
+                self.state.sync_asked.clear();
+                if let Some(cert) = &self.state.decided {
+                    let signers: Vec<CouncilIndex> = signers::iter(&cert.signers).collect();
+                    for peer in signers {
+                        self.request_sync(peer, out);
+                    }
+                }
                 let ahead: Vec<CouncilIndex> = self
                     .future
                     .values()
@@ -393,6 +401,7 @@ impl<S: SignatureScheme> Machine<S> {
                 .unwrap_or_default()
         };
         let mut proposal = Proposal {
+            proposer: self.me,
             round,
             block,
             justification,
@@ -497,7 +506,7 @@ impl<S: SignatureScheme> Machine<S> {
         if round > MAX_ROUND || self.state.proposals.contains_key(&round) {
             return; // absurd, or already have this round's proposal
         }
-        let proposer = p.block.header.proposer;
+        let proposer = p.proposer;
         if !self.check_member(proposer, out) {
             return;
         }
@@ -524,7 +533,7 @@ impl<S: SignatureScheme> Machine<S> {
             });
             return;
         }
-        if let Err(reason) = self.check_block_header(now, &p.block) {
+        if let Err(reason) = self.check_block_header(now, &p.block, round) {
             out.push(Effect::Rejected {
                 from: proposer,
                 reason,
@@ -562,8 +571,15 @@ impl<S: SignatureScheme> Machine<S> {
         self.maybe_commit_decided(now, out);
     }
 
-    /// Header checks against this node's chain. The reveal proves the proposer was elected.
-    fn check_block_header(&self, now: Millis, block: &Block) -> Result<(), Rejection> {
+    /// Header checks against this node's chain, for a block proposed in `round`. The block was
+    /// built in `header.round <= round` by that round's elected proposer, whose reveal proves
+    /// its election.
+    fn check_block_header(
+        &self,
+        now: Millis,
+        block: &Block,
+        round: Round,
+    ) -> Result<(), Rejection> {
         let h = &block.header;
         let chain_id = self.config.chain_id;
         if h.height != self.height
@@ -575,7 +591,8 @@ impl<S: SignatureScheme> Machine<S> {
                     .timestamp_ms
                     .saturating_add(self.config.block_period_ms)
             || h.timestamp_ms > now.saturating_add(self.config.round_timeout_max_ms)
-            || !self.committee.contains(h.proposer)
+            || h.round > round
+            || h.proposer != self.committee.proposer(h.round)
             || block.computed_transactions_root() != h.transactions_root
         {
             return Err(Rejection::BadProposal);

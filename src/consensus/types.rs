@@ -36,11 +36,11 @@ impl Message {
         }
     }
 
-    /// The council member that signed it (the proposer for a proposal; for a finalized block,
-    /// the block's proposer, though its authority is the certificate).
+    /// The council member that signed it (for a finalized block, the block's proposer, though
+    /// its authority is the certificate).
     pub fn signer(&self) -> CouncilIndex {
         match self {
-            Message::Proposal(p) => p.block.header.proposer,
+            Message::Proposal(p) => p.proposer,
             Message::Vote(v) => v.signer,
             Message::RoundChange(rc) => rc.signer,
             Message::Finalized(f) => f.block.header.proposer,

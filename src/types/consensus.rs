@@ -272,10 +272,14 @@ fn round_change_message(
     m
 }
 
-/// PRE-PREPARE: the proposer of `(block.header.height, round)` proposes `block`.
+/// PRE-PREPARE: `proposer`, elected for `(block.header.height, round)`, proposes `block`.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
 pub struct Proposal {
+    /// Council index of the proposer of `round`, who signs this proposal. For a block
+    /// re-proposed in a later round this differs from `block.header.proposer` (who built the
+    /// block, in `block.header.round`, and whose randao reveal it carries).
+    pub proposer: CouncilIndex,
     /// The round of this proposal. A block re-proposed in a later round keeps the header (and
     /// so the `header.round`) it was first built with; this field says which round proposes it.
     pub round: Round,

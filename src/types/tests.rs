@@ -194,6 +194,7 @@ fn round_change(
 
 fn proposal(round: Round, block: Block, justification: Vec<RoundChange>) -> Proposal {
     let mut p = Proposal {
+        proposer: block.header.proposer,
         round,
         block,
         justification,
@@ -1638,6 +1639,7 @@ fn largest_block_fits_the_block_proposal_and_finalized_limits() {
     assert_eq!(archived.certificate.check_shape(), Ok(()));
 
     let p = Proposal {
+        proposer: u32::MAX,
         round: u32::MAX,
         justification: vec![largest_round_change(u32::MAX); MAX_COUNCIL_SIZE],
         block: b,
