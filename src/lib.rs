@@ -11,4 +11,5 @@
 pub mod consensus;
 pub mod crypto;
 pub mod node;
+pub mod sim;
 pub mod types;

@@ -36,6 +36,8 @@ enum Command {
     Genesis(GenesisArgs),
     /// Run a node from its config (this build: validate it with --check).
     Node(NodeArgs),
+    /// Run the deterministic consensus simulator over many seeds and check its invariants.
+    Sim(SimArgs),
 }
 
 #[derive(Subcommand)]
@@ -104,6 +106,49 @@ struct NodeArgs {
     check: bool,
 }
 
+#[derive(Args)]
+struct SimArgs {
+    /// Seeds per scenario.
+    #[arg(long, default_value_t = 100)]
+    seeds: u64,
+    /// First seed.
+    #[arg(long, default_value_t = 0)]
+    start: u64,
+    /// Run this one seed only (with --trace: print its event trace).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Council size [default: drawn per scenario and seed].
+    #[arg(long)]
+    council: Option<usize>,
+    /// Committee size [default: the scenario's, clamped to the council].
+    #[arg(long)]
+    committee: Option<usize>,
+    /// Heights every honest node must finalize after the faults heal.
+    #[arg(long, default_value_t = 50)]
+    heights: u64,
+    /// A scenario name, a comma-separated list, or `all`.
+    #[arg(long, default_value = "all")]
+    scenario: String,
+    /// Target block period in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    block_period_ms: u64,
+    /// Signature scheme: auto (BLS for every tenth seed on councils of at most 7), fast, bls.
+    #[arg(long, default_value = "auto")]
+    scheme: String,
+    /// Deliberately broken machines to prove the checkers fire: quorum-minus-one, no-lock.
+    #[arg(long)]
+    weaken: Option<String>,
+    /// Print the event trace of the run (needs --seed).
+    #[arg(long)]
+    trace: bool,
+    /// Print one JSON object per run.
+    #[arg(long)]
+    json: bool,
+    /// Worker threads [default: available cores].
+    #[arg(long)]
+    jobs: Option<usize>,
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -118,6 +163,7 @@ fn main() -> ExitCode {
         Command::Keys(KeysCommand::Show { key }) => keys_show(&key),
         Command::Genesis(args) => genesis(args),
         Command::Node(args) => node(args),
+        Command::Sim(args) => sim(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -255,4 +301,133 @@ fn node(a: NodeArgs) -> Result<(), String> {
         return Ok(());
     }
     Err("running a node arrives with the runtime issue; this build validates configs only (use --check)".into())
+}
+
+fn sim(a: SimArgs) -> Result<(), String> {
+    use corecell::consensus::Weakening;
+    use corecell::sim::{batch, run_batch, BatchOptions, RunOptions, Scenario, SchemeChoice};
+
+    let scenarios = Scenario::parse_list(&a.scenario)?;
+    if let Some(n) = a.council {
+        if !(1..=corecell::types::MAX_COUNCIL_SIZE).contains(&n) {
+            return Err(format!(
+                "--council {n} is outside 1..={}",
+                corecell::types::MAX_COUNCIL_SIZE
+            ));
+        }
+    }
+    if a.committee == Some(0) {
+        return Err("--committee must be at least 1".into());
+    }
+    if a.heights == 0 {
+        return Err("--heights must be at least 1".into());
+    }
+    if a.trace && a.seed.is_none() {
+        return Err("--trace prints one run: give it --seed".into());
+    }
+    let mut weakening = Weakening::default();
+    for w in a.weaken.iter().flat_map(|w| w.split(',')) {
+        match w.trim() {
+            "quorum-minus-one" => weakening.quorum_minus_one = true,
+            "no-lock" => weakening.no_lock = true,
+            other => {
+                return Err(format!(
+                    "unknown weakening `{other}` (expected quorum-minus-one, no-lock)"
+                ))
+            }
+        }
+    }
+    let mut template = RunOptions::new(scenarios[0], 0);
+    template.council = a.council;
+    template.committee = a.committee;
+    template.heights = a.heights;
+    template.block_period_ms = a.block_period_ms;
+    template.weakening = weakening;
+    template.scheme = SchemeChoice::parse(&a.scheme)?;
+    template.trace = a.trace;
+    let seeds: Vec<u64> = match a.seed {
+        Some(s) => vec![s],
+        None => (a.start..a.start.saturating_add(a.seeds)).collect(),
+    };
+    let jobs = a.jobs.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let opts = BatchOptions {
+        scenarios: scenarios.clone(),
+        seeds: seeds.clone(),
+        template,
+        jobs,
+        progress: true,
+    };
+    let summary = run_batch(&opts);
+    for r in &summary.reports {
+        if a.trace {
+            println!(
+                "# trace of {} seed {} ({} scheme): {}",
+                r.options.scenario.name(),
+                r.options.seed,
+                r.scheme,
+                r.plan
+            );
+            for line in &r.trace_lines {
+                println!("{line}");
+            }
+            println!(
+                "# end: {} events, honest heights {}..{} (target {}), {:.3} virtual s, trace {}",
+                r.events,
+                r.min_finalized,
+                r.max_finalized,
+                r.target,
+                r.virtual_ms as f64 / 1000.0,
+                r.trace_hash
+            );
+        }
+        if a.json {
+            println!("{}", batch::report_json(r));
+        }
+    }
+    for r in summary.failed_runs() {
+        println!(
+            "FAIL {} seed {} ({} scheme; {})",
+            r.options.scenario.name(),
+            r.options.seed,
+            r.scheme,
+            r.plan
+        );
+        for v in &r.violations {
+            println!("  {v}");
+        }
+        println!("  replay: {}", r.options.replay_command());
+    }
+    if !a.json {
+        println!(
+            "{:<22} {:>5} {:>7} {:>8} {:>10} {:>9} {:>6}",
+            "scenario", "runs", "safety", "liveness", "min height", "virtual s", "max r"
+        );
+        for (s, t) in &summary.per_scenario {
+            println!(
+                "{:<22} {:>5} {:>7} {:>8} {:>10} {:>9.1} {:>6}",
+                s.name(),
+                t.runs,
+                t.safety,
+                t.liveness,
+                t.min_finalized.unwrap_or(0),
+                t.virtual_ms as f64 / 1000.0,
+                t.max_round
+            );
+        }
+    }
+    println!("{}", summary.to_json(seeds.len(), &scenarios));
+    let failed = summary.failed_runs().count();
+    if failed > 0 {
+        return Err(format!(
+            "{failed} of {} runs broke an invariant ({} safety violations, {} liveness failures)",
+            summary.reports.len(),
+            summary.safety_violations(),
+            summary.liveness_failures()
+        ));
+    }
+    Ok(())
 }

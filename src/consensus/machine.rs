@@ -21,6 +21,8 @@ pub const MAX_FUTURE_HEIGHTS: u64 = 64;
 pub const MAX_FUTURE_MESSAGES_PER_HEIGHT: usize = 4096;
 /// Distinct peers asked for sync per height.
 pub const MAX_SYNC_REQUESTS_PER_HEIGHT: usize = 3;
+/// Sync offers to lagging peers per height (bounds what stale messages can make us send).
+pub const MAX_SYNC_OFFERS_PER_HEIGHT: usize = 8;
 /// Largest round a message may name (bounds timer arithmetic and vote maps).
 pub const MAX_ROUND: Round = 1 << 20;
 
@@ -94,6 +96,8 @@ struct HeightState {
     evidenced: BTreeSet<(CouncilIndex, Round, VoteKind)>,
     /// Peers asked for sync at this height.
     sync_asked: BTreeSet<CouncilIndex>,
+    /// Lagging peers offered sync at this height: (peer, their height, their round).
+    sync_offered: BTreeSet<(CouncilIndex, Height, Round)>,
 }
 
 /// The consensus machine of one council member.
@@ -425,6 +429,7 @@ impl<S: SignatureScheme> Machine<S> {
     fn on_message(&mut self, now: Millis, m: Message, out: &mut Vec<Effect>) {
         let h = m.height();
         if h < self.height {
+            self.offer_sync(&m, out);
             return; // stale: already finalized here
         }
         if h > self.height {
@@ -465,6 +470,30 @@ impl<S: SignatureScheme> Machine<S> {
         if slot.len() < MAX_FUTURE_MESSAGES_PER_HEIGHT {
             slot.push(m);
         }
+    }
+
+    /// A consensus message for a height this node already finalized: its sender is behind.
+    /// Offer it the finalized blocks, once per (sender, height, round) and a few times per
+    /// height at most.
+    fn offer_sync(&mut self, m: &Message, out: &mut Vec<Effect>) {
+        let round = match m {
+            Message::Proposal(p) => p.round,
+            Message::Vote(v) => v.round,
+            Message::RoundChange(rc) => rc.round,
+            Message::Finalized(_) => return,
+        };
+        let peer = m.signer();
+        if peer == self.me
+            || (peer as usize) >= self.config.council_size
+            || self.state.sync_offered.len() >= MAX_SYNC_OFFERS_PER_HEIGHT
+            || !self.state.sync_offered.insert((peer, m.height(), round))
+        {
+            return;
+        }
+        out.push(Effect::OfferSync {
+            peer,
+            from_height: m.height(),
+        });
     }
 
     fn request_sync(&mut self, peer: CouncilIndex, out: &mut Vec<Effect>) {

@@ -139,6 +139,20 @@ impl Net {
                             .push_back((node, Input::Message(Message::Finalized(Box::new(f)))));
                     }
                 }
+                Effect::OfferSync { peer, from_height } => {
+                    let blocks: Vec<_> = self.finalized[node]
+                        .iter()
+                        .filter(|(b, _)| b.header.height >= from_height)
+                        .cloned()
+                        .collect();
+                    for (block, certificate) in blocks {
+                        let f = crate::types::FinalizedBlock { block, certificate };
+                        self.queue.push_back((
+                            peer as usize,
+                            Input::Message(Message::Finalized(Box::new(f))),
+                        ));
+                    }
+                }
                 Effect::Evidence(e) => panic!("evidence in an honest run: {e:?}"),
                 Effect::Rejected { from, reason } => self.rejected.push((node, from, reason)),
             }

@@ -143,6 +143,15 @@ pub enum Effect {
         /// First height wanted.
         from_height: Height,
     },
+    /// `peer` is still working on `from_height`, which this node finalized: send it this
+    /// node's finalized blocks from `from_height` on (as [`Message::Finalized`]s). Its own
+    /// messages stopped reaching a quorum, so without this it could wait forever.
+    OfferSync {
+        /// Who is behind.
+        peer: CouncilIndex,
+        /// First height it lacks.
+        from_height: Height,
+    },
     /// Proof that a council member signed two different votes for one slot.
     Evidence(Evidence),
     /// A message was refused; `from` is the council member it claims to be from.
