@@ -23,18 +23,7 @@ fn config() -> ConsensusConfig {
 }
 
 fn genesis() -> BlockHeader {
-    BlockHeader {
-        parent_hash: [0; 32],
-        height: 0,
-        round: 0,
-        timestamp_ms: 0,
-        proposer: 0,
-        randao_reveal: [0; 96],
-        mix: [7; 32],
-        transactions_root: [0; 32],
-        state_root: [0; 32],
-        committee_digest: [0; 32],
-    }
+    crate::sim::world::genesis_header(7)
 }
 
 /// A tiny driver: instant delivery in FIFO order, timers by time, a set of nodes that are

@@ -360,7 +360,6 @@ impl<S: SignatureScheme> Checker<S> {
 pub(crate) mod tests {
     use super::*;
     use crate::consensus::FastScheme;
-    use crate::crypto::hash::keccak256;
     use crate::types::{BlsSignatureBytes, FinalizedBlock, QuorumCertificate};
 
     use super::super::exec::{state_root, tx_root};
@@ -369,18 +368,7 @@ pub(crate) mod tests {
     pub const CHAIN: u64 = 1001;
 
     pub fn genesis() -> BlockHeader {
-        BlockHeader {
-            parent_hash: [0; 32],
-            height: 0,
-            round: 0,
-            timestamp_ms: 0,
-            proposer: 0,
-            randao_reveal: [0; 96],
-            mix: keccak256(b"checker-test"),
-            transactions_root: [0; 32],
-            state_root: [0; 32],
-            committee_digest: [0; 32],
-        }
+        crate::sim::world::genesis_header(0xc4ec)
     }
 
     /// A correct child of `parent`: elected proposer, reveal, mix, digest, valid contents, and
