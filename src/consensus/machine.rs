@@ -80,6 +80,8 @@ struct HeightState {
     verifying: BTreeSet<Hash32>,
     /// Votes per (round, kind).
     votes: BTreeMap<(Round, VoteKind), VoteSet>,
+    /// Certificates already formed: later votes for them need no aggregate check.
+    certified: BTreeSet<(Round, VoteKind, Hash32)>,
     /// Valid round changes per round, per signer.
     round_changes: BTreeMap<Round, BTreeMap<CouncilIndex, RoundChange>>,
     /// This node's own signed votes: (round, kind) -> hash. Never signs a different one.
@@ -796,6 +798,9 @@ impl<S: SignatureScheme> Machine<S> {
         hash: Hash32,
         out: &mut Vec<Effect>,
     ) {
+        if self.state.certified.contains(&(round, kind, hash)) {
+            return; // a vote past the quorum: the certificate exists, skip the pairing check
+        }
         let quorum = self.quorum();
         let Some(set) = self.state.votes.get_mut(&(round, kind)) else {
             return;
@@ -820,6 +825,7 @@ impl<S: SignatureScheme> Machine<S> {
             });
         }
         let Some(cert) = cert else { return };
+        self.state.certified.insert((round, kind, hash));
         match kind {
             VoteKind::Prepare => self.on_prepared(cert, out),
             VoteKind::Commit => self.on_committed(cert, out),
