@@ -164,7 +164,9 @@ pub enum Effect {
 }
 
 /// What the machine persists before it lets a signed message out.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// An rkyv archive so the node's consensus WAL can store it as it is (`store::wal`).
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum WalRecord {
     /// This node signed `kind` for `block_hash` at `(height, round)`.
     Voted {

@@ -22,6 +22,10 @@ use super::chain::{ArchivedFinalizedBlock, FinalizedBlock};
 use super::consensus::{
     ArchivedProposal, ArchivedRoundChange, ArchivedVote, Proposal, RoundChange, Vote,
 };
+use super::network::{
+    ArchivedIngressAck, ArchivedSyncRequest, ArchivedTxBatch, IngressAck, SyncRequest, TxBatch,
+    MAX_BATCH_TXS, MAX_BATCH_TX_BYTES,
+};
 use super::{LimitError, MAX_BLOCK_TXS, MAX_BLOCK_TX_BYTES, MAX_COUNCIL_SIZE};
 
 /// Bytes of the frame header: `u32` length and `u8` kind.
@@ -40,6 +44,12 @@ pub const MAX_PROPOSAL_PAYLOAD: usize =
     MAX_BLOCK_PAYLOAD + MAX_COUNCIL_SIZE * MAX_ROUND_CHANGE_PAYLOAD;
 /// Largest finalized-block payload: a block and one commit certificate.
 pub const MAX_FINALIZED_BLOCK_PAYLOAD: usize = MAX_BLOCK_PAYLOAD + MAX_ROUND_CHANGE_PAYLOAD;
+/// Largest transaction-batch payload.
+pub const MAX_TX_BATCH_PAYLOAD: usize = 1024 + MAX_BATCH_TXS * 8 + MAX_BATCH_TX_BYTES;
+/// Largest ingress-acknowledgement payload.
+pub const MAX_INGRESS_ACK_PAYLOAD: usize = 64;
+/// Largest sync-request payload.
+pub const MAX_SYNC_REQUEST_PAYLOAD: usize = 64;
 /// Largest payload of any kind: no frame is ever buffered beyond this.
 pub const MAX_FRAME_PAYLOAD: usize = MAX_PROPOSAL_PAYLOAD;
 
@@ -55,6 +65,12 @@ pub enum FrameKind {
     RoundChange = 3,
     /// A [`FinalizedBlock`] (block plus commit certificate).
     FinalizedBlock = 4,
+    /// A [`TxBatch`] (client ingress or CN gossip).
+    TxBatch = 5,
+    /// An [`IngressAck`] (node to client).
+    IngressAck = 6,
+    /// A [`SyncRequest`].
+    SyncRequest = 7,
 }
 
 impl FrameKind {
@@ -65,6 +81,9 @@ impl FrameKind {
             2 => FrameKind::Vote,
             3 => FrameKind::RoundChange,
             4 => FrameKind::FinalizedBlock,
+            5 => FrameKind::TxBatch,
+            6 => FrameKind::IngressAck,
+            7 => FrameKind::SyncRequest,
             _ => return None,
         })
     }
@@ -76,6 +95,9 @@ impl FrameKind {
             FrameKind::Vote => MAX_VOTE_PAYLOAD,
             FrameKind::RoundChange => MAX_ROUND_CHANGE_PAYLOAD,
             FrameKind::FinalizedBlock => MAX_FINALIZED_BLOCK_PAYLOAD,
+            FrameKind::TxBatch => MAX_TX_BATCH_PAYLOAD,
+            FrameKind::IngressAck => MAX_INGRESS_ACK_PAYLOAD,
+            FrameKind::SyncRequest => MAX_SYNC_REQUEST_PAYLOAD,
         }
     }
 
@@ -86,6 +108,9 @@ impl FrameKind {
             FrameKind::Vote => "vote",
             FrameKind::RoundChange => "round-change",
             FrameKind::FinalizedBlock => "finalized-block",
+            FrameKind::TxBatch => "tx-batch",
+            FrameKind::IngressAck => "ingress-ack",
+            FrameKind::SyncRequest => "sync-request",
         }
     }
 }
@@ -182,6 +207,15 @@ impl WireMessage for RoundChange {
 impl WireMessage for FinalizedBlock {
     const KIND: FrameKind = FrameKind::FinalizedBlock;
 }
+impl WireMessage for TxBatch {
+    const KIND: FrameKind = FrameKind::TxBatch;
+}
+impl WireMessage for IngressAck {
+    const KIND: FrameKind = FrameKind::IngressAck;
+}
+impl WireMessage for SyncRequest {
+    const KIND: FrameKind = FrameKind::SyncRequest;
+}
 
 /// Encodes `message` as one frame: header then rkyv payload.
 ///
@@ -235,6 +269,12 @@ pub enum Message<'a> {
     RoundChange(&'a ArchivedRoundChange),
     /// A finalized block with its certificate.
     FinalizedBlock(&'a ArchivedFinalizedBlock),
+    /// A batch of transactions.
+    TxBatch(&'a ArchivedTxBatch),
+    /// An answer to an ingress batch.
+    IngressAck(&'a ArchivedIngressAck),
+    /// A request for finalized blocks.
+    SyncRequest(&'a ArchivedSyncRequest),
 }
 
 impl Frame {
@@ -259,6 +299,17 @@ impl Frame {
                 let m = access::<ArchivedFinalizedBlock>(kind, &self.payload)?;
                 m.check_limits().map_err(limit)?;
                 Message::FinalizedBlock(m)
+            }
+            FrameKind::TxBatch => {
+                let m = access::<ArchivedTxBatch>(kind, &self.payload)?;
+                m.check_limits().map_err(limit)?;
+                Message::TxBatch(m)
+            }
+            FrameKind::IngressAck => {
+                Message::IngressAck(access::<ArchivedIngressAck>(kind, &self.payload)?)
+            }
+            FrameKind::SyncRequest => {
+                Message::SyncRequest(access::<ArchivedSyncRequest>(kind, &self.payload)?)
             }
         })
     }

@@ -11,11 +11,13 @@
 //! - [`chain`]: [`BlockHeader`], [`Block`], [`FinalizedBlock`].
 //! - [`consensus`]: [`Vote`], [`QuorumCertificate`] (a [`CommitCertificate`] or a
 //!   [`PreparedCertificate`]), [`RoundChange`], [`Proposal`], and the [`signers`] bitmap.
+//! - [`network`]: [`network::TxBatch`], [`network::IngressAck`], [`network::SyncRequest`].
 //! - [`frame`]: `u32 length | u8 kind | payload`, its limits and an incremental decoder.
 
 pub mod chain;
 pub mod consensus;
 pub mod frame;
+pub mod network;
 pub mod signers;
 
 pub use chain::{Block, BlockHeader, FinalizedBlock};
