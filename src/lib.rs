@@ -8,8 +8,13 @@
 //!
 //! See `DESIGN.md` in the shared folder for the architecture this grows into.
 
+pub mod bench;
 pub mod consensus;
 pub mod crypto;
+pub mod exec;
+pub mod net;
 pub mod node;
+pub mod runtime;
 pub mod sim;
+pub mod store;
 pub mod types;

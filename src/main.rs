@@ -38,6 +38,40 @@ enum Command {
     Node(NodeArgs),
     /// Run the deterministic consensus simulator over many seeds and check its invariants.
     Sim(SimArgs),
+    /// Start a local network of node processes on loopback, drive a workload, check that
+    /// every node agrees, and report throughput and latency.
+    Testnet(TestnetArgs),
+}
+
+#[derive(Args)]
+struct TestnetArgs {
+    /// Where to generate the network (must not hold one) [default: a fresh temporary folder].
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Consensus nodes.
+    #[arg(long, default_value_t = 4)]
+    cns: usize,
+    /// Workload: raw (opaque transactions to the CNs' ingress ports) or none.
+    #[arg(long, default_value = "raw")]
+    workload: String,
+    /// Offered load, transactions per second (split evenly over the CNs).
+    #[arg(long, default_value_t = 10_000)]
+    rate: u64,
+    /// Bytes per raw transaction.
+    #[arg(long, default_value_t = 512)]
+    tx_size: usize,
+    /// Seconds of load; 0 with `--workload none` runs until Ctrl-C.
+    #[arg(long, default_value_t = 30)]
+    duration: u64,
+    /// Target block period in milliseconds.
+    #[arg(long, default_value_t = corecell::node::genesis::DEFAULT_BLOCK_PERIOD_MS)]
+    block_period_ms: u64,
+    /// First port (p2p base+k, metrics base+2000+k, ingress base+3000+k).
+    #[arg(long, default_value_t = 30000)]
+    base_port: u16,
+    /// Also write the report as one JSON object to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -104,6 +138,9 @@ struct NodeArgs {
     /// Load and validate the config, genesis and key, print a summary, and exit.
     #[arg(long)]
     check: bool,
+    /// Serve Prometheus metrics on this address (overrides `[metrics] listen`).
+    #[arg(long)]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 #[derive(Args)]
@@ -164,6 +201,7 @@ fn main() -> ExitCode {
         Command::Genesis(args) => genesis(args),
         Command::Node(args) => node(args),
         Command::Sim(args) => sim(args),
+        Command::Testnet(args) => testnet(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -297,10 +335,69 @@ fn node(a: NodeArgs) -> Result<(), String> {
         c.io_memory_kib,
         c.data_dir.display()
     );
+    if let Some(ingress) = c.ingress_listen {
+        println!("  ingress   {ingress}");
+    }
     if a.check {
         return Ok(());
     }
-    Err("running a node arrives with the runtime issue; this build validates configs only (use --check)".into())
+    corecell::node::run::run(
+        setup,
+        corecell::node::run::RunOptions { metrics: a.metrics },
+    )
+}
+
+fn testnet(a: TestnetArgs) -> Result<(), String> {
+    use corecell::bench::testnet::{self, TestnetOptions, Workload};
+    if !(1..=corecell::types::MAX_COUNCIL_SIZE).contains(&a.cns) {
+        return Err(format!("--cns {} is outside 1..=1024", a.cns));
+    }
+    let workload = Workload::parse(&a.workload)?;
+    if workload == Workload::Raw && (a.rate == 0 || a.duration == 0) {
+        return Err("--workload raw needs --rate and --duration above 0".into());
+    }
+    let dir = match a.dir {
+        Some(d) => d,
+        None => {
+            let base =
+                std::env::temp_dir().join(format!("corecell-testnet-{}", std::process::id()));
+            base.join("net")
+        }
+    };
+    let binary =
+        std::env::current_exe().map_err(|e| format!("finding the corecell binary: {e}"))?;
+    let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, interrupted.clone())
+            .map_err(|e| format!("installing the signal handler: {e}"))?;
+    }
+    let options = TestnetOptions {
+        dir,
+        cns: a.cns,
+        workload,
+        rate: a.rate,
+        tx_size: a.tx_size,
+        duration: std::time::Duration::from_secs(a.duration),
+        block_period_ms: a.block_period_ms,
+        base_port: a.base_port,
+        json: a.json.clone(),
+        binary,
+    };
+    let report = testnet::run(&options, interrupted)?;
+    println!();
+    print!("{}", report.summary_table());
+    if let Some(path) = &a.json {
+        std::fs::write(path, report.to_json())
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        println!("report written to {}", path.display());
+    }
+    if !report.agree {
+        return Err("nodes disagree on the finalized chain".into());
+    }
+    if report.blocks == 0 {
+        return Err("no block was finalized".into());
+    }
+    Ok(())
 }
 
 fn sim(a: SimArgs) -> Result<(), String> {

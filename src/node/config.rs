@@ -19,6 +19,8 @@
 //!
 //! [rpc]                          # EN only: JSON-RPC
 //! listen = "127.0.0.1:8545"
+//! [ingress]                      # CN only, optional: native client ingress (TxBatch frames)
+//! listen = "127.0.0.1:33000"
 //! [metrics]                      # optional: Prometheus
 //! listen = "127.0.0.1:9100"
 //! [runtime]
@@ -76,6 +78,28 @@ impl Role {
             Role::Pn => "pn",
             Role::En => "en",
             Role::Bootnode => "bootnode",
+        }
+    }
+
+    /// The role's byte on the wire (peer handshake): `cn` 1, `pn` 2, `en` 3, `bootnode` 4.
+    /// Zero is never a role, so an all-zero field is refused.
+    pub const fn to_byte(self) -> u8 {
+        match self {
+            Role::Cn => 1,
+            Role::Pn => 2,
+            Role::En => 3,
+            Role::Bootnode => 4,
+        }
+    }
+
+    /// The role of a wire byte, if it names one (inverse of [`Role::to_byte`]).
+    pub const fn from_byte(byte: u8) -> Option<Role> {
+        match byte {
+            1 => Some(Role::Cn),
+            2 => Some(Role::Pn),
+            3 => Some(Role::En),
+            4 => Some(Role::Bootnode),
+            _ => None,
         }
     }
 
@@ -200,6 +224,8 @@ pub struct NodeConfig {
     pub rpc_listen: Option<SocketAddr>,
     /// Prometheus metrics listen address.
     pub metrics_listen: Option<SocketAddr>,
+    /// Native client ingress listen address (CN).
+    pub ingress_listen: Option<SocketAddr>,
     /// Shard placement.
     pub placement: Placement,
     /// io_uring memory per executor, KiB.
@@ -227,6 +253,9 @@ pub struct ConfigFile {
     /// `[rpc]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rpc: Option<ListenSection>,
+    /// `[ingress]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<ListenSection>,
     /// `[metrics]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<ListenSection>,
@@ -443,9 +472,17 @@ impl NodeConfig {
             (_, None) => None,
         };
         let metrics_listen = file.metrics.map(|m| m.listen);
+        let ingress_listen = file.ingress.map(|m| m.listen);
+        if ingress_listen.is_some() && role != Role::Cn {
+            return Err(err(
+                "ingress",
+                format!("only a CN takes native ingress, this is a {}", role.name()),
+            ));
+        }
         let mut ports = vec![("network.listen", file.network.listen)];
         ports.extend(rpc_listen.map(|a| ("rpc.listen", a)));
         ports.extend(metrics_listen.map(|a| ("metrics.listen", a)));
+        ports.extend(ingress_listen.map(|a| ("ingress.listen", a)));
         for (i, (fa, a)) in ports.iter().enumerate() {
             for (fb, b) in &ports[i + 1..] {
                 if a == b && a.port() != 0 {
@@ -476,6 +513,7 @@ impl NodeConfig {
             allowlist,
             rpc_listen,
             metrics_listen,
+            ingress_listen,
             placement,
             io_memory_kib: io,
             bootnode_serves,

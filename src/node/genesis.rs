@@ -375,6 +375,8 @@ pub struct PlannedNode {
     pub rpc: Option<SocketAddr>,
     /// Metrics address.
     pub metrics: SocketAddr,
+    /// Native ingress address (CNs).
+    pub ingress: Option<SocketAddr>,
 }
 
 /// What `corecell genesis` wrote.
@@ -390,13 +392,13 @@ pub struct GeneratedNetwork {
 
 impl NetworkSpec {
     /// Ports of node number `k` (CNs, then PNs, ENs, bootnodes): p2p `base + k`, JSON-RPC
-    /// `base + 1000 + k`, metrics `base + 2000 + k`.
-    pub fn ports(&self, k: usize) -> Result<(u16, u16, u16), String> {
+    /// `base + 1000 + k`, metrics `base + 2000 + k`, native ingress `base + 3000 + k`.
+    pub fn ports(&self, k: usize) -> Result<(u16, u16, u16, u16), String> {
         let at = |offset: usize| {
             u16::try_from(self.base_port as usize + offset + k)
-                .map_err(|_| format!("--base-port {} leaves no room for {} nodes (ports up to base + 2000 + nodes must fit in 65535)", self.base_port, self.node_count()))
+                .map_err(|_| format!("--base-port {} leaves no room for {} nodes (ports up to base + 3000 + nodes must fit in 65535)", self.base_port, self.node_count()))
         };
-        Ok((at(0)?, at(1000)?, at(2000)?))
+        Ok((at(0)?, at(1000)?, at(2000)?, at(3000)?))
     }
 
     /// CNs + PNs + ENs + bootnodes.
@@ -486,7 +488,7 @@ impl NetworkSpec {
         let mut nodes = Vec::with_capacity(roles.len());
         for (k, (name, role)) in roles.into_iter().enumerate() {
             let key = self.node_key(k)?;
-            let (p2p, rpc, metrics) = self.ports(k)?;
+            let (p2p, rpc, metrics, ingress) = self.ports(k)?;
             nodes.push(PlannedNode {
                 config_path: out.join(&name).join("config.toml"),
                 name,
@@ -495,6 +497,7 @@ impl NetworkSpec {
                 p2p: SocketAddr::new(self.host, p2p),
                 rpc: (role == Role::En).then_some(SocketAddr::new(self.host, rpc)),
                 metrics: SocketAddr::new(self.host, metrics),
+                ingress: (role == Role::Cn).then_some(SocketAddr::new(self.host, ingress)),
             });
             keys.push(key);
         }
@@ -665,6 +668,7 @@ impl NetworkSpec {
                 bootnodes: bootnodes.into_iter().map(entry).collect(),
             },
             rpc: me.rpc.map(|listen| ListenSection { listen }),
+            ingress: me.ingress.map(|listen| ListenSection { listen }),
             metrics: Some(ListenSection { listen: me.metrics }),
             runtime: RuntimeSection::default(),
             bootnode: (me.role == Role::Bootnode).then(|| BootnodeSection {

@@ -11,8 +11,11 @@
 //! - [`setup`]: a config together with the genesis and key it names, cross-checked.
 
 pub mod config;
+pub mod consensus_shard;
 pub mod genesis;
 pub mod keys;
+pub mod metrics;
+pub mod run;
 pub mod setup;
 
 use std::path::{Path, PathBuf};

@@ -25,10 +25,10 @@ use super::frame::{
     self, encode_frame, FrameHeader, Message, WireMessage, FRAME_HEADER_LEN, MAX_BLOCK_PAYLOAD,
     MAX_FINALIZED_BLOCK_PAYLOAD, MAX_PROPOSAL_PAYLOAD, MAX_ROUND_CHANGE_PAYLOAD, MAX_VOTE_PAYLOAD,
 };
-use super::*;
 use super::network::{
     ArchivedIngressAck, ArchivedSyncRequest, ArchivedTxBatch, IngressAck, SyncRequest, TxBatch,
 };
+use super::*;
 use crate::crypto::bls::{BlsSecretKey, BlsSignature, CouncilKeys, Domain};
 use crate::crypto::election::{next_mix, randao_reveal, Committee};
 use crate::crypto::hash::{keccak256, Hash32};

@@ -1,0 +1,472 @@
+//! `corecell testnet`: a local network of separate node processes on loopback, under load,
+//! with a report.
+//!
+//! Steps: generate genesis and configs into the directory (`corecell genesis`'s generator);
+//! start each CN as its own process (`corecell node --config ...`, output to `<node>/node.log`);
+//! wait until every CN serves metrics and sees all its peers; write `endpoints.json`; drive
+//! the workload for the duration, printing one status line per second; stop the load, stop
+//! every node with SIGTERM and wait for it to exit; read every node's block log and check that
+//! all nodes hold the same block hash at every height; print the summary (and write it as
+//! JSON with `--json`). Exit status: non-zero when nodes disagree, no block was finalized, or
+//! a node failed.
+//!
+//! Figures: finality latency is measured by the load generator from a batch's scheduled send
+//! time to the arrival of the node's FINAL ack (the block holding the batch's last transaction
+//! is durable at the node it was sent to); block intervals come from the block headers'
+//! timestamps of the blocks finalized under load; CPU is each node's own user+system time
+//! (from its metrics), so `cpu_us_per_tx` carries to other machines.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::load::{Load, LoadSpec};
+use super::report::{LatencyHistogram, NodeReport, Percentiles, RunReport, StatusLine};
+use crate::node::config::Role;
+use crate::node::genesis::{GeneratedNetwork, Genesis, NetworkSpec, PlannedNode};
+use crate::node::metrics::scrape;
+
+/// How long nodes get to come up and connect.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a node gets to exit after SIGTERM before it is killed.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The workload of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    /// Opaque transactions to the CNs' ingress ports.
+    Raw,
+    /// No load: the network idles (a local dev chain when the duration is 0).
+    None,
+}
+
+impl Workload {
+    /// Parses `raw` or `none`.
+    pub fn parse(text: &str) -> Result<Workload, String> {
+        match text {
+            "raw" => Ok(Workload::Raw),
+            "none" => Ok(Workload::None),
+            other => Err(format!(
+                "unknown workload `{other}`: this build knows `raw` and `none` (transfers arrive with the execution issue)"
+            )),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Workload::Raw => "raw",
+            Workload::None => "none",
+        }
+    }
+}
+
+/// A testnet run's options.
+#[derive(Debug, Clone)]
+pub struct TestnetOptions {
+    /// Where to put everything (created; must not hold a genesis already).
+    pub dir: PathBuf,
+    /// Consensus nodes.
+    pub cns: usize,
+    /// Workload.
+    pub workload: Workload,
+    /// Offered transactions per second.
+    pub rate: u64,
+    /// Bytes per raw transaction.
+    pub tx_size: usize,
+    /// Load duration; 0 with workload `none` = run until Ctrl-C.
+    pub duration: Duration,
+    /// Target block period.
+    pub block_period_ms: u64,
+    /// First port.
+    pub base_port: u16,
+    /// Where to write the JSON report.
+    pub json: Option<PathBuf>,
+    /// The `corecell` binary to start nodes with.
+    pub binary: PathBuf,
+}
+
+struct NodeProcess {
+    node: PlannedNode,
+    child: Child,
+    metrics: SocketAddr,
+}
+
+/// Runs a testnet; returns the report (agreement is in it) or an error.
+pub fn run(options: &TestnetOptions, interrupted: Arc<AtomicBool>) -> Result<RunReport, String> {
+    let timestamp_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_err(|e| format!("system clock before 1970: {e}"))?
+        .as_millis() as u64;
+    let spec = NetworkSpec {
+        cns: options.cns,
+        pns: 0,
+        ens: 0,
+        host: "127.0.0.1".parse().map_err(|_| "loopback".to_string())?,
+        base_port: options.base_port,
+        committee_size: None,
+        block_period_ms: options.block_period_ms,
+        accounts: 16,
+        chain_id: 1001,
+        timestamp_ms,
+        seed: None,
+    };
+    let network = spec.generate(&options.dir)?;
+    let genesis = Genesis::load(&network.genesis_path).map_err(|e| e.to_string())?;
+    println!(
+        "testnet: {} CNs in {} (block period {} ms, workload {}, {} tx/s of {} bytes, {} s)",
+        options.cns,
+        options.dir.display(),
+        options.block_period_ms,
+        options.workload.name(),
+        options.rate,
+        options.tx_size,
+        options.duration.as_secs()
+    );
+    let mut nodes = start_nodes(options, &network)?;
+    let result = drive(options, &network, &genesis, &mut nodes, &interrupted);
+    let stopped = stop_nodes(&mut nodes);
+    let mut report = result?;
+    stopped?;
+    // Agreement, blocks and intervals from the block logs.
+    let genesis_header = genesis.header();
+    let mut chains = Vec::new();
+    for n in &nodes {
+        let dir = n
+            .node
+            .config_path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("data");
+        let headers = crate::store::finalized_headers(&dir, &genesis_header)
+            .map_err(|e| format!("{}: {e}", n.node.name))?;
+        chains.push(headers.iter().map(|h| h.hash()).collect::<Vec<_>>());
+    }
+    let longest = chains.iter().map(|c| c.len()).max().unwrap_or(0);
+    let mut agree = true;
+    for h in 0..longest {
+        let mut seen = chains.iter().filter_map(|c| c.get(h));
+        if let Some(first) = seen.next() {
+            if seen.any(|x| x != first) {
+                agree = false;
+                eprintln!("DISAGREEMENT at height {}", h + 1);
+            }
+        }
+    }
+    report.agree = agree;
+    for (n, chain) in report.nodes.iter_mut().zip(&chains) {
+        n.height = chain.len() as u64;
+    }
+    let first_dir = nodes
+        .first()
+        .and_then(|n| n.node.config_path.parent().map(|p| p.join("data")))
+        .ok_or("no node")?;
+    let intervals = block_intervals(&first_dir, &genesis_header, report.duration_s)?;
+    report.block_interval_ms = intervals;
+    Ok(report)
+}
+
+fn start_nodes(
+    options: &TestnetOptions,
+    network: &GeneratedNetwork,
+) -> Result<Vec<NodeProcess>, String> {
+    let mut nodes = Vec::new();
+    for node in network.nodes.iter().filter(|n| n.role == Role::Cn) {
+        let dir = node.config_path.parent().unwrap_or(Path::new("."));
+        let log = std::fs::File::create(dir.join("node.log"))
+            .map_err(|e| format!("creating {}: {e}", dir.join("node.log").display()))?;
+        let log2 = log.try_clone().map_err(|e| e.to_string())?;
+        let child = Command::new(&options.binary)
+            .arg("node")
+            .arg("--config")
+            .arg(&node.config_path)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", node.name))?;
+        nodes.push(NodeProcess {
+            node: node.clone(),
+            child,
+            metrics: node.metrics,
+        });
+    }
+    Ok(nodes)
+}
+
+fn metric(samples: &[(String, f64)], name: &str) -> f64 {
+    samples
+        .iter()
+        .find(|(n, _)| n == name)
+        .map_or(0.0, |(_, v)| *v)
+}
+
+fn drive(
+    options: &TestnetOptions,
+    network: &GeneratedNetwork,
+    genesis: &Genesis,
+    nodes: &mut [NodeProcess],
+    interrupted: &AtomicBool,
+) -> Result<RunReport, String> {
+    // Wait for every node to serve metrics and see all its peers.
+    let started = Instant::now();
+    let want_peers = (options.cns - 1) as f64;
+    loop {
+        let mut ready = 0;
+        for n in nodes.iter_mut() {
+            if let Ok(Some(status)) = n.child.try_wait() {
+                return Err(format!(
+                    "{} exited during startup ({status}); see {}",
+                    n.node.name,
+                    n.node.config_path.with_file_name("node.log").display()
+                ));
+            }
+            if let Ok(s) = scrape(n.metrics, Duration::from_millis(500)) {
+                if metric(&s, "corecell_peers") >= want_peers {
+                    ready += 1;
+                }
+            }
+        }
+        if ready == nodes.len() {
+            break;
+        }
+        if started.elapsed() > STARTUP_TIMEOUT || interrupted.load(Relaxed) {
+            return Err(format!(
+                "only {ready} of {} nodes were up and connected after {} s",
+                nodes.len(),
+                STARTUP_TIMEOUT.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!(
+        "testnet: {} nodes up and meshed in {:.1} s",
+        nodes.len(),
+        started.elapsed().as_secs_f64()
+    );
+    write_endpoints(&options.dir, network)?;
+    let targets: Vec<SocketAddr> = network.nodes.iter().filter_map(|n| n.ingress).collect();
+    let load = match options.workload {
+        Workload::Raw => Some(Load::start(&LoadSpec {
+            targets,
+            rate: options.rate,
+            tx_size: options.tx_size,
+        })?),
+        Workload::None => None,
+    };
+    let forever = options.duration.is_zero() && options.workload == Workload::None;
+    if forever {
+        println!(
+            "testnet: running until Ctrl-C; endpoints in {}, accounts in {}",
+            options.dir.join("endpoints.json").display(),
+            network.accounts_path.display()
+        );
+    }
+    let load_start = Instant::now();
+    let mut last = (Instant::now(), 0u64, 0u64);
+    let mut start_txs = None;
+    let mut round_changes = 0u64;
+    let mut samples: Vec<Vec<(String, f64)>> = vec![Vec::new(); nodes.len()];
+    while forever || load_start.elapsed() < options.duration {
+        if interrupted.load(Relaxed) {
+            println!("testnet: interrupted; stopping");
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1).saturating_sub(last.0.elapsed()));
+        for (i, n) in nodes.iter_mut().enumerate() {
+            if let Ok(Some(status)) = n.child.try_wait() {
+                return Err(format!("{} exited under load ({status})", n.node.name));
+            }
+            if let Ok(s) = scrape(n.metrics, Duration::from_millis(500)) {
+                samples[i] = s;
+            }
+        }
+        let height = samples
+            .iter()
+            .map(|s| metric(s, "corecell_height") as u64)
+            .max()
+            .unwrap_or(0);
+        round_changes = samples
+            .iter()
+            .map(|s| metric(s, "corecell_round_changes_total") as u64)
+            .max()
+            .unwrap_or(0);
+        let (finalized, window) = match &load {
+            Some(l) => (l.stats.finalized.load(Relaxed), l.stats.take_window()),
+            None => (0, LatencyHistogram::new()),
+        };
+        start_txs.get_or_insert(0);
+        let dt = last.0.elapsed().as_secs_f64();
+        let tps = finalized.saturating_sub(last.1) as f64 / dt.max(1e-3);
+        let interval = if height > last.2 {
+            dt * 1000.0 / (height - last.2) as f64
+        } else {
+            0.0
+        };
+        let w = Percentiles::from_histogram(&window);
+        println!(
+            "{}",
+            StatusLine {
+                elapsed_s: load_start.elapsed().as_secs_f64(),
+                height,
+                tps,
+                block_interval_ms_p50: interval,
+                finality_ms_p50: w.p50,
+                finality_ms_p99: w.p99,
+                round_changes,
+            }
+            .render()
+        );
+        last = (Instant::now(), finalized, height);
+    }
+    let duration_s = load_start.elapsed().as_secs_f64();
+    let stats = load.map(|l| l.stop());
+    // Final scrape for CPU and memory.
+    for (i, n) in nodes.iter().enumerate() {
+        if let Ok(s) = scrape(n.metrics, Duration::from_millis(500)) {
+            samples[i] = s;
+        }
+    }
+    let node_reports: Vec<NodeReport> = nodes
+        .iter()
+        .zip(&samples)
+        .map(|(n, s)| NodeReport {
+            name: n.node.name.clone(),
+            role: n.node.role,
+            height: metric(s, "corecell_height") as u64,
+            round_changes: metric(s, "corecell_round_changes_total") as u64,
+            cpu_seconds: metric(s, "corecell_process_cpu_seconds"),
+            max_rss_mib: metric(s, "corecell_process_max_rss_bytes") / (1024.0 * 1024.0),
+        })
+        .collect();
+    let (submitted, finalized, refused, finality, behind, errors) = match &stats {
+        Some(s) => (
+            s.submitted.load(Relaxed),
+            s.finalized.load(Relaxed),
+            s.refused.load(Relaxed),
+            s.latency.lock().map(|h| h.clone()).unwrap_or_default(),
+            s.behind_ms.load(Relaxed),
+            s.errors.lock().map(|e| e.clone()).unwrap_or_default(),
+        ),
+        None => (0, 0, 0, LatencyHistogram::new(), 0, Vec::new()),
+    };
+    for e in &errors {
+        eprintln!("load: {e}");
+    }
+    if behind > 100 {
+        eprintln!("load: the generator fell behind its schedule by up to {behind} ms (the machine is saturated; latency includes it)");
+    }
+    let cpu: f64 = node_reports.iter().map(|n| n.cpu_seconds).sum();
+    let _ = genesis;
+    Ok(RunReport {
+        workload: options.workload.name().into(),
+        cns: options.cns,
+        pns: 0,
+        ens: 0,
+        duration_s,
+        blocks: node_reports.iter().map(|n| n.height).min().unwrap_or(0),
+        finalized_txs: finalized,
+        tps: finalized as f64 / duration_s.max(1e-3),
+        block_interval_ms: Percentiles::default(),
+        finality_ms: Percentiles::from_histogram(&finality),
+        round_changes,
+        agree: false,
+        offered_rate: options.rate,
+        submitted,
+        refused,
+        tx_size: options.tx_size,
+        block_period_ms: options.block_period_ms,
+        cpu_us_per_tx: (finalized > 0).then(|| cpu * 1e6 / finalized as f64),
+        nodes: node_reports,
+    })
+}
+
+/// Percentiles of the intervals between consecutive blocks' header timestamps, over the last
+/// `window_s` seconds of the chain.
+fn block_intervals(
+    data_dir: &Path,
+    genesis: &crate::types::BlockHeader,
+    window_s: f64,
+) -> Result<Percentiles, String> {
+    let headers = crate::store::finalized_headers(data_dir, genesis).map_err(|e| e.to_string())?;
+    let Some(last) = headers.last() else {
+        return Ok(Percentiles::default());
+    };
+    let since = last.timestamp_ms.saturating_sub((window_s * 1000.0) as u64);
+    let mut h = LatencyHistogram::new();
+    for pair in headers.windows(2) {
+        if pair[0].timestamp_ms >= since {
+            h.record(pair[1].timestamp_ms.saturating_sub(pair[0].timestamp_ms) * 1000);
+        }
+    }
+    Ok(Percentiles::from_histogram(&h))
+}
+
+fn stop_nodes(nodes: &mut [NodeProcess]) -> Result<(), String> {
+    for n in nodes.iter() {
+        // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped).
+        unsafe {
+            libc::kill(n.child.id() as i32, libc::SIGTERM);
+        }
+    }
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    let mut problems = Vec::new();
+    for n in nodes.iter_mut() {
+        loop {
+            match n.child.try_wait() {
+                Ok(Some(status)) if status.success() => break,
+                Ok(Some(status)) => {
+                    problems.push(format!("{} exited with {status}", n.node.name));
+                    break;
+                }
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => {
+                    let _ = n.child.kill();
+                    let _ = n.child.wait();
+                    problems.push(format!(
+                        "{} did not stop within {} s of SIGTERM and was killed",
+                        n.node.name,
+                        STOP_TIMEOUT.as_secs()
+                    ));
+                    break;
+                }
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+fn write_endpoints(dir: &Path, network: &GeneratedNetwork) -> Result<(), String> {
+    let nodes: Vec<serde_json::Value> = network
+        .nodes
+        .iter()
+        .filter(|n| n.role == Role::Cn)
+        .map(|n| {
+            serde_json::json!({
+                "name": n.name,
+                "role": n.role.name(),
+                "p2p": n.p2p.to_string(),
+                "ingress": n.ingress.map(|a| a.to_string()),
+                "metrics": n.metrics.to_string(),
+                "rpc": n.rpc.map(|a| a.to_string()),
+                "config": n.config_path.display().to_string(),
+            })
+        })
+        .collect();
+    let text = serde_json::to_string_pretty(&serde_json::json!({
+        "genesis": network.genesis_path.display().to_string(),
+        "accounts": network.accounts_path.display().to_string(),
+        "nodes": nodes,
+    }))
+    .map_err(|e| e.to_string())?;
+    let path = dir.join("endpoints.json");
+    std::fs::write(&path, text).map_err(|e| format!("writing {}: {e}", path.display()))
+}

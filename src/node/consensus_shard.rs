@@ -1,0 +1,348 @@
+//! The consensus shard: drives the sans-IO [`Machine`] with wall-clock time, the network, the
+//! exec shard and the store shard.
+//!
+//! Inputs (network messages, exec answers, timers) are merged into one local queue and fed to
+//! the machine one at a time. Effects are carried out in the order returned, with the
+//! machine's durability rules enforced here:
+//! - consecutive `Persist` effects are sent to the store as one batch and the shard waits for
+//!   the store's fsync answer before it carries out any later effect (so no vote leaves the
+//!   node before what it commits to is durable);
+//! - a `Commit` waits for the store's fsync answer before the block is reported final (metrics,
+//!   the exec shard's pool, client acks).
+//!
+//! BLS verification runs here, inside the machine (certificates are one pairing check each).
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use glommio::channels::local_channel;
+
+use crate::consensus::{BlsScheme, Effect, Input, Machine, Message as ConsensusMessage, Millis};
+use crate::exec::{ExecReply, ExecRequest};
+use crate::net::{sync_request_frame, Inbound, NetCommand};
+use crate::runtime::{Rx, ShardStats, Tx};
+use crate::store::{StoreReply, StoreRequest};
+use crate::types::frame::encode_frame;
+use crate::types::{FinalizedBlock, Height};
+
+/// Wall-clock milliseconds since the Unix epoch (the machine's clock in production).
+pub fn now_ms() -> Millis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// What the consensus shard reports (metrics and the node's status).
+#[derive(Debug, Default)]
+pub struct ConsensusCounters {
+    /// Height of the last finalized block.
+    pub height: AtomicU64,
+    /// Current round.
+    pub round: AtomicU64,
+    /// Round changes this node took part in (rounds above 0 entered).
+    pub round_changes: AtomicU64,
+    /// Blocks finalized since start.
+    pub blocks: AtomicU64,
+    /// Transactions in blocks finalized since start.
+    pub finalized_txs: AtomicU64,
+    /// Messages refused by the machine.
+    pub rejected: AtomicU64,
+    /// Equivocation evidence recorded.
+    pub evidence: AtomicU64,
+}
+
+/// The channels of the consensus shard.
+pub struct ConsensusChannels {
+    /// From the net shard.
+    pub from_net: Rx<Inbound>,
+    /// To the net shard.
+    pub to_net: Tx<NetCommand>,
+    /// To exec.
+    pub to_exec: Tx<ExecRequest>,
+    /// From exec.
+    pub from_exec: Rx<ExecReply>,
+    /// To store.
+    pub to_store: Tx<StoreRequest>,
+    /// From store.
+    pub from_store: Rx<StoreReply>,
+}
+
+// Inputs travel inline: one per message, and they are moved straight into the machine.
+#[allow(clippy::large_enum_variant)]
+enum Event {
+    Input(Input),
+    Closed,
+}
+
+/// Runs the consensus shard until `stop` is set (then returns after the effect in hand is
+/// carried out) or a channel closes.
+pub async fn run(
+    mut machine: Machine<BlsScheme>,
+    initial: Vec<crate::consensus::Effect>,
+    channels: ConsensusChannels,
+    stop: Arc<AtomicBool>,
+    stats: Arc<ShardStats>,
+    counters: Arc<ConsensusCounters>,
+) -> Result<(), String> {
+    let ConsensusChannels {
+        from_net,
+        to_net,
+        to_exec,
+        from_exec,
+        to_store,
+        from_store,
+    } = channels;
+    let (events, queue) = local_channel::new_unbounded::<Event>();
+    let events = Rc::new(events);
+    let depth = Rc::new(RefCell::new(0u64));
+    let forward_net = {
+        let events = events.clone();
+        glommio::spawn_local(async move {
+            while let Some(inbound) = from_net.recv().await {
+                let _ = events.try_send(Event::Input(Input::Message(inbound.message)));
+            }
+            let _ = events.try_send(Event::Closed);
+        })
+    };
+    let forward_exec = {
+        let events = events.clone();
+        glommio::spawn_local(async move {
+            while let Some(reply) = from_exec.recv().await {
+                let input = match reply {
+                    ExecReply::Built {
+                        height,
+                        round,
+                        transactions,
+                        state_root,
+                    } => Input::BlockBuilt {
+                        height,
+                        round,
+                        transactions,
+                        state_root,
+                    },
+                    ExecReply::Verified {
+                        height,
+                        block_hash,
+                        valid,
+                    } => Input::BlockVerified {
+                        height,
+                        block_hash,
+                        valid,
+                    },
+                };
+                let _ = events.try_send(Event::Input(input));
+            }
+            let _ = events.try_send(Event::Closed);
+        })
+    };
+    // A stop watcher wakes the loop when the node is asked to stop.
+    {
+        let events = events.clone();
+        let stop = stop.clone();
+        glommio::spawn_local(async move {
+            while !stop.load(Relaxed) {
+                glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            let _ = events.try_send(Event::Closed);
+        })
+        .detach();
+    }
+    let mut driver = Driver {
+        to_net,
+        to_exec,
+        to_store,
+        from_store,
+        events: events.clone(),
+        stats: stats.clone(),
+        counters,
+        pending_effects: VecDeque::from(initial),
+    };
+    let _ = depth;
+    let mut result = driver.drain().await;
+    while result.is_ok() {
+        let Some(event) = queue.recv().await else {
+            break;
+        };
+        let Event::Input(input) = event else {
+            break;
+        };
+        stats.count_in();
+        let start = Instant::now();
+        let effects = machine.handle(now_ms(), input);
+        let round = machine_round(&machine);
+        driver.note_round(round);
+        stats.add_busy(start);
+        driver.pending_effects.extend(effects);
+        result = driver.drain().await;
+    }
+    // Closing our senders lets net, exec and store finish.
+    drop(driver);
+    drop(events);
+    forward_net.cancel().await;
+    forward_exec.cancel().await;
+    result
+}
+
+fn machine_round(machine: &Machine<BlsScheme>) -> (Height, u32) {
+    (machine.height(), machine.round())
+}
+
+struct Driver {
+    to_net: Tx<NetCommand>,
+    to_exec: Tx<ExecRequest>,
+    to_store: Tx<StoreRequest>,
+    from_store: Rx<StoreReply>,
+    events: Rc<local_channel::LocalSender<Event>>,
+    stats: Arc<ShardStats>,
+    counters: Arc<ConsensusCounters>,
+    pending_effects: VecDeque<Effect>,
+}
+
+impl Driver {
+    fn note_round(&self, (height, round): (Height, u32)) {
+        let _ = height;
+        let old = self.counters.round.swap(round as u64, Relaxed);
+        if round > 0 && round as u64 != old {
+            self.counters.round_changes.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Hands a frame to the net shard. The net shard closing (at shutdown) is not an error:
+    /// what consensus sends is best-effort anyway.
+    async fn send_net(&self, cmd: NetCommand) -> Result<(), String> {
+        self.stats.count_out();
+        if self.to_net.send(cmd).await.is_err() {
+            tracing::debug!("net shard closed; message not sent");
+        }
+        Ok(())
+    }
+
+    async fn send_exec(&self, req: ExecRequest) -> Result<(), String> {
+        self.stats.count_out();
+        self.to_exec
+            .send(req)
+            .await
+            .map_err(|_| "the exec shard stopped".to_string())
+    }
+
+    async fn store(&self, req: StoreRequest) -> Result<StoreReply, String> {
+        self.stats.count_out();
+        self.to_store
+            .send(req)
+            .await
+            .map_err(|_| "the store shard stopped".to_string())?;
+        self.from_store
+            .recv()
+            .await
+            .ok_or_else(|| "the store shard stopped before answering".to_string())
+    }
+
+    /// Carries out the queued effects in order.
+    async fn drain(&mut self) -> Result<(), String> {
+        while let Some(effect) = self.pending_effects.pop_front() {
+            match effect {
+                Effect::Persist(first) => {
+                    let mut records = vec![first];
+                    while let Some(Effect::Persist(_)) = self.pending_effects.front() {
+                        if let Some(Effect::Persist(r)) = self.pending_effects.pop_front() {
+                            records.push(r);
+                        }
+                    }
+                    let reply = self.store(StoreRequest::Persist(records)).await?;
+                    assert_eq!(reply, StoreReply::Persisted, "store answers in order");
+                }
+                Effect::Broadcast(message) => {
+                    let frame = Arc::new(encode_message(&message));
+                    self.send_net(NetCommand::Broadcast(frame)).await?;
+                }
+                Effect::SendTo(peer, message) => {
+                    let frame = Arc::new(encode_message(&message));
+                    self.send_net(NetCommand::SendTo(peer, frame)).await?;
+                }
+                Effect::Schedule { timer, at } => {
+                    let events = self.events.clone();
+                    glommio::spawn_local(async move {
+                        let wait = at.saturating_sub(now_ms());
+                        glommio::timer::sleep(std::time::Duration::from_millis(wait)).await;
+                        let _ = events.try_send(Event::Input(Input::Timer(timer)));
+                    })
+                    .detach();
+                }
+                Effect::BuildBlock {
+                    height,
+                    round,
+                    parent,
+                } => {
+                    self.send_exec(ExecRequest::Build {
+                        height,
+                        round,
+                        parent,
+                    })
+                    .await?;
+                }
+                Effect::VerifyBlock(block) => {
+                    self.send_exec(ExecRequest::Verify(Box::new(block))).await?;
+                }
+                Effect::Commit { block, certificate } => {
+                    let height = block.header.height;
+                    let txs = block.transactions.len() as u64;
+                    let finalized = Arc::new(FinalizedBlock { block, certificate });
+                    let reply = self.store(StoreRequest::Commit(finalized.clone())).await?;
+                    assert_eq!(
+                        reply,
+                        StoreReply::Committed(height),
+                        "store answers in order"
+                    );
+                    // Durable: now it may be reported final.
+                    self.counters.height.store(height, Relaxed);
+                    self.counters.blocks.fetch_add(1, Relaxed);
+                    self.counters.finalized_txs.fetch_add(txs, Relaxed);
+                    tracing::debug!(height, txs, "finalized");
+                    self.send_exec(ExecRequest::Finalized(finalized)).await?;
+                }
+                Effect::RequestSync { peer, from_height } => {
+                    let frame = Arc::new(sync_request_frame(from_height));
+                    self.send_net(NetCommand::SendTo(peer, frame)).await?;
+                }
+                Effect::OfferSync { peer, from_height } => {
+                    let reply = self
+                        .store(StoreRequest::Serve(crate::store::SyncServe {
+                            peer,
+                            from_height,
+                        }))
+                        .await?;
+                    assert_eq!(reply, StoreReply::Served, "store answers in order");
+                }
+                Effect::Evidence(evidence) => {
+                    self.counters.evidence.fetch_add(1, Relaxed);
+                    tracing::warn!(
+                        signer = evidence.signer,
+                        height = evidence.height,
+                        round = evidence.round,
+                        kind = ?evidence.kind,
+                        "equivocation evidence"
+                    );
+                }
+                Effect::Rejected { from, reason } => {
+                    self.counters.rejected.fetch_add(1, Relaxed);
+                    tracing::debug!(from, ?reason, "message rejected");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The frame of a consensus message.
+pub fn encode_message(message: &ConsensusMessage) -> Vec<u8> {
+    match message {
+        ConsensusMessage::Proposal(p) => encode_frame(&**p),
+        ConsensusMessage::Vote(v) => encode_frame(v),
+        ConsensusMessage::RoundChange(rc) => encode_frame(rc),
+        ConsensusMessage::Finalized(f) => encode_frame(&**f),
+    }
+}

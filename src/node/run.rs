@@ -1,0 +1,353 @@
+//! Running a node: wiring the role's shards onto the runtime (`corecell node`).
+//!
+//! A CN runs four shards: net, consensus, exec, store (see DESIGN.md section 1), connected by
+//! bounded lock-free channels:
+//!
+//! ```text
+//!   net --Inbound--> consensus --NetCommand--> net
+//!   net --BatchIn--> exec --ExecToNet--> net
+//!   net --SyncServe--> store --PeerFrame--> net
+//!   consensus --ExecRequest--> exec --ExecReply--> consensus
+//!   consensus --StoreRequest--> store --StoreReply--> consensus
+//! ```
+//!
+//! Shutdown (SIGINT/SIGTERM): a stop flag is set; net stops accepting and closes its
+//! connections; consensus finishes the effect in hand (a persist or commit waits for its
+//! fsync) and drops its senders; exec and store then see their inboxes close, the store
+//! fsyncs and closes its files, and the process exits 0.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+
+use super::config::{Role, Shard};
+use super::consensus_shard::{self, now_ms, ConsensusChannels, ConsensusCounters};
+use super::metrics::{self, NodeCounters};
+use super::setup::NodeSetup;
+use crate::consensus::{BlsScheme, ConsensusConfig, Machine, Weakening};
+use crate::exec::{self, ExecChannels, ExecCounters, RawPool};
+use crate::net::{self, MeshPeer, NetChannels, NetConfig, NetCounters, PeerLimits};
+use crate::runtime::{self, Link, NodeShardStats, Runtime, ShardStart};
+use crate::store::{self, StoreChannels};
+
+/// Capacity of each shard-to-shard channel, in messages.
+pub const LINK_CAPACITY: usize = 4096;
+/// Round timeout of round 0 (ms); later rounds double it, up to [`ROUND_TIMEOUT_MAX_MS`].
+pub const ROUND_TIMEOUT_BASE_MS: u64 = 400;
+/// Cap of the round timeout (ms).
+pub const ROUND_TIMEOUT_MAX_MS: u64 = 8000;
+
+/// Options from the command line that override the config.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// `--metrics ADDR`.
+    pub metrics: Option<SocketAddr>,
+}
+
+/// Runs the node until SIGINT/SIGTERM or a fatal error.
+pub fn run(setup: NodeSetup, options: RunOptions) -> Result<(), String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone())
+            .map_err(|e| format!("installing the signal handler: {e}"))?;
+    }
+    match setup.config.role {
+        Role::Cn => run_cn(setup, options, stop),
+        other => Err(format!(
+            "running a {} is not built yet: this build runs CNs only",
+            other.name()
+        )),
+    }
+}
+
+/// How long shutdown may take once asked for before the process gives up on a clean exit.
+pub const SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Waits for the runtime to finish; once `stop` is set, waits at most [`SHUTDOWN_DEADLINE`].
+fn join_with_deadline(runtime: Runtime, stop: &AtomicBool) -> Result<(), String> {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("join".into())
+        .spawn(move || {
+            let _ = done_tx.send(runtime.join());
+        })
+        .map_err(|e| format!("starting the join thread: {e}"))?;
+    let mut stopping_since = None;
+    loop {
+        match done_rx.recv_timeout(std::time::Duration::from_millis(50)) {
+            Ok(result) => return result,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err("the runtime join thread died".into())
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if stop.load(Relaxed) {
+            let since = *stopping_since.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() > SHUTDOWN_DEADLINE {
+                return Err(format!(
+                    "shards did not stop within {} s of the stop request",
+                    SHUTDOWN_DEADLINE.as_secs()
+                ));
+            }
+        }
+    }
+}
+
+/// Runs a CN until `stop` is set.
+pub fn run_cn(setup: NodeSetup, options: RunOptions, stop: Arc<AtomicBool>) -> Result<(), String> {
+    let NodeSetup {
+        config,
+        genesis,
+        key,
+        council_index,
+    } = setup;
+    let me = council_index.ok_or_else(|| {
+        format!(
+            "{}: this node's key (node id {}) is not in the genesis council, so it cannot run as a CN",
+            config.path.display(),
+            super::to_hex(&key.node_id)
+        )
+    })?;
+    let genesis_header = genesis.header();
+    let recovered = store::recover(&config.data_dir, &genesis_header).map_err(|e| e.to_string())?;
+    tracing::info!(
+        node = %config.name,
+        head = recovered.head.height,
+        wal_records = recovered.wal.len(),
+        cut_bytes = ?recovered.cut,
+        "data directory recovered"
+    );
+    let council = Arc::new(genesis.council_keys.clone());
+    let consensus_config = ConsensusConfig {
+        chain_id: genesis.chain_id,
+        council_size: genesis.council.len(),
+        committee_size: genesis.committee_size,
+        block_period_ms: genesis.block_period_ms,
+        round_timeout_base_ms: ROUND_TIMEOUT_BASE_MS,
+        round_timeout_max_ms: ROUND_TIMEOUT_MAX_MS,
+        weakening: Weakening::default(),
+    };
+    let peers: Vec<MeshPeer> = config
+        .peers
+        .iter()
+        .filter(|p| p.role == Role::Cn)
+        .filter_map(|p| {
+            let index = genesis
+                .council
+                .iter()
+                .position(|m| m.node_id == p.node_id)?;
+            // Fail closed: a council member not on the allowlist is neither dialed nor admitted.
+            config.allowlist.contains(&p.node_id).then_some(MeshPeer {
+                index: index as u32,
+                node_id: p.node_id,
+                address: p.address,
+            })
+        })
+        .collect();
+    let net_config = NetConfig {
+        chain_id: genesis.chain_id,
+        me,
+        secret: key.secret.clone(),
+        listen: config.listen,
+        ingress: config.ingress_listen,
+        peers,
+        limits: PeerLimits::default(),
+    };
+
+    // Links (one per direction and pair).
+    let net_cons: Link<net::Inbound> = Link::new(LINK_CAPACITY);
+    let cons_net: Link<net::NetCommand> = Link::new(LINK_CAPACITY);
+    let net_exec: Link<exec::BatchIn> = Link::new(LINK_CAPACITY);
+    let exec_net: Link<exec::ExecToNet> = Link::new(LINK_CAPACITY);
+    let net_store: Link<store::SyncServe> = Link::new(LINK_CAPACITY);
+    let store_net: Link<store::PeerFrame> = Link::new(LINK_CAPACITY);
+    let cons_exec: Link<exec::ExecRequest> = Link::new(LINK_CAPACITY);
+    let exec_cons: Link<exec::ExecReply> = Link::new(LINK_CAPACITY);
+    let cons_store: Link<store::StoreRequest> = Link::new(LINK_CAPACITY);
+    let store_cons: Link<store::StoreReply> = Link::new(LINK_CAPACITY);
+
+    let shards: NodeShardStats = Role::Cn
+        .shards()
+        .iter()
+        .map(|s| (*s, Arc::default()))
+        .collect();
+    let counters = NodeCounters {
+        consensus: Arc::new(ConsensusCounters::default()),
+        net: Arc::new(NetCounters::default()),
+        exec: Arc::new(ExecCounters::default()),
+        shards: shards.clone(),
+    };
+    counters
+        .consensus
+        .height
+        .store(recovered.head.height, Relaxed);
+
+    let mut starts: BTreeMap<Shard, ShardStart> = BTreeMap::new();
+    {
+        let (stop, stats, c) = (
+            stop.clone(),
+            shards[&Shard::Net].clone(),
+            counters.net.clone(),
+        );
+        let (from_consensus, to_consensus) = (cons_net.receiver, net_cons.sender);
+        let (to_exec, from_exec) = (net_exec.sender, exec_net.receiver);
+        let (to_store, from_store) = (net_store.sender, store_net.receiver);
+        starts.insert(
+            Shard::Net,
+            Box::new(move || {
+                Box::pin(async move {
+                    // Connect every end at once: each connect waits for its other end.
+                    let from_consensus = glommio::spawn_local(from_consensus.connect());
+                    let to_consensus = glommio::spawn_local(to_consensus.connect());
+                    let to_exec = glommio::spawn_local(to_exec.connect());
+                    let from_exec = glommio::spawn_local(from_exec.connect());
+                    let to_store = glommio::spawn_local(to_store.connect());
+                    let from_store = glommio::spawn_local(from_store.connect());
+                    let channels = NetChannels {
+                        from_consensus: from_consensus.await,
+                        to_consensus: to_consensus.await,
+                        to_exec: to_exec.await,
+                        from_exec: from_exec.await,
+                        to_store: to_store.await,
+                        from_store: from_store.await,
+                    };
+                    if let Err(e) = net::run(net_config, channels, stop.clone(), stats, c).await {
+                        tracing::error!(error = %e, "net shard failed; stopping the node");
+                        eprintln!("error: {e}");
+                        stop.store(true, Relaxed);
+                    }
+                })
+            }),
+        );
+    }
+    {
+        let (stop, stats, c) = (
+            stop.clone(),
+            shards[&Shard::Consensus].clone(),
+            counters.consensus.clone(),
+        );
+        let (from_net, to_net) = (net_cons.receiver, cons_net.sender);
+        let (to_exec, from_exec) = (cons_exec.sender, exec_cons.receiver);
+        let (to_store, from_store) = (cons_store.sender, store_cons.receiver);
+        let head = recovered.head.clone();
+        let wal = recovered.wal.clone();
+        let secret = key.secret.clone();
+        starts.insert(
+            Shard::Consensus,
+            Box::new(move || {
+                Box::pin(async move {
+                    // Connect every end at once: each connect waits for its other end.
+                    let from_net = glommio::spawn_local(from_net.connect());
+                    let to_net = glommio::spawn_local(to_net.connect());
+                    let to_exec = glommio::spawn_local(to_exec.connect());
+                    let from_exec = glommio::spawn_local(from_exec.connect());
+                    let to_store = glommio::spawn_local(to_store.connect());
+                    let from_store = glommio::spawn_local(from_store.connect());
+                    let channels = ConsensusChannels {
+                        from_net: from_net.await,
+                        to_net: to_net.await,
+                        to_exec: to_exec.await,
+                        from_exec: from_exec.await,
+                        to_store: to_store.await,
+                        from_store: from_store.await,
+                    };
+                    let scheme = BlsScheme::new(secret, council);
+                    let (machine, initial) =
+                        Machine::new(consensus_config, scheme, me, head, &wal, now_ms());
+                    let result =
+                        consensus_shard::run(machine, initial, channels, stop.clone(), stats, c)
+                            .await;
+                    if let Err(e) = result {
+                        tracing::error!(error = %e, "consensus shard stopped");
+                        stop.store(true, Relaxed);
+                    }
+                })
+            }),
+        );
+    }
+    {
+        let (stats, c) = (shards[&Shard::Exec].clone(), counters.exec.clone());
+        let (from_consensus, to_consensus) = (cons_exec.receiver, exec_cons.sender);
+        let (from_net, to_net) = (net_exec.receiver, exec_net.sender);
+        starts.insert(
+            Shard::Exec,
+            Box::new(move || {
+                Box::pin(async move {
+                    // Connect every end at once: each connect waits for its other end.
+                    let from_consensus = glommio::spawn_local(from_consensus.connect());
+                    let to_consensus = glommio::spawn_local(to_consensus.connect());
+                    let from_net = glommio::spawn_local(from_net.connect());
+                    let to_net = glommio::spawn_local(to_net.connect());
+                    let channels = ExecChannels {
+                        from_consensus: from_consensus.await,
+                        to_consensus: to_consensus.await,
+                        from_net: from_net.await,
+                        to_net: to_net.await,
+                    };
+                    let pool = RawPool::new(exec::DEFAULT_POOL_BYTES, exec::DEFAULT_POOL_TXS);
+                    exec::run(pool, channels, stats, c).await;
+                })
+            }),
+        );
+    }
+    {
+        let (stop, stats) = (stop.clone(), shards[&Shard::Store].clone());
+        let (from_consensus, to_consensus) = (cons_store.receiver, store_cons.sender);
+        let (from_net, to_net) = (net_store.receiver, store_net.sender);
+        let dir = config.data_dir.clone();
+        starts.insert(
+            Shard::Store,
+            Box::new(move || {
+                Box::pin(async move {
+                    // Connect every end at once: each connect waits for its other end.
+                    let from_consensus = glommio::spawn_local(from_consensus.connect());
+                    let to_consensus = glommio::spawn_local(to_consensus.connect());
+                    let from_net = glommio::spawn_local(from_net.connect());
+                    let to_net = glommio::spawn_local(to_net.connect());
+                    let channels = StoreChannels {
+                        from_consensus: from_consensus.await,
+                        to_consensus: to_consensus.await,
+                        from_net: from_net.await,
+                        to_net: to_net.await,
+                    };
+                    if let Err(e) = store::run(dir, recovered, channels, stats).await {
+                        tracing::error!(error = %e, "store failed; stopping the node");
+                        eprintln!("error: {e}");
+                        stop.store(true, Relaxed);
+                    }
+                })
+            }),
+        );
+    }
+
+    let plans = runtime::plan(
+        &config.placement,
+        Role::Cn.shards(),
+        &runtime::allowed_cpus(),
+    )
+    .map_err(|e| format!("{}: runtime.placement: {e}", config.path.display()))?;
+    for p in &plans {
+        let names: Vec<&str> = p.shards.iter().map(|s| s.name()).collect();
+        tracing::info!(cpu = ?p.cpu, shards = ?names, "executor");
+    }
+    let metrics_addr = options.metrics.or(config.metrics_listen);
+    let metrics_thread = match metrics_addr {
+        Some(addr) => Some(metrics::serve(addr, counters.clone(), stop.clone())?),
+        None => None,
+    };
+    let runtime = Runtime::start(&plans, config.io_memory_kib as usize * 1024, starts)?;
+    tracing::info!(node = %config.name, council_index = me, p2p = %config.listen, "node running");
+    let result = join_with_deadline(runtime, &stop);
+    stop.store(true, Relaxed);
+    if let Some(t) = metrics_thread {
+        let _ = t.join();
+    }
+    result?;
+    tracing::info!(
+        node = %config.name,
+        height = counters.consensus.height.load(Relaxed),
+        "node stopped cleanly"
+    );
+    Ok(())
+}
