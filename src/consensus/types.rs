@@ -197,6 +197,17 @@ pub enum WalRecord {
     Prepared(PreparedCertificate),
 }
 
+impl WalRecord {
+    /// The height the record is about (records below a restarted node's head are stale).
+    pub fn height(&self) -> Height {
+        match self {
+            WalRecord::Voted { height, .. } | WalRecord::RoundChanged { height, .. } => *height,
+            WalRecord::Proposed { block, .. } => block.header.height,
+            WalRecord::Prepared(cert) => cert.height,
+        }
+    }
+}
+
 /// Two different signed votes by one member for the same `(height, round, kind)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Evidence {

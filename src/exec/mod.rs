@@ -33,10 +33,10 @@ use crate::types::{
     Block, BlockHeader, FinalizedBlock, Height, Round, MAX_BLOCK_TXS, MAX_BLOCK_TX_BYTES,
 };
 
-/// Default pool limit in bytes of transactions.
-pub const DEFAULT_POOL_BYTES: usize = 256 * 1024 * 1024;
+/// Default pool limit in bytes of transactions (16 full blocks).
+pub const DEFAULT_POOL_BYTES: usize = 16 * MAX_BLOCK_TX_BYTES;
 /// Default pool limit in transactions.
-pub const DEFAULT_POOL_TXS: usize = 1_000_000;
+pub const DEFAULT_POOL_TXS: usize = 250_000;
 
 /// Where an ingress connection's batch came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,7 +197,7 @@ impl RawPool {
         if self.queued_bytes + bytes > self.max_bytes
             || self.queue.len() + batch.transactions.len() > self.max_txs
         {
-            self.compact();
+            self.compact_if_worth_it();
             if self.queued_bytes + bytes > self.max_bytes
                 || self.queue.len() + batch.transactions.len() > self.max_txs
             {
@@ -300,11 +300,19 @@ impl RawPool {
                 }
             }
         }
-        if self.queue.len() > 2 * self.pending.len() + 1024 {
-            self.compact();
-        }
+        self.compact_if_worth_it();
         self.check();
         (removed, acks)
+    }
+
+    /// Compacts when at least a quarter of the queue is stale, so the cost of a compaction
+    /// (a pass over the queue) is paid for by the entries it frees: a full pool refusing
+    /// batch after batch does not rescan the queue each time.
+    fn compact_if_worth_it(&mut self) {
+        let stale = self.queue.len() - self.pending.len();
+        if stale > 0 && stale * 4 >= self.queue.len() {
+            self.compact();
+        }
     }
 
     /// Drops stale queue entries.

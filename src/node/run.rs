@@ -217,6 +217,7 @@ pub fn run_cn(setup: NodeSetup, options: RunOptions, stop: Arc<AtomicBool>) -> R
                         eprintln!("error: {e}");
                         stop.store(true, Relaxed);
                     }
+                    tracing::info!("net shard stopped");
                 })
             }),
         );
@@ -259,9 +260,10 @@ pub fn run_cn(setup: NodeSetup, options: RunOptions, stop: Arc<AtomicBool>) -> R
                         consensus_shard::run(machine, initial, channels, stop.clone(), stats, c)
                             .await;
                     if let Err(e) = result {
-                        tracing::error!(error = %e, "consensus shard stopped");
+                        tracing::error!(error = %e, "consensus shard failed; stopping the node");
                         stop.store(true, Relaxed);
                     }
+                    tracing::info!("consensus shard stopped");
                 })
             }),
         );
@@ -287,6 +289,7 @@ pub fn run_cn(setup: NodeSetup, options: RunOptions, stop: Arc<AtomicBool>) -> R
                     };
                     let pool = RawPool::new(exec::DEFAULT_POOL_BYTES, exec::DEFAULT_POOL_TXS);
                     exec::run(pool, channels, stats, c).await;
+                    tracing::info!("exec shard stopped");
                 })
             }),
         );
@@ -316,6 +319,7 @@ pub fn run_cn(setup: NodeSetup, options: RunOptions, stop: Arc<AtomicBool>) -> R
                         eprintln!("error: {e}");
                         stop.store(true, Relaxed);
                     }
+                    tracing::info!("store shard stopped");
                 })
             }),
         );

@@ -325,15 +325,6 @@ pub fn sim_config(
     }
 }
 
-/// The height a WAL record is about.
-pub fn record_height(r: &WalRecord) -> Height {
-    match r {
-        WalRecord::Voted { height, .. } | WalRecord::RoundChanged { height, .. } => *height,
-        WalRecord::Proposed { block, .. } => block.header.height,
-        WalRecord::Prepared(cert) => cert.height,
-    }
-}
-
 // Messages travel inline, as in `Effect`; the queue holds a few thousand events at most.
 #[allow(clippy::large_enum_variant)]
 enum Ev {
@@ -608,7 +599,7 @@ impl<S: SignatureScheme + Clone> World<S> {
         let wal: Vec<WalRecord> = inst
             .wal
             .iter()
-            .filter(|r| record_height(r) > head.height)
+            .filter(|r| r.height() > head.height)
             .cloned()
             .collect();
         let index = inst.index;
@@ -965,7 +956,7 @@ impl<S: SignatureScheme + Clone> World<S> {
                             .on_commit(now, &x.label, &parent, &block, &certificate);
                     }
                     let x = &mut self.insts[i];
-                    x.wal.retain(|r| record_height(r) > height);
+                    x.wal.retain(|r| r.height() > height);
                     x.chain.push(FinalizedBlock { block, certificate });
                     self.check_done();
                 }

@@ -232,7 +232,7 @@ pub fn recover(dir: &Path, genesis: &BlockHeader) -> Result<Recovered, StoreErro
                     problem: e.to_string(),
                 }
             })?;
-        if wal_record_height(&record) > head.height {
+        if record.height() > head.height {
             wal.push(record);
         }
     }
@@ -244,15 +244,6 @@ pub fn recover(dir: &Path, genesis: &BlockHeader) -> Result<Recovered, StoreErro
         wal_len: wal_good,
         cut: (cut_log, cut_wal),
     })
-}
-
-/// The height a WAL record is about.
-pub fn wal_record_height(record: &WalRecord) -> Height {
-    match record {
-        WalRecord::Voted { height, .. } | WalRecord::RoundChanged { height, .. } => *height,
-        WalRecord::Proposed { block, .. } => block.header.height,
-        WalRecord::Prepared(cert) => cert.height,
-    }
 }
 
 fn read_or_empty(path: &Path) -> Result<Vec<u8>, StoreError> {

@@ -1,0 +1,794 @@
+//! The CN mesh end to end: real `corecell` node processes on loopback.
+//!
+//! What these tests prove:
+//!
+//! 1. A network of four CNs under load (`corecell testnet`) finalizes at least 20 blocks, and
+//!    every node's block log holds the same hash at every height: checked by the testnet's own
+//!    report and, independently, by reading each node's `data/` here.
+//! 2. The mesh admits council members only: a well-formed handshake signed by a key outside
+//!    the council is refused before the node signs anything (no `Auth` comes back), the
+//!    refusal is counted, and consensus carries on.
+//! 3. Hostile bytes do not hurt a node: random garbage on the p2p port, a frame header
+//!    declaring `u32::MAX` bytes on the ingress port, and a council member's handshake replayed
+//!    from an earlier session are all refused (connection closed, nothing accepted), and every
+//!    node keeps finalizing.
+//! 4. With one of four CNs killed (f = 1), the other three keep finalizing, stop cleanly on
+//!    SIGTERM (exit 0), and their block logs agree.
+//!
+//! Hygiene: every child process is owned by a guard ([`Proc`]) that kills and reaps it when
+//! dropped, also when a test panics; every wait has a deadline; the tests are serialized by a
+//! mutex (the nodes need the CPU more than the tests need parallelism) and use distinct port
+//! ranges as well. Only 127.0.0.1 is used.
+
+use std::fs::File;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use corecell::crypto::bls::BlsSecretKey;
+use corecell::crypto::hash::Hash32;
+use corecell::net::handshake::{Handshake, Side, AUTH_LEN, HANDSHAKE_MAGIC, HELLO_LEN};
+use corecell::net::HANDSHAKE_TIMEOUT;
+use corecell::node::config::Role;
+use corecell::node::genesis::{Genesis, NetworkSpec};
+use corecell::node::keys::NodeKey;
+use corecell::node::metrics::scrape;
+use corecell::store::finalized_headers;
+use corecell::types::FrameKind;
+
+const BIN: &str = env!("CARGO_BIN_EXE_corecell");
+const CHAIN_ID: u64 = 1001;
+const CNS: usize = 4;
+/// Nodes get this long to come up and connect to every peer.
+const STARTUP: Duration = Duration::from_secs(60);
+/// A node gets this long to exit after SIGTERM (its own shutdown deadline is 10 s).
+const STOP: Duration = Duration::from_secs(20);
+/// Connect, write and single-message read timeout on raw sockets.
+const IO: Duration = Duration::from_secs(5);
+/// A refused connection must be closed well before the node's handshake timeout, so that a
+/// close caused by the timeout (the node ignoring the bytes) fails the test.
+const PROMPT_CLOSE: Duration = HANDSHAKE_TIMEOUT.saturating_sub(Duration::from_millis(500));
+
+const HEIGHT: &str = "corecell_height";
+const PEERS: &str = "corecell_peers";
+const REFUSED: &str = "corecell_refused_handshakes_total";
+const VIOLATIONS: &str = "corecell_peer_violations_total";
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Runs tests one at a time even without `--test-threads=1`; a panicked test does not block
+/// the others.
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as u64
+}
+
+fn nonce() -> [u8; 32] {
+    let mut n = [0u8; 32];
+    getrandom::fill(&mut n).expect("OS randomness");
+    n
+}
+
+/// The last `lines` lines of a log file, for failure messages.
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| format!("<{e}>"));
+    let all: Vec<&str> = text.lines().collect();
+    let from = all.len().saturating_sub(lines);
+    format!(
+        "--- last lines of {} ---\n{}",
+        path.display(),
+        all[from..].join("\n")
+    )
+}
+
+/// Fails fast, with a clear message, if something else already listens on a port the
+/// network needs (p2p base+k, metrics base+2000+k, ingress base+3000+k).
+fn assert_ports_free(base: u16, nodes: usize) {
+    for k in 0..nodes as u16 {
+        for port in [base + k, base + 2000 + k, base + 3000 + k] {
+            if let Err(e) = TcpListener::bind(("127.0.0.1", port)) {
+                panic!("port {port} is not free ({e}); is another network running there?");
+            }
+        }
+    }
+}
+
+/// A child process that is killed (SIGKILL) and reaped when dropped, unless it was already
+/// reaped. With `group`, the child leads a process group of its own, and the whole group is
+/// killed (for `corecell testnet`, whose nodes are its children).
+struct Proc {
+    name: String,
+    child: Child,
+    status: Option<ExitStatus>,
+    group: bool,
+}
+
+impl Proc {
+    fn spawn(name: &str, command: &mut Command, group: bool) -> Proc {
+        if group {
+            command.process_group(0);
+        }
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        Proc {
+            name: name.to_string(),
+            child,
+            status: None,
+            group,
+        }
+    }
+
+    /// The exit status if the process has exited (it is then reaped).
+    fn poll(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self
+                .child
+                .try_wait()
+                .unwrap_or_else(|e| panic!("waiting for {}: {e}", self.name));
+        }
+        self.status
+    }
+
+    /// Waits for the exit until `deadline`; `None` if it is still running then.
+    fn wait_until(&mut self, deadline: Instant) -> Option<ExitStatus> {
+        loop {
+            if let Some(status) = self.poll() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends `signal` to the (still running, unreaped) process.
+    fn signal(&mut self, signal: libc::c_int) {
+        assert!(
+            self.poll().is_none(),
+            "{} exited before it was signalled",
+            self.name
+        );
+        // SAFETY: kill(2) on our own child, which `poll` just saw running and which is not
+        // reaped, so the pid cannot have been reused.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "kill({}, {signal})", self.name);
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let clean_exit = self.status.is_some_and(|s| s.success());
+        if self.group && !clean_exit {
+            // SAFETY: the group was created for this child (`process_group(0)`), so its id is
+            // the child's pid. Either the leader is not reaped yet, or it failed and its
+            // orphaned children (still in the group) keep the id from being reused.
+            unsafe {
+                libc::kill(-(self.child.id() as libc::pid_t), libc::SIGKILL);
+            }
+        }
+        if self.status.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// One CN of a generated network.
+struct Node {
+    name: String,
+    dir: PathBuf,
+    node_id: [u8; 20],
+    p2p: SocketAddr,
+    metrics: SocketAddr,
+    ingress: SocketAddr,
+    proc: Option<Proc>,
+}
+
+impl Node {
+    fn log(&self) -> PathBuf {
+        self.dir.join("node.log")
+    }
+
+    fn metric(&self, name: &str) -> Option<f64> {
+        let samples = scrape(self.metrics, Duration::from_secs(1)).ok()?;
+        samples.into_iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+
+    /// Panics (with the node's log) if the node has exited.
+    fn assert_running(&mut self) {
+        let name = self.name.clone();
+        if let Some(status) = self.proc.as_mut().and_then(Proc::poll) {
+            panic!(
+                "{name} exited unexpectedly ({status})\n{}",
+                tail(&self.log(), 40)
+            );
+        }
+    }
+}
+
+/// A generated four-CN network in a temporary folder, and its running nodes.
+struct Net {
+    /// Declared first so the processes die before their folders are removed.
+    nodes: Vec<Node>,
+    genesis: Genesis,
+    _tmp: tempfile::TempDir,
+}
+
+impl Net {
+    /// Generates a network (genesis time now) with ports from `base_port` and starts every
+    /// node, then waits until each sees its three peers.
+    fn start(base_port: u16, block_period_ms: u64) -> Net {
+        assert_ports_free(base_port, CNS);
+        let tmp = tempfile::Builder::new()
+            .prefix("corecell-network-")
+            .tempdir()
+            .expect("tempdir");
+        let spec = NetworkSpec {
+            cns: CNS,
+            pns: 0,
+            ens: 0,
+            host: "127.0.0.1".parse().expect("loopback"),
+            base_port,
+            committee_size: None,
+            block_period_ms,
+            accounts: 16,
+            chain_id: CHAIN_ID,
+            timestamp_ms: now_ms(),
+            seed: None,
+        };
+        let generated = spec.generate(&tmp.path().join("net")).expect("generate");
+        let genesis = Genesis::load(&generated.genesis_path).expect("genesis loads");
+        let nodes = generated
+            .nodes
+            .iter()
+            .map(|n| {
+                assert_eq!(n.role, Role::Cn);
+                Node {
+                    name: n.name.clone(),
+                    dir: n.config_path.parent().expect("node folder").to_path_buf(),
+                    node_id: n.node_id,
+                    p2p: n.p2p,
+                    metrics: n.metrics,
+                    ingress: n.ingress.expect("a CN has an ingress port"),
+                    proc: None,
+                }
+            })
+            .collect();
+        let mut net = Net {
+            nodes,
+            genesis,
+            _tmp: tmp,
+        };
+        for node in &mut net.nodes {
+            let log = File::create(node.log()).expect("node log");
+            let log2 = log.try_clone().expect("node log");
+            let mut command = Command::new(BIN);
+            command
+                .arg("node")
+                .arg("--config")
+                .arg(node.dir.join("config.toml"))
+                .stdin(Stdio::null())
+                .stdout(log)
+                .stderr(log2);
+            node.proc = Some(Proc::spawn(&node.name, &mut command, false));
+        }
+        net.wait_meshed(STARTUP);
+        net
+    }
+
+    fn assert_running(&mut self, which: &[usize]) {
+        for &i in which {
+            self.nodes[i].assert_running();
+        }
+    }
+
+    /// Waits until every node reports `corecell_peers == 3`.
+    fn wait_meshed(&mut self, within: Duration) {
+        let deadline = Instant::now() + within;
+        let all: Vec<usize> = (0..self.nodes.len()).collect();
+        loop {
+            self.assert_running(&all);
+            let peers: Vec<Option<f64>> = self.nodes.iter().map(|n| n.metric(PEERS)).collect();
+            if peers.iter().all(|p| *p == Some((CNS - 1) as f64)) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nodes not meshed within {within:?}: peers {peers:?}\n{}",
+                tail(&self.nodes[0].log(), 20)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// A metric of node `i`, retried for a few seconds (the metrics thread may be busy).
+    fn sample(&self, i: usize, name: &str) -> f64 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(v) = self.nodes[i].metric(name) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: no {name} from {}",
+                self.nodes[i].name,
+                self.nodes[i].metrics
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn heights(&self, which: &[usize]) -> Vec<u64> {
+        which
+            .iter()
+            .map(|&i| self.sample(i, HEIGHT) as u64)
+            .collect()
+    }
+
+    /// Waits until metric `name` of node `i` reaches `at_least`.
+    fn wait_metric(&mut self, i: usize, name: &str, at_least: f64, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            self.assert_running(&[i]);
+            let value = self.nodes[i].metric(name);
+            if value.is_some_and(|v| v >= at_least) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: {name} is {value:?} after {within:?}, expected at least {at_least}",
+                self.nodes[i].name
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until each node `which[j]` reports a height of at least `targets[j]`, checking
+    /// that every node in `which` keeps running.
+    fn wait_heights(&mut self, which: &[usize], targets: &[u64], within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            self.assert_running(which);
+            let now: Vec<Option<u64>> = which
+                .iter()
+                .map(|&i| self.nodes[i].metric(HEIGHT).map(|h| h as u64))
+                .collect();
+            if now
+                .iter()
+                .zip(targets)
+                .all(|(h, t)| h.is_some_and(|h| h >= *t))
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "heights of nodes {which:?} are {now:?} after {within:?}, expected at least {targets:?}\n{}",
+                tail(&self.nodes[which[0]].log(), 30)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Block hashes of node `i`'s block log, by height from 1.
+    fn chain(&self, i: usize) -> Vec<Hash32> {
+        let node = &self.nodes[i];
+        read_chain(&node.dir.join("data"), &self.genesis, &node.name)
+    }
+}
+
+fn read_chain(data_dir: &Path, genesis: &Genesis, name: &str) -> Vec<Hash32> {
+    finalized_headers(data_dir, &genesis.header())
+        .unwrap_or_else(|e| panic!("{name}: reading {}: {e}", data_dir.display()))
+        .iter()
+        .map(|h| h.hash())
+        .collect()
+}
+
+/// Every two chains hold the same hash at every height both have.
+fn assert_agree(chains: &[(String, Vec<Hash32>)]) {
+    let longest = chains.iter().map(|(_, c)| c.len()).max().unwrap_or(0);
+    for h in 0..longest {
+        let mut holders = chains.iter().filter_map(|(n, c)| c.get(h).map(|x| (n, x)));
+        if let Some((first_name, first)) = holders.next() {
+            for (name, hash) in holders {
+                assert_eq!(
+                    hash,
+                    first,
+                    "{name} and {first_name} disagree at height {}",
+                    h + 1
+                );
+            }
+        }
+    }
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&addr, IO).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_nodelay(true).expect("nodelay");
+    s.set_write_timeout(Some(IO)).expect("write timeout");
+    s
+}
+
+fn read_exact_within(s: &mut TcpStream, buf: &mut [u8], within: Duration) -> std::io::Result<()> {
+    s.set_read_timeout(Some(within))?;
+    s.read_exact(buf)
+}
+
+/// Reads until the peer closes the connection (EOF or reset) or `within` passes. Returns
+/// whether it closed, and the bytes received before (at most 1 MiB kept).
+fn read_until_closed(s: &mut TcpStream, within: Duration) -> (bool, Vec<u8>) {
+    let deadline = Instant::now() + within;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return (false, got);
+        }
+        s.set_read_timeout(Some(left)).expect("read timeout");
+        match s.read(&mut buf) {
+            Ok(0) => return (true, got),
+            Ok(n) => {
+                if got.len() < 1 << 20 {
+                    got.extend_from_slice(&buf[..n]);
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::ConnectionReset
+                        | ErrorKind::ConnectionAborted
+                        | ErrorKind::BrokenPipe
+                ) =>
+            {
+                return (true, got)
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) => {}
+            Err(e) => panic!("reading: {e}"),
+        }
+    }
+}
+
+#[test]
+fn four_cns_finalize_twenty_blocks_with_identical_hashes() {
+    let _serial = serial();
+    let started = Instant::now();
+    let base: u16 = 40000;
+    assert_ports_free(base, CNS);
+    let tmp = tempfile::Builder::new()
+        .prefix("corecell-testnet-")
+        .tempdir()
+        .expect("tempdir");
+    let net_dir = tmp.path().join("net");
+    let json = tmp.path().join("r.json");
+    let output = tmp.path().join("testnet.log");
+    let log = File::create(&output).expect("testnet log");
+    let log2 = log.try_clone().expect("testnet log");
+    let mut command = Command::new(BIN);
+    command
+        .arg("testnet")
+        .arg("--dir")
+        .arg(&net_dir)
+        .args(["--cns", "4", "--block-period-ms", "100", "--duration", "4"])
+        .args(["--rate", "500", "--base-port", &base.to_string()])
+        .arg("--json")
+        .arg(&json)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2);
+    let mut testnet = Proc::spawn("testnet", &mut command, true);
+    let limit = Duration::from_secs(180);
+    let Some(status) = testnet.wait_until(Instant::now() + limit) else {
+        panic!(
+            "testnet still running after {limit:?}\n{}",
+            tail(&output, 40)
+        );
+    };
+    assert!(status.success(), "testnet: {status}\n{}", tail(&output, 60));
+
+    let text = std::fs::read_to_string(&json).expect("JSON report");
+    let report: serde_json::Value = serde_json::from_str(&text).expect("report is JSON");
+    assert_eq!(report["agree"], serde_json::Value::Bool(true), "{text}");
+    let blocks = report["blocks"].as_u64().expect("blocks");
+    assert!(blocks >= 20, "only {blocks} blocks\n{text}");
+    let txs = report["finalized_txs"].as_u64().expect("finalized_txs");
+    assert!(txs > 0, "no transaction finalized\n{text}");
+
+    // Independently of the report: every node's block log.
+    let genesis = Genesis::load(&net_dir.join("genesis.toml")).expect("genesis");
+    let chains: Vec<(String, Vec<Hash32>)> = (0..CNS)
+        .map(|k| {
+            let name = format!("cn{k}");
+            let chain = read_chain(&net_dir.join(&name).join("data"), &genesis, &name);
+            (name, chain)
+        })
+        .collect();
+    for (name, chain) in &chains {
+        assert!(
+            chain.len() >= 20,
+            "{name} holds {} blocks, expected at least 20",
+            chain.len()
+        );
+    }
+    assert_agree(&chains);
+    eprintln!(
+        "testnet: {blocks} blocks, {txs} txs, logs of {:?} agree; {:.1?}",
+        chains.iter().map(|(_, c)| c.len()).collect::<Vec<_>>(),
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_key_outside_the_council_is_refused() {
+    let _serial = serial();
+    let started = Instant::now();
+    let mut net = Net::start(44000, 200);
+    let all: Vec<usize> = (0..CNS).collect();
+    let refused_before = net.sample(0, REFUSED);
+
+    let outsider = BlsSecretKey::random().expect("OS randomness");
+    assert_eq!(
+        net.genesis.council_index(&outsider.public_key().to_bytes()),
+        None
+    );
+    let mut s = connect(net.nodes[0].p2p);
+    let mut hs = Handshake::new(Side::Dialer, &outsider, CHAIN_ID, Role::Cn, nonce());
+    s.write_all(&hs.hello()).expect("send hello");
+    let mut their_hello = [0u8; HELLO_LEN];
+    read_exact_within(&mut s, &mut their_hello, IO).expect("cn0 sends its hello on accept");
+    let cn0_id = net.nodes[0].node_id;
+    let our_auth = hs
+        .on_peer_hello(&their_hello, |role, id| {
+            if role == Role::Cn && id == cn0_id {
+                Ok(())
+            } else {
+                Err(format!("expected cn0, got {role:?} {}", hex::encode(id)))
+            }
+        })
+        .expect("cn0's hello is genuine");
+    // cn0 may have closed already: a failed write is fine, an Auth back is not.
+    let _ = s.write_all(&our_auth);
+    let (closed, got) = read_until_closed(&mut s, PROMPT_CLOSE);
+    assert!(
+        closed,
+        "cn0 kept an outsider's connection open for {PROMPT_CLOSE:?} (got {} bytes)",
+        got.len()
+    );
+    assert!(
+        got.is_empty(),
+        "cn0 sent an outsider {} bytes after its hello (an Auth is {AUTH_LEN}): it signed for a key outside the council",
+        got.len()
+    );
+    drop(s);
+    net.wait_metric(0, REFUSED, refused_before + 1.0, Duration::from_secs(10));
+
+    // Consensus went on, and the mesh is intact.
+    let before = net.heights(&all);
+    let targets: Vec<u64> = before.iter().map(|h| h + 5).collect();
+    net.wait_heights(&all, &targets, Duration::from_secs(30));
+    net.wait_meshed(Duration::from_secs(10));
+    eprintln!(
+        "outsider refused; heights {before:?} -> at least {targets:?}; {:.1?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn garbage_huge_length_and_replayed_handshake_are_refused() {
+    let _serial = serial();
+    let started = Instant::now();
+    let mut net = Net::start(48000, 200);
+    let all: Vec<usize> = (0..CNS).collect();
+
+    // (a) 4 KiB of random bytes on cn1's p2p port.
+    let refused_before = net.sample(1, REFUSED);
+    let mut garbage = vec![0u8; 4096];
+    getrandom::fill(&mut garbage).expect("OS randomness");
+    if garbage[..4] == HANDSHAKE_MAGIC {
+        garbage[0] ^= 0xff;
+    }
+    let mut s = connect(net.nodes[1].p2p);
+    let _ = s.write_all(&garbage); // cn1 may close mid-write
+    let (closed, got) = read_until_closed(&mut s, PROMPT_CLOSE);
+    assert!(
+        closed,
+        "cn1 kept a garbage connection open for {PROMPT_CLOSE:?}"
+    );
+    assert!(
+        got.len() <= HELLO_LEN,
+        "cn1 sent {} bytes to garbage; at most its hello ({HELLO_LEN}) was expected",
+        got.len()
+    );
+    assert!(
+        got.is_empty() || got.starts_with(&HANDSHAKE_MAGIC),
+        "cn1 sent something other than its hello: {:02x?}",
+        &got[..got.len().min(16)]
+    );
+    drop(s);
+    net.wait_metric(1, REFUSED, refused_before + 1.0, Duration::from_secs(10));
+    net.assert_running(&all);
+
+    // (b) A frame header declaring u32::MAX bytes on cn1's ingress port.
+    let mut s = connect(net.nodes[1].ingress);
+    let mut header = u32::MAX.to_be_bytes().to_vec();
+    header.push(FrameKind::TxBatch as u8);
+    s.write_all(&header).expect("send header");
+    let (closed, got) = read_until_closed(&mut s, IO);
+    assert!(
+        closed,
+        "cn1's ingress kept a connection open for {IO:?} after a u32::MAX frame header"
+    );
+    assert!(
+        got.is_empty(),
+        "cn1's ingress answered a u32::MAX header with {} bytes",
+        got.len()
+    );
+    drop(s);
+    net.assert_running(&all);
+    assert!(
+        net.nodes[1].metric(HEIGHT).is_some(),
+        "cn1 stopped serving metrics"
+    );
+
+    // (c) Replay. Session 1: a genuine handshake as cn3 toward cn0, recorded.
+    let cn3 = NodeKey::load(&net.nodes[3].dir.join("key.toml")).expect("cn3's key");
+    let cn0_id = net.nodes[0].node_id;
+    let only_cn0 = |role: Role, id: [u8; 20]| {
+        if role == Role::Cn && id == cn0_id {
+            Ok(())
+        } else {
+            Err(format!("expected cn0, got {role:?} {}", hex::encode(id)))
+        }
+    };
+    let mut s1 = connect(net.nodes[0].p2p);
+    let mut hs1 = Handshake::new(Side::Dialer, &cn3.secret, CHAIN_ID, Role::Cn, nonce());
+    let recorded_hello = hs1.hello();
+    s1.write_all(&recorded_hello).expect("send hello");
+    let mut cn0_hello_1 = [0u8; HELLO_LEN];
+    read_exact_within(&mut s1, &mut cn0_hello_1, IO).expect("cn0's hello");
+    let recorded_auth = hs1
+        .on_peer_hello(&cn0_hello_1, only_cn0)
+        .expect("cn0's hello is genuine");
+    s1.write_all(&recorded_auth).expect("send auth");
+    let mut cn0_auth_1 = [0u8; AUTH_LEN];
+    read_exact_within(&mut s1, &mut cn0_auth_1, IO).expect("cn0 answers cn3 with its Auth");
+    let peer = hs1
+        .on_peer_auth(&cn0_auth_1)
+        .expect("cn0 authenticates in session 1");
+    assert_eq!(peer.node_id, cn0_id);
+    // Control: an accepted session carries cn0's consensus frames, so the absence of any byte
+    // after the handshake in session 2 below means the session was refused.
+    let mut frames = [0u8; 4096];
+    s1.set_read_timeout(Some(IO)).expect("read timeout");
+    let n = s1.read(&mut frames).expect("frames in an accepted session");
+    assert!(n > 0, "cn0 closed the genuine session 1");
+    drop(s1);
+
+    // Session 2: replay the recorded hello, then, after cn0's fresh hello, the recorded Auth,
+    // then a sync request cn0 would answer with blocks if it took the session.
+    let refused_before = net.sample(0, REFUSED);
+    let mut s2 = connect(net.nodes[0].p2p);
+    s2.write_all(&recorded_hello).expect("replay hello");
+    let mut cn0_hello_2 = [0u8; HELLO_LEN];
+    read_exact_within(&mut s2, &mut cn0_hello_2, IO).expect("cn0's hello");
+    assert_ne!(cn0_hello_2, cn0_hello_1, "cn0 reused its nonce");
+    let _ = s2.write_all(&recorded_auth);
+    let _ = s2.write_all(&corecell::net::sync_request_frame(1));
+    let (closed, got) = read_until_closed(&mut s2, PROMPT_CLOSE);
+    assert!(
+        closed,
+        "cn0 kept a replayed session open for {PROMPT_CLOSE:?} ({} bytes received)",
+        got.len()
+    );
+    assert!(
+        got.len() <= AUTH_LEN,
+        "cn0 sent {} bytes in a replayed session: frames after the handshake (at most its own Auth, {AUTH_LEN} bytes, was expected)",
+        got.len()
+    );
+    drop(s2);
+    net.wait_metric(0, REFUSED, refused_before + 1.0, Duration::from_secs(10));
+
+    // Afterwards: the real cn3 is back in cn0's mesh, every node keeps finalizing, none
+    // exited, and no honest peer was banned.
+    net.wait_meshed(Duration::from_secs(20));
+    let before = net.heights(&all);
+    let targets: Vec<u64> = before.iter().map(|h| h + 5).collect();
+    net.wait_heights(&all, &targets, Duration::from_secs(30));
+    for i in all {
+        assert_eq!(
+            net.sample(i, VIOLATIONS),
+            0.0,
+            "{} banned a peer for a violation",
+            net.nodes[i].name
+        );
+    }
+    eprintln!(
+        "garbage, huge header and replay refused; heights {before:?} -> at least {targets:?}; {:.1?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn killing_one_of_four_cns_keeps_the_others_finalizing() {
+    let _serial = serial();
+    let started = Instant::now();
+    let mut net = Net::start(52000, 200);
+    let all: Vec<usize> = (0..CNS).collect();
+    let rest = [0, 1, 2];
+    net.wait_heights(&all, &[3; CNS], Duration::from_secs(30));
+
+    let victim = net.nodes[3].proc.as_mut().expect("cn3 runs");
+    victim.signal(libc::SIGKILL);
+    let status = victim
+        .wait_until(Instant::now() + IO)
+        .expect("cn3 dies on SIGKILL");
+    assert!(!status.success());
+
+    let before = net.heights(&rest);
+    let targets: Vec<u64> = before.iter().map(|h| h + 10).collect();
+    net.wait_heights(&rest, &targets, Duration::from_secs(20));
+
+    // Clean stop: SIGTERM to all three, then each must exit 0.
+    for &i in &rest {
+        net.nodes[i]
+            .proc
+            .as_mut()
+            .expect("running")
+            .signal(libc::SIGTERM);
+    }
+    let deadline = Instant::now() + STOP;
+    for &i in &rest {
+        let node = &mut net.nodes[i];
+        let status = node.proc.as_mut().expect("running").wait_until(deadline);
+        match status {
+            Some(s) => assert_eq!(
+                s.code(),
+                Some(0),
+                "{} exited with {s} on SIGTERM\n{}",
+                node.name,
+                tail(&node.log(), 30)
+            ),
+            None => panic!(
+                "{} did not exit within {STOP:?} of SIGTERM\n{}",
+                node.name,
+                tail(&node.log(), 30)
+            ),
+        }
+    }
+
+    let chains: Vec<(String, Vec<Hash32>)> = all
+        .iter()
+        .map(|&i| (net.nodes[i].name.clone(), net.chain(i)))
+        .collect();
+    for (&i, target) in rest.iter().zip(&targets) {
+        let (name, chain) = &chains[i];
+        assert!(
+            chain.len() as u64 >= *target,
+            "{name}'s block log holds {} blocks, but it reported height {target}",
+            chain.len()
+        );
+    }
+    // The three survivors, and the killed cn3 at the heights it had.
+    assert_agree(&chains);
+    eprintln!(
+        "cn3 killed at {before:?}; survivors' logs {:?} agree; {:.1?}",
+        chains.iter().map(|(_, c)| c.len()).collect::<Vec<_>>(),
+        started.elapsed()
+    );
+}
