@@ -72,6 +72,9 @@ struct TestnetArgs {
     /// Also write the report as one JSON object to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Kill -9 the last CN this many seconds into the load and report the block gaps after.
+    #[arg(long)]
+    kill_at: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -382,6 +385,7 @@ fn testnet(a: TestnetArgs) -> Result<(), String> {
         base_port: a.base_port,
         json: a.json.clone(),
         binary,
+        kill_at: a.kill_at.map(std::time::Duration::from_secs),
     };
     let report = testnet::run(&options, interrupted)?;
     println!();

@@ -86,12 +86,16 @@ pub struct TestnetOptions {
     pub json: Option<PathBuf>,
     /// The `corecell` binary to start nodes with.
     pub binary: PathBuf,
+    /// Kill -9 the last CN this long into the load (fault figure: block gaps after it).
+    pub kill_at: Option<Duration>,
 }
 
 struct NodeProcess {
     node: PlannedNode,
     child: Child,
     metrics: SocketAddr,
+    /// Killed on purpose (`--kill-at`): not scraped, not stopped, its chain is a prefix.
+    killed: bool,
 }
 
 /// Runs a testnet; returns the report (agreement is in it) or an error.
@@ -126,7 +130,15 @@ pub fn run(options: &TestnetOptions, interrupted: Arc<AtomicBool>) -> Result<Run
         options.duration.as_secs()
     );
     let mut nodes = start_nodes(options, &network)?;
-    let result = drive(options, &network, &genesis, &mut nodes, &interrupted);
+    let mut killed_at = None;
+    let result = drive(
+        options,
+        &network,
+        &genesis,
+        &mut nodes,
+        &interrupted,
+        &mut killed_at,
+    );
     let stopped = stop_nodes(&mut nodes);
     let mut report = result?;
     stopped?;
@@ -165,6 +177,26 @@ pub fn run(options: &TestnetOptions, interrupted: Arc<AtomicBool>) -> Result<Run
         .ok_or("no node")?;
     let intervals = block_intervals(&first_dir, &genesis_header, report.duration_s)?;
     report.block_interval_ms = intervals;
+    if let Some(at) = killed_at {
+        let headers = crate::store::finalized_headers(&first_dir, &genesis_header)
+            .map_err(|e| e.to_string())?;
+        let gaps: Vec<u64> = headers
+            .windows(2)
+            .filter(|p| p[1].timestamp_ms >= at)
+            .map(|p| p[1].timestamp_ms.saturating_sub(p[0].timestamp_ms.max(at)))
+            .collect();
+        let rounds: Vec<u32> = headers
+            .iter()
+            .filter(|h| h.timestamp_ms >= at)
+            .map(|h| h.round)
+            .collect();
+        println!(
+            "after the kill: {} blocks, {} of them decided in a round above 0; largest gap between consecutive blocks {} ms",
+            gaps.len(),
+            rounds.iter().filter(|r| **r > 0).count(),
+            gaps.iter().max().copied().unwrap_or(0)
+        );
+    }
     Ok(report)
 }
 
@@ -191,6 +223,7 @@ fn start_nodes(
             node: node.clone(),
             child,
             metrics: node.metrics,
+            killed: false,
         });
     }
     Ok(nodes)
@@ -209,6 +242,7 @@ fn drive(
     genesis: &Genesis,
     nodes: &mut [NodeProcess],
     interrupted: &AtomicBool,
+    killed_at: &mut Option<u64>,
 ) -> Result<RunReport, String> {
     // Wait for every node to serve metrics and see all its peers.
     let started = Instant::now();
@@ -269,13 +303,32 @@ fn drive(
     let mut start_txs = None;
     let mut round_changes = 0u64;
     let mut samples: Vec<Vec<(String, f64)>> = vec![Vec::new(); nodes.len()];
+    let mut killed_at_ms = None;
     while forever || load_start.elapsed() < options.duration {
         if interrupted.load(Relaxed) {
             println!("testnet: interrupted; stopping");
             break;
         }
+        if let (Some(at), None) = (options.kill_at, killed_at_ms) {
+            if load_start.elapsed() >= at {
+                if let Some(victim) = nodes.last_mut() {
+                    let _ = victim.child.kill();
+                    let _ = victim.child.wait();
+                    victim.killed = true;
+                    killed_at_ms = Some(
+                        SystemTime::now()
+                            .duration_since(UNIX_EPOCH)
+                            .map_or(0, |d| d.as_millis() as u64),
+                    );
+                    println!("testnet: killed {} (SIGKILL)", victim.node.name);
+                }
+            }
+        }
         std::thread::sleep(Duration::from_secs(1).saturating_sub(last.0.elapsed()));
         for (i, n) in nodes.iter_mut().enumerate() {
+            if n.killed {
+                continue;
+            }
             if let Ok(Some(status)) = n.child.try_wait() {
                 return Err(format!("{} exited under load ({status})", n.node.name));
             }
@@ -324,7 +377,7 @@ fn drive(
     let duration_s = load_start.elapsed().as_secs_f64();
     let stats = load.map(|l| l.stop());
     // Final scrape for CPU and memory.
-    for (i, n) in nodes.iter().enumerate() {
+    for (i, n) in nodes.iter().enumerate().filter(|(_, n)| !n.killed) {
         if let Ok(s) = scrape(n.metrics, Duration::from_millis(500)) {
             samples[i] = s;
         }
@@ -360,13 +413,20 @@ fn drive(
     }
     let cpu: f64 = node_reports.iter().map(|n| n.cpu_seconds).sum();
     let _ = genesis;
+    *killed_at = killed_at_ms;
     Ok(RunReport {
         workload: options.workload.name().into(),
         cns: options.cns,
         pns: 0,
         ens: 0,
         duration_s,
-        blocks: node_reports.iter().map(|n| n.height).min().unwrap_or(0),
+        blocks: nodes
+            .iter()
+            .zip(&node_reports)
+            .filter(|(n, _)| !n.killed)
+            .map(|(_, r)| r.height)
+            .min()
+            .unwrap_or(0),
         finalized_txs: finalized,
         tps: finalized as f64 / duration_s.max(1e-3),
         block_interval_ms: Percentiles::default(),
@@ -405,7 +465,7 @@ fn block_intervals(
 }
 
 fn stop_nodes(nodes: &mut [NodeProcess]) -> Result<(), String> {
-    for n in nodes.iter() {
+    for n in nodes.iter().filter(|n| !n.killed) {
         // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped).
         unsafe {
             libc::kill(n.child.id() as i32, libc::SIGTERM);
@@ -413,7 +473,7 @@ fn stop_nodes(nodes: &mut [NodeProcess]) -> Result<(), String> {
     }
     let deadline = Instant::now() + STOP_TIMEOUT;
     let mut problems = Vec::new();
-    for n in nodes.iter_mut() {
+    for n in nodes.iter_mut().filter(|n| !n.killed) {
         loop {
             match n.child.try_wait() {
                 Ok(Some(status)) if status.success() => break,

@@ -228,6 +228,7 @@ impl State {
         }
         q.bytes += frame.len();
         q.frames.push_back(frame);
+        self.stats.queue_depth.fetch_add(1, Relaxed);
         // A full doorbell already has a wake-up pending.
         let _ = outbox.doorbell.try_send(());
         self.stats.count_out();
@@ -581,6 +582,7 @@ async fn write_frames(
     queue: Rc<RefCell<OutQueue>>,
     doorbell: Doorbell,
     counters: Arc<NetCounters>,
+    stats: Arc<ShardStats>,
 ) {
     let mut buffer = Vec::with_capacity(READ_CHUNK);
     loop {
@@ -594,6 +596,7 @@ async fn write_frames(
                 buffer.extend_from_slice(frame);
                 q.bytes -= frame.len();
                 q.frames.pop_front();
+                stats.queue_depth.fetch_sub(1, Relaxed);
             }
         }
         if buffer.is_empty() {
@@ -626,7 +629,9 @@ async fn run_peer(state: Shared, stream: TcpStream, index: CouncilIndex, identit
     let (mut reader, mut writer) = futures_lite::io::split(stream);
     let writer_task = glommio::spawn_local({
         let counters = counters.clone();
-        async move { write_frames(&mut writer, queue, doorbell, counters).await }
+        let stats = state.borrow().stats.clone();
+        let queue = queue.clone();
+        async move { write_frames(&mut writer, queue, doorbell, counters, stats).await }
     });
     let limits = state.borrow().config.limits.clone();
     let mut rate = RateLimit::new(limits.messages_per_second);
@@ -679,6 +684,10 @@ async fn run_peer(state: Shared, stream: TcpStream, index: CouncilIndex, identit
         }
     }
     writer_task.await;
+    // The outbox is out of the tables now, so nothing more is queued: frames left behind leave
+    // the queue-depth gauge with the connection.
+    let left = std::mem::take(&mut queue.borrow_mut().frames).len() as u64;
+    state.borrow().stats.queue_depth.fetch_sub(left, Relaxed);
 }
 
 /// Routes one frame from an authenticated peer; `Err` is a protocol violation.
@@ -768,7 +777,9 @@ async fn run_client(state: Shared, stream: TcpStream, connection: u64) {
     let (mut reader, mut writer) = futures_lite::io::split(stream);
     let writer_task = glommio::spawn_local({
         let counters = counters.clone();
-        async move { write_frames(&mut writer, queue, doorbell, counters).await }
+        let stats = state.borrow().stats.clone();
+        let queue = queue.clone();
+        async move { write_frames(&mut writer, queue, doorbell, counters, stats).await }
     });
     let mut decoder = FrameDecoder::new();
     let mut buf = vec![0u8; READ_CHUNK];
@@ -813,6 +824,10 @@ async fn run_client(state: Shared, stream: TcpStream, connection: u64) {
     }
     state.borrow_mut().clients.remove(&connection);
     writer_task.await;
+    // The outbox is out of the tables now, so nothing more is queued: frames left behind leave
+    // the queue-depth gauge with the connection.
+    let left = std::mem::take(&mut queue.borrow_mut().frames).len() as u64;
+    state.borrow().stats.queue_depth.fetch_sub(left, Relaxed);
 }
 
 /// A sync request frame (consensus's `RequestSync` on the wire).

@@ -12,7 +12,6 @@
 //!
 //! BLS verification runs here, inside the machine (certificates are one pairing check each).
 
-use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -98,7 +97,6 @@ pub async fn run(
     } = channels;
     let (events, queue) = local_channel::new_unbounded::<Event>();
     let events = Rc::new(events);
-    let depth = Rc::new(RefCell::new(0u64));
     let forward_net = {
         let events = events.clone();
         glommio::spawn_local(async move {
@@ -161,17 +159,20 @@ pub async fn run(
         counters,
         pending_effects: VecDeque::from(initial),
     };
-    let _ = depth;
     let mut result = driver.drain().await;
     while result.is_ok() {
         let Some(event) = queue.recv().await else {
             break;
         };
+        stats.queue_depth.store(events.len() as u64, Relaxed);
         let Event::Input(input) = event else {
             break;
         };
         stats.count_in();
         let start = Instant::now();
+        if let Input::Timer(timer) = &input {
+            tracing::debug!(?timer, "timer fired");
+        }
         let effects = machine.handle(now_ms(), input);
         let round = machine_round(&machine);
         driver.note_round(round);
@@ -204,10 +205,10 @@ struct Driver {
 
 impl Driver {
     fn note_round(&self, (height, round): (Height, u32)) {
-        let _ = height;
         let old = self.counters.round.swap(round as u64, Relaxed);
         if round > 0 && round as u64 != old {
             self.counters.round_changes.fetch_add(1, Relaxed);
+            tracing::info!(height, round, "round change");
         }
     }
 

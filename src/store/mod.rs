@@ -46,6 +46,8 @@ pub const WAL_FILE: &str = "consensus.wal";
 pub const RECORD_HEADER_LEN: usize = 12;
 /// Largest record payload accepted on recovery.
 pub const MAX_RECORD_BYTES: usize = MAX_FINALIZED_BLOCK_PAYLOAD;
+/// A write plus fsync slower than this is logged.
+pub const SLOW_WRITE: std::time::Duration = std::time::Duration::from_millis(100);
 /// The WAL is emptied at a commit once it is larger than this.
 pub const WAL_ROTATE_BYTES: u64 = 4 * 1024 * 1024;
 
@@ -477,6 +479,14 @@ pub async fn run(
             }
         };
         stats.add_busy(start);
+        let took = start.elapsed();
+        if took > SLOW_WRITE {
+            tracing::warn!(
+                ?reply,
+                took_ms = took.as_millis() as u64,
+                "slow durable write"
+            );
+        }
         stats.count_out();
         if to_consensus.send(reply).await.is_err() {
             break;
