@@ -22,7 +22,7 @@
 
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -57,6 +57,7 @@ const HEIGHT: &str = "corecell_height";
 const PEERS: &str = "corecell_peers";
 const REFUSED: &str = "corecell_refused_handshakes_total";
 const VIOLATIONS: &str = "corecell_peer_violations_total";
+const ROUND_CHANGES: &str = "corecell_round_changes_total";
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -91,13 +92,17 @@ fn tail(path: &Path, lines: usize) -> String {
     )
 }
 
-/// Fails fast, with a clear message, if something else already listens on a port the
-/// network needs (p2p base+k, metrics base+2000+k, ingress base+3000+k).
+/// Fails fast, with a clear message, if something already listens on a port the network
+/// needs (p2p base+k, metrics base+2000+k, ingress base+3000+k). It connects rather than
+/// binds: the nodes' p2p and ingress listeners use `SO_REUSEPORT` (glommio), so a bind test
+/// would trip over a previous run's TIME_WAIT sockets, while a second node process could
+/// still bind next to a live one and silently share its connections.
 fn assert_ports_free(base: u16, nodes: usize) {
     for k in 0..nodes as u16 {
         for port in [base + k, base + 2000 + k, base + 3000 + k] {
-            if let Err(e) = TcpListener::bind(("127.0.0.1", port)) {
-                panic!("port {port} is not free ({e}); is another network running there?");
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            if TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
+                panic!("something already listens on {addr}; is another network running there?");
             }
         }
     }
@@ -741,8 +746,10 @@ fn killing_one_of_four_cns_keeps_the_others_finalizing() {
     assert!(!status.success());
 
     let before = net.heights(&rest);
+    let round_changes_before = net.sample(0, ROUND_CHANGES);
     let targets: Vec<u64> = before.iter().map(|h| h + 10).collect();
     net.wait_heights(&rest, &targets, Duration::from_secs(20));
+    let round_changes = net.sample(0, ROUND_CHANGES) - round_changes_before;
 
     // Clean stop: SIGTERM to all three, then each must exit 0.
     for &i in &rest {
@@ -787,7 +794,7 @@ fn killing_one_of_four_cns_keeps_the_others_finalizing() {
     // The three survivors, and the killed cn3 at the heights it had.
     assert_agree(&chains);
     eprintln!(
-        "cn3 killed at {before:?}; survivors' logs {:?} agree; {:.1?}",
+        "cn3 killed at {before:?}; {round_changes} round changes at cn0 since; logs {:?} agree; {:.1?}",
         chains.iter().map(|(_, c)| c.len()).collect::<Vec<_>>(),
         started.elapsed()
     );

@@ -59,8 +59,16 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 pub const MAX_PENDING_HANDSHAKES: usize = 64;
 /// Most client connections on the ingress port.
 pub const MAX_INGRESS_CONNECTIONS: usize = 256;
+/// An ingress connection that sends nothing for this long is closed (idle connections
+/// would otherwise hold the [`MAX_INGRESS_CONNECTIONS`] slots).
+pub const INGRESS_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Socket read size.
 pub const READ_CHUNK: usize = 256 * 1024;
+/// A peer's sync requests are served at most this often (each may cost
+/// `MAX_SYNC_BLOCKS` block reads: without a bound a peer could amplify one small frame into
+/// megabytes of disk reads and sends). Requests inside the interval are dropped, not
+/// punished: a node that is behind asks again on its next round timeout.
+pub const SYNC_REQUEST_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Per-peer limits.
 #[derive(Debug, Clone)]
@@ -186,6 +194,8 @@ struct State {
     config: NetConfig,
     peers: HashMap<CouncilIndex, Outbox>,
     clients: HashMap<u64, Outbox>,
+    /// Ingress connections open (accepted and not yet closed).
+    client_connections: usize,
     banned: HashMap<[u8; 20], Instant>,
     pending_handshakes: usize,
     next_connection: u64,
@@ -235,6 +245,19 @@ impl State {
     }
 }
 
+/// Binds a listener, refusing an address another process already listens on.
+///
+/// glommio's `TcpListener::bind` sets `SO_REUSEPORT`, so a second node started on the same
+/// port would bind too and the kernel would split connections between the two. A plain
+/// (non-reuse-port) bind first proves the port is free; it is closed at once and glommio
+/// binds right after.
+fn bind_exclusive(addr: SocketAddr, what: &str) -> Result<TcpListener, String> {
+    let probe = std::net::TcpListener::bind(addr)
+        .map_err(|e| format!("binding {what} listen address {addr}: {e}"))?;
+    drop(probe);
+    TcpListener::bind(addr).map_err(|e| format!("binding {what} listen address {addr}: {e}"))
+}
+
 /// Waits at most `limit` for `f`.
 pub async fn within<T>(limit: Duration, f: impl std::future::Future<Output = T>) -> Option<T> {
     futures_lite::future::or(async { Some(f.await) }, async {
@@ -252,13 +275,9 @@ pub async fn run(
     stats: Arc<ShardStats>,
     counters: Arc<NetCounters>,
 ) -> Result<(), String> {
-    let listener = TcpListener::bind(config.listen)
-        .map_err(|e| format!("binding p2p listen address {}: {e}", config.listen))?;
+    let listener = bind_exclusive(config.listen, "p2p")?;
     let ingress = match config.ingress {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .map_err(|e| format!("binding ingress listen address {addr}: {e}"))?,
-        ),
+        Some(addr) => Some(bind_exclusive(addr, "ingress")?),
         None => None,
     };
     let NetChannels {
@@ -273,6 +292,7 @@ pub async fn run(
         config: config.clone(),
         peers: HashMap::new(),
         clients: HashMap::new(),
+        client_connections: 0,
         banned: HashMap::new(),
         pending_handshakes: 0,
         next_connection: 0,
@@ -361,9 +381,12 @@ pub async fn run(
                 let Ok(stream) = accepted else { continue };
                 let connection = {
                     let mut s = state.borrow_mut();
-                    if s.clients.len() >= MAX_INGRESS_CONNECTIONS || s.stop.load(Relaxed) {
+                    if s.client_connections >= MAX_INGRESS_CONNECTIONS || s.stop.load(Relaxed) {
                         continue;
                     }
+                    // Counted here, not when run_client registers it, so a burst of accepts
+                    // cannot overshoot the limit.
+                    s.client_connections += 1;
                     s.next_connection += 1;
                     s.next_connection
                 };
@@ -635,6 +658,7 @@ async fn run_peer(state: Shared, stream: TcpStream, index: CouncilIndex, identit
     });
     let limits = state.borrow().config.limits.clone();
     let mut rate = RateLimit::new(limits.messages_per_second);
+    let mut last_sync: Option<Instant> = None;
     let mut decoder = FrameDecoder::new();
     let mut buf = vec![0u8; READ_CHUNK];
     let violation: Option<String> = 'read: loop {
@@ -656,7 +680,7 @@ async fn run_peer(state: Shared, stream: TcpStream, index: CouncilIndex, identit
                     limits.messages_per_second
                 ));
             }
-            if let Err(reason) = dispatch_peer_frame(&state, index, frame) {
+            if let Err(reason) = dispatch_peer_frame(&state, index, frame, &mut last_sync) {
                 break 'read Some(reason);
             }
         }
@@ -691,7 +715,12 @@ async fn run_peer(state: Shared, stream: TcpStream, index: CouncilIndex, identit
 }
 
 /// Routes one frame from an authenticated peer; `Err` is a protocol violation.
-fn dispatch_peer_frame(state: &Shared, from: CouncilIndex, frame: Frame) -> Result<(), String> {
+fn dispatch_peer_frame(
+    state: &Shared,
+    from: CouncilIndex,
+    frame: Frame,
+    last_sync: &mut Option<Instant>,
+) -> Result<(), String> {
     let s = state.borrow();
     s.stats.count_in();
     let start = Instant::now();
@@ -738,6 +767,12 @@ fn dispatch_peer_frame(state: &Shared, from: CouncilIndex, frame: Frame) -> Resu
         }
         Message::SyncRequest(r) => {
             let from_height = r.from_height.to_native();
+            let now = Instant::now();
+            if last_sync.is_some_and(|t| now.duration_since(t) < SYNC_REQUEST_INTERVAL) {
+                s.counters.dropped.fetch_add(1, Relaxed);
+                return Ok(());
+            }
+            *last_sync = Some(now);
             if s.to_store
                 .try_send(SyncServe {
                     peer: from,
@@ -785,9 +820,13 @@ async fn run_client(state: Shared, stream: TcpStream, connection: u64) {
     let mut buf = vec![0u8; READ_CHUNK];
     let to_exec = state.borrow().to_exec.clone();
     'read: loop {
-        let n = match reader.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
+        let n = match within(INGRESS_IDLE_TIMEOUT, reader.read(&mut buf)).await {
+            Some(Ok(0)) | Some(Err(_)) => break,
+            Some(Ok(n)) => n,
+            None => {
+                tracing::info!(connection, "ingress client idle; dropped");
+                break;
+            }
         };
         counters.bytes_in.fetch_add(n as u64, Relaxed);
         let mut input = &buf[..n];
@@ -822,7 +861,11 @@ async fn run_client(state: Shared, stream: TcpStream, connection: u64) {
             break;
         }
     }
-    state.borrow_mut().clients.remove(&connection);
+    {
+        let mut s = state.borrow_mut();
+        s.clients.remove(&connection);
+        s.client_connections -= 1;
+    }
     writer_task.await;
     // The outbox is out of the tables now, so nothing more is queued: frames left behind leave
     // the queue-depth gauge with the connection.
