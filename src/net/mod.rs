@@ -248,13 +248,17 @@ impl State {
 /// Binds a listener, refusing an address another process already listens on.
 ///
 /// glommio's `TcpListener::bind` sets `SO_REUSEPORT`, so a second node started on the same
-/// port would bind too and the kernel would split connections between the two. A plain
-/// (non-reuse-port) bind first proves the port is free; it is closed at once and glommio
-/// binds right after.
+/// port would bind too and the kernel would split connections between the two. Before
+/// binding, a connection attempt to the address tells whether something already listens
+/// there. (A plain bind probe would not do: connections of a node that just stopped linger in
+/// TIME_WAIT without `SO_REUSEADDR` and would block it for a minute.)
 fn bind_exclusive(addr: SocketAddr, what: &str) -> Result<TcpListener, String> {
-    let probe = std::net::TcpListener::bind(addr)
-        .map_err(|e| format!("binding {what} listen address {addr}: {e}"))?;
-    drop(probe);
+    let probe = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200));
+    if probe.is_ok() {
+        return Err(format!(
+            "{what} listen address {addr} is already in use by another process"
+        ));
+    }
     TcpListener::bind(addr).map_err(|e| format!("binding {what} listen address {addr}: {e}"))
 }
 

@@ -183,6 +183,8 @@ pub fn run_cn(setup: NodeSetup, options: RunOptions, stop: Arc<AtomicBool>) -> R
         .height
         .store(recovered.head.height, Relaxed);
 
+    // The first fatal shard error: the node stops and exits non-zero with it.
+    let fatal: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
     let mut starts: BTreeMap<Shard, ShardStart> = BTreeMap::new();
     {
         let (stop, stats, c) = (
@@ -190,6 +192,7 @@ pub fn run_cn(setup: NodeSetup, options: RunOptions, stop: Arc<AtomicBool>) -> R
             shards[&Shard::Net].clone(),
             counters.net.clone(),
         );
+        let fatal = fatal.clone();
         let (from_consensus, to_consensus) = (cons_net.receiver, net_cons.sender);
         let (to_exec, from_exec) = (net_exec.sender, exec_net.receiver);
         let (to_store, from_store) = (net_store.sender, store_net.receiver);
@@ -214,7 +217,7 @@ pub fn run_cn(setup: NodeSetup, options: RunOptions, stop: Arc<AtomicBool>) -> R
                     };
                     if let Err(e) = net::run(net_config, channels, stop.clone(), stats, c).await {
                         tracing::error!(error = %e, "net shard failed; stopping the node");
-                        eprintln!("error: {e}");
+                        record_fatal(&fatal, e);
                         stop.store(true, Relaxed);
                     }
                     tracing::info!("net shard stopped");
@@ -228,6 +231,7 @@ pub fn run_cn(setup: NodeSetup, options: RunOptions, stop: Arc<AtomicBool>) -> R
             shards[&Shard::Consensus].clone(),
             counters.consensus.clone(),
         );
+        let fatal = fatal.clone();
         let (from_net, to_net) = (net_cons.receiver, cons_net.sender);
         let (to_exec, from_exec) = (cons_exec.sender, exec_cons.receiver);
         let (to_store, from_store) = (cons_store.sender, store_cons.receiver);
@@ -261,6 +265,7 @@ pub fn run_cn(setup: NodeSetup, options: RunOptions, stop: Arc<AtomicBool>) -> R
                             .await;
                     if let Err(e) = result {
                         tracing::error!(error = %e, "consensus shard failed; stopping the node");
+                        record_fatal(&fatal, e);
                         stop.store(true, Relaxed);
                     }
                     tracing::info!("consensus shard stopped");
@@ -296,6 +301,7 @@ pub fn run_cn(setup: NodeSetup, options: RunOptions, stop: Arc<AtomicBool>) -> R
     }
     {
         let (stop, stats) = (stop.clone(), shards[&Shard::Store].clone());
+        let fatal = fatal.clone();
         let (from_consensus, to_consensus) = (cons_store.receiver, store_cons.sender);
         let (from_net, to_net) = (net_store.receiver, store_net.sender);
         let dir = config.data_dir.clone();
@@ -316,7 +322,7 @@ pub fn run_cn(setup: NodeSetup, options: RunOptions, stop: Arc<AtomicBool>) -> R
                     };
                     if let Err(e) = store::run(dir, recovered, channels, stats).await {
                         tracing::error!(error = %e, "store failed; stopping the node");
-                        eprintln!("error: {e}");
+                        record_fatal(&fatal, e.to_string());
                         stop.store(true, Relaxed);
                     }
                     tracing::info!("store shard stopped");
@@ -348,10 +354,20 @@ pub fn run_cn(setup: NodeSetup, options: RunOptions, stop: Arc<AtomicBool>) -> R
         let _ = t.join();
     }
     result?;
+    if let Some(e) = fatal.lock().map_or(None, |mut f| f.take()) {
+        return Err(e);
+    }
     tracing::info!(
         node = %config.name,
         height = counters.consensus.height.load(Relaxed),
         "node stopped cleanly"
     );
     Ok(())
+}
+
+/// Keeps the first fatal error of any shard.
+fn record_fatal(fatal: &std::sync::Mutex<Option<String>>, error: String) {
+    if let Ok(mut f) = fatal.lock() {
+        f.get_or_insert(error);
+    }
 }
