@@ -75,6 +75,11 @@ struct TestnetArgs {
     /// Kill -9 the last CN this many seconds into the load and report the block gaps after.
     #[arg(long)]
     kill_at: Option<u64>,
+    /// Shard placement of every node: spread (node k pins shard i to CPU (i + k) mod CPUs, so
+    /// the nodes' consensus shards do not pile onto one CPU), auto (each node pins its shards
+    /// from the first CPU up) or unbound (the kernel schedules them).
+    #[arg(long, default_value = "spread")]
+    placement: String,
 }
 
 #[derive(Subcommand)]
@@ -386,6 +391,7 @@ fn testnet(a: TestnetArgs) -> Result<(), String> {
         json: a.json.clone(),
         binary,
         kill_at: a.kill_at.map(std::time::Duration::from_secs),
+        placement: a.placement.clone(),
     };
     let report = testnet::run(&options, interrupted)?;
     println!();

@@ -88,6 +88,11 @@ pub struct TestnetOptions {
     pub binary: PathBuf,
     /// Kill -9 the last CN this long into the load (fault figure: block gaps after it).
     pub kill_at: Option<Duration>,
+    /// Shard placement written into every node's config: `spread` (the default: node `k`
+    /// pins shard `i` to allowed CPU `(i + k) mod CPUs`, so the nodes' consensus shards do not
+    /// all land on one CPU), `auto` (each node spreads its own shards from CPU 0 up) or
+    /// `unbound`.
+    pub placement: String,
 }
 
 struct NodeProcess {
@@ -118,6 +123,9 @@ pub fn run(options: &TestnetOptions, interrupted: Arc<AtomicBool>) -> Result<Run
         seed: None,
     };
     let network = spec.generate(&options.dir)?;
+    if options.placement != "auto" {
+        set_placement(&network, &options.placement)?;
+    }
     let genesis = Genesis::load(&network.genesis_path).map_err(|e| e.to_string())?;
     println!(
         "testnet: {} CNs in {} (block period {} ms, workload {}, {} tx/s of {} bytes, {} s)",
@@ -198,6 +206,45 @@ pub fn run(options: &TestnetOptions, interrupted: Arc<AtomicBool>) -> Result<Run
         );
     }
     Ok(report)
+}
+
+/// Rewrites the `[runtime] placement` of every generated CN config (the generator writes
+/// `auto`); each node loads and validates it again at start.
+fn set_placement(network: &GeneratedNetwork, placement: &str) -> Result<(), String> {
+    use crate::node::config::PlacementSection;
+    if !matches!(placement, "auto" | "unbound" | "spread") {
+        return Err(format!(
+            "--placement must be `spread`, `auto` or `unbound`, not `{placement}`"
+        ));
+    }
+    let cpus = crate::runtime::allowed_cpus();
+    let shards = Role::Cn.shards();
+    for (k, node) in network
+        .nodes
+        .iter()
+        .filter(|n| n.role == Role::Cn)
+        .enumerate()
+    {
+        let path = &node.config_path;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let mut file: crate::node::config::ConfigFile =
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        file.runtime.placement = if placement == "spread" && !cpus.is_empty() {
+            PlacementSection::Table(
+                shards
+                    .iter()
+                    .enumerate()
+                    .map(|(i, shard)| (shard.name().to_string(), cpus[(i + k) % cpus.len()]))
+                    .collect(),
+            )
+        } else {
+            PlacementSection::Mode(placement.into())
+        };
+        let body = toml::to_string(&file).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(path, body).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
+    Ok(())
 }
 
 fn start_nodes(
