@@ -17,6 +17,7 @@
 //! (from its metrics), so `cpu_us_per_tx` carries to other machines.
 
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -127,16 +128,23 @@ pub fn run(options: &TestnetOptions, interrupted: Arc<AtomicBool>) -> Result<Run
         set_placement(&network, &options.placement)?;
     }
     let genesis = Genesis::load(&network.genesis_path).map_err(|e| e.to_string())?;
-    println!(
-        "testnet: {} CNs in {} (block period {} ms, workload {}, {} tx/s of {} bytes, {} s)",
-        options.cns,
-        options.dir.display(),
-        options.block_period_ms,
-        options.workload.name(),
-        options.rate,
-        options.tx_size,
-        options.duration.as_secs()
-    );
+    match options.workload {
+        Workload::Raw => println!(
+            "testnet: {} CNs in {} (block period {} ms, workload raw, {} tx/s of {} bytes, {} s)",
+            options.cns,
+            options.dir.display(),
+            options.block_period_ms,
+            options.rate,
+            options.tx_size,
+            options.duration.as_secs()
+        ),
+        Workload::None => println!(
+            "testnet: {} CNs in {} (block period {} ms, no load)",
+            options.cns,
+            options.dir.display(),
+            options.block_period_ms
+        ),
+    }
     let mut nodes = start_nodes(options, &network)?;
     let mut killed_at = None;
     let result = drive(
@@ -257,7 +265,23 @@ fn start_nodes(
         let log = std::fs::File::create(dir.join("node.log"))
             .map_err(|e| format!("creating {}: {e}", dir.join("node.log").display()))?;
         let log2 = log.try_clone().map_err(|e| e.to_string())?;
-        let child = Command::new(&options.binary)
+        // Own process group: a Ctrl-C in the terminal reaches the testnet only, which then
+        // stops every node with SIGTERM and still checks and reports. If the testnet itself
+        // dies (kill -9), the kernel sends each node SIGTERM (PR_SET_PDEATHSIG), so no node
+        // outlives it.
+        let mut command = Command::new(&options.binary);
+        command.process_group(0);
+        // SAFETY: the hook runs in the forked child before exec and only calls prctl(2), which
+        // is async-signal-safe.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command
             .arg("node")
             .arg("--config")
             .arg(&node.config_path)
@@ -480,7 +504,10 @@ fn drive(
         finality_ms: Percentiles::from_histogram(&finality),
         round_changes,
         agree: false,
-        offered_rate: options.rate,
+        offered_rate: match options.workload {
+            Workload::Raw => options.rate,
+            Workload::None => 0,
+        },
         submitted,
         refused,
         tx_size: options.tx_size,
