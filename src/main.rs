@@ -41,6 +41,23 @@ enum Command {
     /// Start a local network of node processes on loopback, drive a workload, check that
     /// every node agrees, and report throughput and latency.
     Testnet(TestnetArgs),
+    /// Inspect a node's data directory.
+    #[command(subcommand)]
+    Db(DbCommand),
+}
+
+#[derive(Subcommand)]
+enum DbCommand {
+    /// Verify a data directory (block log and consensus WAL) without changing it, and report
+    /// what it holds. Exits 1 on corruption.
+    Check {
+        /// The node's data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The network's genesis file [default: genesis.toml one or two folders up].
+        #[arg(long)]
+        genesis: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -210,6 +227,7 @@ fn main() -> ExitCode {
         Command::Node(args) => node(args),
         Command::Sim(args) => sim(args),
         Command::Testnet(args) => testnet(args),
+        Command::Db(DbCommand::Check { data, genesis }) => db_check(&data, genesis),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -353,6 +371,81 @@ fn node(a: NodeArgs) -> Result<(), String> {
         setup,
         corecell::node::run::RunOptions { metrics: a.metrics },
     )
+}
+
+fn db_check(data: &std::path::Path, genesis: Option<PathBuf>) -> Result<(), String> {
+    use corecell::store::{self, BLOCK_LOG_FILE, WAL_FILE};
+    if !data.is_dir() {
+        return Err(format!("{} is not a directory", data.display()));
+    }
+    let genesis_path = match genesis {
+        Some(g) => g,
+        None => [
+            data.join("../genesis.toml"),
+            data.join("../../genesis.toml"),
+        ]
+        .into_iter()
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            format!(
+                "no genesis.toml next to {} (pass --genesis FILE)",
+                data.display()
+            )
+        })?,
+    };
+    let genesis =
+        corecell::node::genesis::Genesis::load(&genesis_path).map_err(|e| e.to_string())?;
+    let log = store::scan_block_log(data, &genesis.header()).map_err(|e| e.to_string())?;
+    println!("block log  {}", data.join(BLOCK_LOG_FILE).display());
+    match log.headers.last() {
+        Some(head) => println!(
+            "  {} blocks, heights 1..={}, head {} (round {}, {} ms)",
+            log.headers.len(),
+            head.height,
+            to_hex(&head.hash()),
+            head.round,
+            head.timestamp_ms
+        ),
+        None => println!("  no blocks"),
+    }
+    println!(
+        "  {} bytes, {} good{}",
+        log.file_len,
+        log.good_len,
+        if log.file_len > log.good_len {
+            format!(
+                "; torn tail of {} bytes (cut when the node starts)",
+                log.file_len - log.good_len
+            )
+        } else {
+            String::new()
+        }
+    );
+    let wal = store::scan_wal(data).map_err(|e| e.to_string())?;
+    let head_height = log.headers.last().map_or(0, |h| h.height);
+    let live = wal
+        .records
+        .iter()
+        .filter(|r| r.height() > head_height)
+        .count();
+    println!("wal        {}", data.join(WAL_FILE).display());
+    println!(
+        "  {} records ({} about heights above the head), {} bytes, {} good{}",
+        wal.records.len(),
+        live,
+        wal.file_len,
+        wal.good_len,
+        if wal.file_len > wal.good_len {
+            format!(
+                "; torn tail of {} bytes (cut when the node starts)",
+                wal.file_len - wal.good_len
+            )
+        } else {
+            String::new()
+        }
+    );
+    println!("ok");
+    Ok(())
 }
 
 fn testnet(a: TestnetArgs) -> Result<(), String> {

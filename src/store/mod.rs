@@ -165,6 +165,106 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     }
 }
 
+/// What a block log holds: every good block's header and record position, and how much of the
+/// file is good. Reading it changes nothing (see [`recover`] for the repair).
+#[derive(Debug)]
+pub struct BlockLogScan {
+    /// Headers of the blocks, heights 1..=n in order.
+    pub headers: Vec<BlockHeader>,
+    /// Byte offset and payload length of each block's record, index `h - 1` for height `h`.
+    pub index: Vec<(u64, u32)>,
+    /// Length of the good prefix of the file.
+    pub good_len: u64,
+    /// Length of the file.
+    pub file_len: u64,
+}
+
+/// Reads and checks the block log of `dir` without changing it: each record's checksum,
+/// archive and limits, and that it extends the previous block (the first one `genesis`).
+/// A torn tail ends the scan; corruption in the middle is an error naming file and offset.
+pub fn scan_block_log(dir: &Path, genesis: &BlockHeader) -> Result<BlockLogScan, StoreError> {
+    let path = dir.join(BLOCK_LOG_FILE);
+    let bytes = read_or_empty(&path)?;
+    let mut headers: Vec<BlockHeader> = Vec::new();
+    let mut parent = (genesis.height, genesis.hash());
+    let (records, good_len) = read_records(&path, &bytes, |payload| {
+        let block = crate::types::frame::access::<ArchivedFinalizedBlock>("block", payload)
+            .map_err(|e| e.to_string())?;
+        block.check_limits().map_err(|e| e.to_string())?;
+        let header = &block.block.header;
+        if header.height.to_native() != parent.0 + 1 || header.parent_hash != parent.1 {
+            return Err(format!(
+                "block at height {} does not extend height {}",
+                header.height.to_native(),
+                parent.0
+            ));
+        }
+        parent = (header.height.to_native(), header.hash());
+        headers.push(
+            rkyv::deserialize::<BlockHeader, rkyv::rancor::Error>(header)
+                .map_err(|e| e.to_string())?,
+        );
+        Ok(())
+    })?;
+    Ok(BlockLogScan {
+        headers,
+        index: records
+            .iter()
+            .map(|r| (r.offset, r.payload.len() as u32))
+            .collect(),
+        good_len,
+        file_len: bytes.len() as u64,
+    })
+}
+
+/// Every finalized block header of a data directory's block log, by height from 1 (the
+/// testnet's agreement check and block-interval figures).
+pub fn finalized_headers(
+    dir: &Path,
+    genesis: &BlockHeader,
+) -> Result<Vec<BlockHeader>, StoreError> {
+    scan_block_log(dir, genesis).map(|scan| scan.headers)
+}
+
+/// What a consensus WAL holds, read without changing it.
+#[derive(Debug)]
+pub struct WalScan {
+    /// Every good record, in order.
+    pub records: Vec<WalRecord>,
+    /// Length of the good prefix of the file.
+    pub good_len: u64,
+    /// Length of the file.
+    pub file_len: u64,
+}
+
+/// Reads and checks the consensus WAL of `dir` without changing it.
+pub fn scan_wal(dir: &Path) -> Result<WalScan, StoreError> {
+    let path = dir.join(WAL_FILE);
+    let bytes = read_or_empty(&path)?;
+    let (raw, good_len) = read_records(&path, &bytes, |payload| {
+        crate::types::frame::access::<crate::consensus::types::ArchivedWalRecord>("wal", payload)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })?;
+    let mut records = Vec::with_capacity(raw.len());
+    for r in raw {
+        records.push(
+            rkyv::from_bytes::<WalRecord, rkyv::rancor::Error>(&r.payload).map_err(|e| {
+                StoreError::Corrupt {
+                    path: path.clone(),
+                    offset: r.offset,
+                    problem: e.to_string(),
+                }
+            })?,
+        );
+    }
+    Ok(WalScan {
+        records,
+        good_len,
+        file_len: bytes.len() as u64,
+    })
+}
+
 /// What a data directory holds, found before the node starts.
 #[derive(Debug)]
 pub struct Recovered {
@@ -186,64 +286,31 @@ pub struct Recovered {
 /// the chain links back to `genesis`.
 pub fn recover(dir: &Path, genesis: &BlockHeader) -> Result<Recovered, StoreError> {
     std::fs::create_dir_all(dir).map_err(io_error(dir))?;
-    let log_path = dir.join(BLOCK_LOG_FILE);
-    let bytes = read_or_empty(&log_path)?;
-    let mut head = genesis.clone();
-    let (records, good) = read_records(&log_path, &bytes, |payload| {
-        let block = crate::types::frame::access::<ArchivedFinalizedBlock>("block", payload)
-            .map_err(|e| e.to_string())?;
-        block.check_limits().map_err(|e| e.to_string())?;
-        let header = &block.block.header;
-        if header.height.to_native() != head.height + 1 || header.parent_hash != head.hash() {
-            return Err(format!(
-                "block at height {} does not extend height {}",
-                header.height.to_native(),
-                head.height
-            ));
-        }
-        head = rkyv::deserialize::<BlockHeader, rkyv::rancor::Error>(header)
-            .map_err(|e| e.to_string())?;
-        Ok(())
-    })?;
-    let index = records
-        .iter()
-        .map(|r| (r.offset, r.payload.len() as u32))
-        .collect();
-    let cut_log = bytes.len() as u64 - good;
+    let log = scan_block_log(dir, genesis)?;
+    let cut_log = log.file_len - log.good_len;
     if cut_log > 0 {
-        truncate(&log_path, good)?;
+        truncate(&dir.join(BLOCK_LOG_FILE), log.good_len)?;
     }
-    let wal_path = dir.join(WAL_FILE);
-    let wal_bytes = read_or_empty(&wal_path)?;
-    let (wal_records, wal_good) = read_records(&wal_path, &wal_bytes, |payload| {
-        crate::types::frame::access::<crate::consensus::types::ArchivedWalRecord>("wal", payload)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    })?;
-    let cut_wal = wal_bytes.len() as u64 - wal_good;
+    let wal = scan_wal(dir)?;
+    let cut_wal = wal.file_len - wal.good_len;
     if cut_wal > 0 {
-        truncate(&wal_path, wal_good)?;
+        truncate(&dir.join(WAL_FILE), wal.good_len)?;
     }
-    let mut wal = Vec::new();
-    for r in wal_records {
-        let record =
-            rkyv::from_bytes::<WalRecord, rkyv::rancor::Error>(&r.payload).map_err(|e| {
-                StoreError::Corrupt {
-                    path: wal_path.clone(),
-                    offset: r.offset,
-                    problem: e.to_string(),
-                }
-            })?;
-        if record.height() > head.height {
-            wal.push(record);
-        }
-    }
+    let head = log
+        .headers
+        .last()
+        .cloned()
+        .unwrap_or_else(|| genesis.clone());
     Ok(Recovered {
+        wal: wal
+            .records
+            .into_iter()
+            .filter(|r| r.height() > head.height)
+            .collect(),
         head,
-        index,
-        block_log_len: good,
-        wal,
-        wal_len: wal_good,
+        index: log.index,
+        block_log_len: log.good_len,
+        wal_len: wal.good_len,
         cut: (cut_log, cut_wal),
     })
 }
@@ -263,33 +330,6 @@ fn truncate(path: &Path, len: u64) -> Result<(), StoreError> {
         .map_err(io_error(path))?;
     file.set_len(len).map_err(io_error(path))?;
     file.sync_all().map_err(io_error(path))
-}
-
-/// Reads every finalized block header of a data directory's block log, by height from 1
-/// (the testnet's agreement check and block-interval figures). Stops at the first bad record.
-pub fn finalized_headers(
-    dir: &Path,
-    genesis: &BlockHeader,
-) -> Result<Vec<BlockHeader>, StoreError> {
-    let path = dir.join(BLOCK_LOG_FILE);
-    let bytes = read_or_empty(&path)?;
-    let mut headers: Vec<BlockHeader> = Vec::new();
-    let mut parent = genesis.hash();
-    read_records(&path, &bytes, |payload| {
-        let block = crate::types::frame::access::<ArchivedFinalizedBlock>("block", payload)
-            .map_err(|e| e.to_string())?;
-        let header = &block.block.header;
-        if header.parent_hash != parent {
-            return Err("broken parent link".into());
-        }
-        parent = header.hash();
-        headers.push(
-            rkyv::deserialize::<BlockHeader, rkyv::rancor::Error>(header)
-                .map_err(|e| e.to_string())?,
-        );
-        Ok(())
-    })?;
-    Ok(headers)
 }
 
 /// What other shards ask of the store.
