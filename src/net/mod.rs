@@ -8,7 +8,9 @@
 //! [`DIAL_BACKOFF_MAX`].
 //!
 //! **Frames from a peer** are checked in this order: the decoder's header gate (kind, per-kind
-//! size), the per-peer message rate ([`PeerLimits::messages_per_second`]), `rkyv` validation
+//! size), the per-peer message rates ([`PeerLimits::messages_per_second`] for all frames and
+//! the much lower [`PeerLimits::consensus_messages_per_second`] for the frames that cost the
+//! consensus shard signature checks), `rkyv` validation
 //! and named limits (`Frame::message`), and that consensus messages are signed by the peer
 //! itself (no relaying in the mesh: a vote whose signer is not the connection's peer is a
 //! violation). Any violation closes the connection and bans the peer's node id for
@@ -75,6 +77,11 @@ pub const SYNC_REQUEST_INTERVAL: Duration = Duration::from_millis(200);
 pub struct PeerLimits {
     /// Frames a peer may send per second (averaged over one second, burst of the same size).
     pub messages_per_second: u32,
+    /// Consensus frames (proposals, votes, round changes, finalized blocks) a peer may send
+    /// per second. Each can cost a pairing check on the consensus shard; an honest CN sends a
+    /// handful per height plus at most [`MAX_SYNC_BLOCKS`](crate::types::network::MAX_SYNC_BLOCKS)
+    /// finalized blocks per sync request.
+    pub consensus_messages_per_second: u32,
     /// Outgoing frames queued per peer.
     pub queue_frames: usize,
     /// Outgoing bytes queued per peer.
@@ -87,6 +94,7 @@ impl Default for PeerLimits {
     fn default() -> PeerLimits {
         PeerLimits {
             messages_per_second: 50_000,
+            consensus_messages_per_second: 2_000,
             queue_frames: 8192,
             queue_bytes: 256 * 1024 * 1024,
             ban: Duration::from_secs(30),
@@ -662,6 +670,7 @@ async fn run_peer(state: Shared, stream: TcpStream, index: CouncilIndex, identit
     });
     let limits = state.borrow().config.limits.clone();
     let mut rate = RateLimit::new(limits.messages_per_second);
+    let mut consensus_rate = RateLimit::new(limits.consensus_messages_per_second);
     let mut last_sync: Option<Instant> = None;
     let mut decoder = FrameDecoder::new();
     let mut buf = vec![0u8; READ_CHUNK];
@@ -682,6 +691,19 @@ async fn run_peer(state: Shared, stream: TcpStream, index: CouncilIndex, identit
                 break 'read Some(format!(
                     "more than {} frames per second",
                     limits.messages_per_second
+                ));
+            }
+            let costs_consensus = matches!(
+                frame.kind,
+                FrameKind::Proposal
+                    | FrameKind::Vote
+                    | FrameKind::RoundChange
+                    | FrameKind::FinalizedBlock
+            );
+            if costs_consensus && !consensus_rate.take() {
+                break 'read Some(format!(
+                    "more than {} consensus frames per second",
+                    limits.consensus_messages_per_second
                 ));
             }
             if let Err(reason) = dispatch_peer_frame(&state, index, frame, &mut last_sync) {
