@@ -20,6 +20,9 @@
 //! nothing. Checking a proposed block recomputes its transactions root (one keccak per
 //! transaction, the part of block checking that is not the frame gate's).
 
+pub mod mempool;
+pub mod state;
+
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
