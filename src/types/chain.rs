@@ -150,41 +150,77 @@ impl Block {
     }
 }
 
+/// Which list of transactions is checked (names the limits in errors).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransactionList {
+    /// A block's transactions.
+    Block,
+    /// A `TxBatch`'s transactions.
+    Batch,
+}
+
+/// Named limits of a list of transactions: at most `max_txs`, none empty, each at most
+/// `MAX_TX_BYTES`, together at most `max_bytes`.
+pub fn check_transaction_list(
+    txs: &[ArchivedSignedTransaction],
+    list: TransactionList,
+    max_txs: usize,
+    max_bytes: usize,
+) -> Result<(), LimitError> {
+    let (what_count, what_empty, what_bytes) = match list {
+        TransactionList::Block => (
+            "block transactions",
+            "empty transaction in block",
+            "block transaction bytes",
+        ),
+        TransactionList::Batch => (
+            "batch transactions",
+            "empty transaction in batch",
+            "batch transaction bytes",
+        ),
+    };
+    if txs.len() > max_txs {
+        return Err(LimitError::TooMany {
+            what: what_count,
+            len: txs.len(),
+            max: max_txs,
+        });
+    }
+    let mut total = 0usize;
+    for tx in txs {
+        let len = tx.bytes.len();
+        if len == 0 {
+            return Err(LimitError::Invalid(what_empty));
+        }
+        if len > MAX_TX_BYTES {
+            return Err(LimitError::TooMany {
+                what: "transaction bytes",
+                len,
+                max: MAX_TX_BYTES,
+            });
+        }
+        total += len;
+    }
+    if total > max_bytes {
+        return Err(LimitError::TooMany {
+            what: what_bytes,
+            len: total,
+            max: max_bytes,
+        });
+    }
+    Ok(())
+}
+
 impl ArchivedBlock {
     /// Checks the named limits on an archive that already passed `rkyv::access`:
     /// transaction count, no empty transaction, per-transaction size, total size.
     pub fn check_limits(&self) -> Result<(), LimitError> {
-        let txs = &self.transactions;
-        if txs.len() > MAX_BLOCK_TXS {
-            return Err(LimitError::TooMany {
-                what: "block transactions",
-                len: txs.len(),
-                max: MAX_BLOCK_TXS,
-            });
-        }
-        let mut total = 0usize;
-        for tx in txs.iter() {
-            let len = tx.bytes.len();
-            if len == 0 {
-                return Err(LimitError::Invalid("empty transaction in block"));
-            }
-            if len > MAX_TX_BYTES {
-                return Err(LimitError::TooMany {
-                    what: "transaction bytes",
-                    len,
-                    max: MAX_TX_BYTES,
-                });
-            }
-            total += len;
-        }
-        if total > MAX_BLOCK_TX_BYTES {
-            return Err(LimitError::TooMany {
-                what: "block transaction bytes",
-                len: total,
-                max: MAX_BLOCK_TX_BYTES,
-            });
-        }
-        Ok(())
+        check_transaction_list(
+            &self.transactions,
+            TransactionList::Block,
+            MAX_BLOCK_TXS,
+            MAX_BLOCK_TX_BYTES,
+        )
     }
 
     /// Checks that the header's `transactions_root` commits to the transactions carried.

@@ -14,9 +14,8 @@
 
 use rkyv::{Archive, Deserialize, Serialize};
 
-use super::chain::SignedTransaction;
+use super::chain::{check_transaction_list, SignedTransaction, TransactionList};
 use super::{Height, LimitError};
-use crate::crypto::tx::MAX_TX_BYTES;
 
 /// The most transactions one [`TxBatch`] may carry.
 pub const MAX_BATCH_TXS: usize = 8192;
@@ -38,40 +37,15 @@ pub struct TxBatch {
 impl ArchivedTxBatch {
     /// Named limits: count, no empty transaction, per-transaction and total size.
     pub fn check_limits(&self) -> Result<(), LimitError> {
-        let txs = &self.transactions;
-        if txs.is_empty() {
+        if self.transactions.is_empty() {
             return Err(LimitError::Invalid("empty transaction batch"));
         }
-        if txs.len() > MAX_BATCH_TXS {
-            return Err(LimitError::TooMany {
-                what: "batch transactions",
-                len: txs.len(),
-                max: MAX_BATCH_TXS,
-            });
-        }
-        let mut total = 0usize;
-        for tx in txs.iter() {
-            let len = tx.bytes.len();
-            if len == 0 {
-                return Err(LimitError::Invalid("empty transaction in batch"));
-            }
-            if len > MAX_TX_BYTES {
-                return Err(LimitError::TooMany {
-                    what: "transaction bytes",
-                    len,
-                    max: MAX_TX_BYTES,
-                });
-            }
-            total += len;
-        }
-        if total > MAX_BATCH_TX_BYTES {
-            return Err(LimitError::TooMany {
-                what: "batch transaction bytes",
-                len: total,
-                max: MAX_BATCH_TX_BYTES,
-            });
-        }
-        Ok(())
+        check_transaction_list(
+            &self.transactions,
+            TransactionList::Batch,
+            MAX_BATCH_TXS,
+            MAX_BATCH_TX_BYTES,
+        )
     }
 }
 
