@@ -64,6 +64,8 @@ pub const MAX_INGRESS_CONNECTIONS: usize = 256;
 /// An ingress connection that sends nothing for this long is closed (idle connections
 /// would otherwise hold the [`MAX_INGRESS_CONNECTIONS`] slots).
 pub const INGRESS_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Wait after a failed accept (e.g. out of file descriptors) before the next one.
+pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 /// Socket read size.
 pub const READ_CHUNK: usize = 256 * 1024;
 /// A peer's sync requests are served at most this often (each may cost
@@ -378,19 +380,21 @@ pub async fn run(
         let state = state.clone();
         glommio::spawn_local(dial_loop(state, peer)).detach();
     }
-    // Ingress.
+    // The accept loops run as tasks until stop, when they are cancelled (one accept each is
+    // in flight at any time; no polling timeouts that would resubmit it).
     if let Some(ingress) = ingress {
         let state = state.clone();
-        glommio::spawn_local(async move {
+        tasks.push(glommio::spawn_local(async move {
             loop {
-                let Some(accepted) = within(Duration::from_millis(100), ingress.accept()).await
-                else {
-                    if state.borrow().stop.load(Relaxed) {
-                        return;
+                let stream = match ingress.accept().await {
+                    Ok(stream) => stream,
+                    Err(e) => {
+                        // Out of descriptors or similar: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        glommio::timer::sleep(ACCEPT_ERROR_BACKOFF).await;
+                        continue;
                     }
-                    continue;
                 };
-                let Ok(stream) = accepted else { continue };
                 let connection = {
                     let mut s = state.borrow_mut();
                     if s.client_connections >= MAX_INGRESS_CONNECTIONS || s.stop.load(Relaxed) {
@@ -404,44 +408,53 @@ pub async fn run(
                 };
                 glommio::spawn_local(run_client(state.clone(), stream, connection)).detach();
             }
-        })
-        .detach();
+        }));
     }
-    // Accept loop, until stop.
-    loop {
-        if stop.load(Relaxed) {
-            break;
-        }
-        let Some(accepted) = within(Duration::from_millis(100), listener.accept()).await else {
-            continue;
-        };
-        let Ok(stream) = accepted else { continue };
-        {
-            let mut s = state.borrow_mut();
-            if s.pending_handshakes >= MAX_PENDING_HANDSHAKES {
-                s.counters.refused_handshakes.fetch_add(1, Relaxed);
-                continue;
-            }
-            s.pending_handshakes += 1;
-        }
+    {
         let state = state.clone();
-        glommio::spawn_local(async move {
-            let mut stream = stream;
-            let identity = run_handshake(&state, &mut stream, Side::Listener, None).await;
-            state.borrow_mut().pending_handshakes -= 1;
-            match identity {
-                Ok((index, identity)) => run_peer(state, stream, index, identity).await,
-                Err(reason) => {
-                    state
-                        .borrow()
-                        .counters
-                        .refused_handshakes
-                        .fetch_add(1, Relaxed);
-                    tracing::info!(remote = ?stream.peer_addr().ok(), %reason, "inbound handshake refused");
+        tasks.push(glommio::spawn_local(async move {
+            loop {
+                let stream = match listener.accept().await {
+                    Ok(stream) => stream,
+                    Err(e) => {
+                        // Out of descriptors or similar: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        glommio::timer::sleep(ACCEPT_ERROR_BACKOFF).await;
+                        continue;
+                    }
+                };
+                {
+                    let mut s = state.borrow_mut();
+                    if s.pending_handshakes >= MAX_PENDING_HANDSHAKES || s.stop.load(Relaxed) {
+                        s.counters.refused_handshakes.fetch_add(1, Relaxed);
+                        continue;
+                    }
+                    s.pending_handshakes += 1;
                 }
+                let state = state.clone();
+                glommio::spawn_local(async move {
+                    let mut stream = stream;
+                    let identity =
+                        run_handshake(&state, &mut stream, Side::Listener, None).await;
+                    state.borrow_mut().pending_handshakes -= 1;
+                    match identity {
+                        Ok((index, identity)) => run_peer(state, stream, index, identity).await,
+                        Err(reason) => {
+                            state
+                                .borrow()
+                                .counters
+                                .refused_handshakes
+                                .fetch_add(1, Relaxed);
+                            tracing::info!(remote = ?stream.peer_addr().ok(), %reason, "inbound handshake refused");
+                        }
+                    }
+                })
+                .detach();
             }
-        })
-        .detach();
+        }));
+    }
+    while !stop.load(Relaxed) {
+        glommio::timer::sleep(Duration::from_millis(50)).await;
     }
     // Stop: close every connection (dropping the outboxes ends the writers, which close).
     {
