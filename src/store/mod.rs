@@ -22,6 +22,7 @@
 //! This is the first cut: one segment file, an in-memory height index, glommio buffered files.
 //! Segments, DMA files and snapshots arrive with the storage issue.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -44,6 +45,8 @@ pub const BLOCK_LOG_FILE: &str = "blocks.log";
 pub const WAL_FILE: &str = "consensus.wal";
 /// Bytes of a record header: length and checksum.
 pub const RECORD_HEADER_LEN: usize = 12;
+/// Read buffer of a scan.
+const READ_BUFFER: usize = 1024 * 1024;
 /// Largest record payload accepted on recovery.
 pub const MAX_RECORD_BYTES: usize = MAX_FINALIZED_BLOCK_PAYLOAD;
 /// A write plus fsync slower than this is logged.
@@ -74,12 +77,6 @@ pub enum StoreError {
     },
 }
 
-/// One record found by [`read_records`].
-struct RawRecord {
-    offset: u64,
-    payload: AlignedVec<16>,
-}
-
 /// Encodes one record.
 pub fn encode_record(payload: &[u8]) -> Vec<u8> {
     assert!(payload.len() <= MAX_RECORD_BYTES, "record too large");
@@ -90,72 +87,107 @@ pub fn encode_record(payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Reads the records of `bytes`, checking each with `check`. Returns the good records and the
-/// length of the good prefix; a bad record that is not the file's last is corruption.
+/// Reads the records of a file from `source` (`len` bytes long) in order, one at a time, so
+/// memory stays at one record whatever the file's size. Each good payload (in 16-aligned
+/// memory) goes to `visit` with its record's offset; `visit` checks it and an `Err` makes the
+/// record bad. Returns the length of the good prefix.
+///
+/// A bad record (short header, length out of range, past the end, checksum mismatch, refused
+/// by `visit`) that ends the file, or after which only zero bytes follow, is a torn tail: the
+/// scan stops there. A bad record with anything else after it is corruption.
 fn read_records(
     path: &Path,
-    bytes: &[u8],
-    mut check: impl FnMut(&[u8]) -> Result<(), String>,
-) -> Result<(Vec<RawRecord>, u64), StoreError> {
-    let mut records = Vec::new();
-    let mut at = 0usize;
-    while at < bytes.len() {
-        let problem = match record_at(bytes, at) {
-            Ok((payload, end)) => {
-                // rkyv archives are read from 16-aligned memory only.
-                let mut aligned = AlignedVec::<16>::with_capacity(payload.len());
-                aligned.extend_from_slice(payload);
-                match check(&aligned) {
-                    Ok(()) => {
-                        records.push(RawRecord {
-                            offset: at as u64,
-                            payload: aligned,
-                        });
-                        at = end;
-                        continue;
-                    }
-                    Err(problem) => (problem, end),
-                }
-            }
-            Err((problem, end)) => (problem, end),
-        };
-        let (problem, end) = problem;
-        // A torn tail: the bad record reaches the end of the file, or only zero padding
-        // follows it.
-        let rest = bytes.get(end..).unwrap_or(&[]);
-        if end >= bytes.len() || rest.iter().all(|b| *b == 0) {
-            break;
+    source: impl Read,
+    len: u64,
+    mut visit: impl FnMut(u64, &AlignedVec<16>) -> Result<(), String>,
+) -> Result<u64, StoreError> {
+    let mut reader = std::io::BufReader::with_capacity(READ_BUFFER, source);
+    let io = |e| io_error(path)(e);
+    let mut at = 0u64;
+    while at < len {
+        if len - at < RECORD_HEADER_LEN as u64 {
+            break; // a torn header
         }
-        return Err(StoreError::Corrupt {
+        let mut header = [0u8; RECORD_HEADER_LEN];
+        reader.read_exact(&mut header).map_err(io)?;
+        let size = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let mut sum = [0u8; 8];
+        sum.copy_from_slice(&header[4..12]);
+        let end = at + (RECORD_HEADER_LEN + size) as u64;
+        let corrupt = |problem: String| StoreError::Corrupt {
             path: path.to_path_buf(),
-            offset: at as u64,
+            offset: at,
             problem,
-        });
+        };
+        if size == 0 || size > MAX_RECORD_BYTES || end > len {
+            // Zero padding reads as a zero length. A length out of range or past the end is a
+            // torn header or payload when the record can be the file's last one (it starts
+            // within one largest record of the end). Otherwise, or with data after a zero
+            // length, it is corruption.
+            let could_be_last = len - at <= (RECORD_HEADER_LEN + MAX_RECORD_BYTES) as u64;
+            if (size != 0 && could_be_last) || only_zeros(&mut reader).map_err(io)? {
+                break;
+            }
+            return Err(corrupt(format!(
+                "record length {size} is out of range or runs past the end of the file"
+            )));
+        }
+        let mut payload = AlignedVec::<16>::with_capacity(size);
+        payload.resize(size, 0);
+        reader.read_exact(&mut payload).map_err(io)?;
+        let problem = if xxh3(&payload) != u64::from_le_bytes(sum) {
+            Some("checksum mismatch".to_string())
+        } else {
+            visit(at, &payload).err()
+        };
+        if let Some(problem) = problem {
+            if only_zeros(&mut reader).map_err(io)? {
+                break;
+            }
+            return Err(corrupt(problem));
+        }
+        at = end;
     }
-    Ok((records, at as u64))
+    Ok(at)
 }
 
-/// The payload of the record at `at` and where the record ends, or what is wrong (and where
-/// the damaged record claims to end).
-fn record_at(bytes: &[u8], at: usize) -> Result<(&[u8], usize), (String, usize)> {
-    let Some(header) = bytes.get(at..at + RECORD_HEADER_LEN) else {
-        return Err(("truncated record header".into(), bytes.len()));
-    };
-    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-    let mut sum = [0u8; 8];
-    sum.copy_from_slice(&header[4..12]);
-    let sum = u64::from_le_bytes(sum);
-    let end = at + RECORD_HEADER_LEN + len;
-    if len == 0 || len > MAX_RECORD_BYTES {
-        return Err((format!("record length {len} out of range"), bytes.len()));
+/// Whether everything left in `reader` is zero bytes (the padding a torn write can leave).
+fn only_zeros(reader: &mut impl Read) -> std::io::Result<bool> {
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let n = reader.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(true);
+        }
+        if chunk[..n].iter().any(|b| *b != 0) {
+            return Ok(false);
+        }
     }
-    let Some(payload) = bytes.get(at + RECORD_HEADER_LEN..end) else {
-        return Err(("record runs past the end of the file".into(), bytes.len()));
-    };
-    if xxh3(payload) != sum {
-        return Err(("checksum mismatch".into(), end));
+}
+
+/// Opens `path` for a scan: the file and its length (an empty source when it does not exist).
+fn open_for_scan(path: &Path) -> Result<(Option<std::fs::File>, u64), StoreError> {
+    match std::fs::File::open(path) {
+        Ok(file) => {
+            let len = file.metadata().map_err(io_error(path))?.len();
+            Ok((Some(file), len))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((None, 0)),
+        Err(e) => Err(io_error(path)(e)),
     }
-    Ok((payload, end))
+}
+
+/// Scans the records of the file at `path` (see [`read_records`]); a missing file is empty.
+fn scan_file(
+    path: &Path,
+    visit: impl FnMut(u64, &AlignedVec<16>) -> Result<(), String>,
+) -> Result<(u64, u64), StoreError> {
+    let (file, len) = open_for_scan(path)?;
+    let good = match file {
+        Some(file) => read_records(path, file, len, visit)?,
+        None => 0,
+    };
+    Ok((good, len))
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -184,10 +216,10 @@ pub struct BlockLogScan {
 /// A torn tail ends the scan; corruption in the middle is an error naming file and offset.
 pub fn scan_block_log(dir: &Path, genesis: &BlockHeader) -> Result<BlockLogScan, StoreError> {
     let path = dir.join(BLOCK_LOG_FILE);
-    let bytes = read_or_empty(&path)?;
     let mut headers: Vec<BlockHeader> = Vec::new();
+    let mut index = Vec::new();
     let mut parent = (genesis.height, genesis.hash());
-    let (records, good_len) = read_records(&path, &bytes, |payload| {
+    let (good_len, file_len) = scan_file(&path, |offset, payload| {
         let block = crate::types::frame::access::<ArchivedFinalizedBlock>("block", payload)
             .map_err(|e| e.to_string())?;
         block.check_limits().map_err(|e| e.to_string())?;
@@ -204,16 +236,14 @@ pub fn scan_block_log(dir: &Path, genesis: &BlockHeader) -> Result<BlockLogScan,
             rkyv::deserialize::<BlockHeader, rkyv::rancor::Error>(header)
                 .map_err(|e| e.to_string())?,
         );
+        index.push((offset, payload.len() as u32));
         Ok(())
     })?;
     Ok(BlockLogScan {
         headers,
-        index: records
-            .iter()
-            .map(|r| (r.offset, r.payload.len() as u32))
-            .collect(),
+        index,
         good_len,
-        file_len: bytes.len() as u64,
+        file_len,
     })
 }
 
@@ -240,28 +270,17 @@ pub struct WalScan {
 /// Reads and checks the consensus WAL of `dir` without changing it.
 pub fn scan_wal(dir: &Path) -> Result<WalScan, StoreError> {
     let path = dir.join(WAL_FILE);
-    let bytes = read_or_empty(&path)?;
-    let (raw, good_len) = read_records(&path, &bytes, |payload| {
-        crate::types::frame::access::<crate::consensus::types::ArchivedWalRecord>("wal", payload)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+    let mut records = Vec::new();
+    let (good_len, file_len) = scan_file(&path, |_, payload| {
+        let record = rkyv::from_bytes::<WalRecord, rkyv::rancor::Error>(payload)
+            .map_err(|e| e.to_string())?;
+        records.push(record);
+        Ok(())
     })?;
-    let mut records = Vec::with_capacity(raw.len());
-    for r in raw {
-        records.push(
-            rkyv::from_bytes::<WalRecord, rkyv::rancor::Error>(&r.payload).map_err(|e| {
-                StoreError::Corrupt {
-                    path: path.clone(),
-                    offset: r.offset,
-                    problem: e.to_string(),
-                }
-            })?,
-        );
-    }
     Ok(WalScan {
         records,
         good_len,
-        file_len: bytes.len() as u64,
+        file_len,
     })
 }
 
@@ -313,14 +332,6 @@ pub fn recover(dir: &Path, genesis: &BlockHeader) -> Result<Recovered, StoreErro
         wal_len: wal.good_len,
         cut: (cut_log, cut_wal),
     })
-}
-
-fn read_or_empty(path: &Path) -> Result<Vec<u8>, StoreError> {
-    match std::fs::read(path) {
-        Ok(b) => Ok(b),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(io_error(path)(e)),
-    }
 }
 
 fn truncate(path: &Path, len: u64) -> Result<(), StoreError> {
@@ -605,12 +616,58 @@ async fn serve_blocks(
 mod tests {
     use super::*;
 
-    fn check_nonempty(p: &[u8]) -> Result<(), String> {
-        if p.is_empty() {
-            Err("empty".into())
-        } else {
-            Ok(())
-        }
+    /// Scans in-memory bytes: (records seen, good length) or the error.
+    fn read_records(path: &Path, bytes: &[u8], _: ()) -> Result<(Vec<u64>, u64), StoreError> {
+        let mut offsets = Vec::new();
+        let good = super::read_records(
+            path,
+            std::io::Cursor::new(bytes),
+            bytes.len() as u64,
+            |offset, payload| {
+                assert!(!payload.is_empty());
+                offsets.push(offset);
+                Ok(())
+            },
+        )?;
+        Ok((offsets, good))
+    }
+
+    #[test]
+    fn a_zeroed_length_with_records_after_it_is_corruption() {
+        let mut bytes = encode_record(&[1; 16]);
+        let second = bytes.len();
+        bytes.extend(encode_record(&[2; 16]));
+        bytes.extend(encode_record(&[3; 16]));
+        bytes[second..second + 4].copy_from_slice(&0u32.to_le_bytes());
+        let err = read_records(Path::new("z.log"), &bytes, ()).expect_err("corruption");
+        assert!(
+            err.to_string().contains(&format!("offset {second}")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_visitor_refusal_in_the_middle_is_corruption() {
+        let mut bytes = encode_record(&[1; 16]);
+        let second = bytes.len() as u64;
+        bytes.extend(encode_record(&[2; 16]));
+        bytes.extend(encode_record(&[3; 16]));
+        let err = super::read_records(
+            Path::new("v.log"),
+            std::io::Cursor::new(&bytes),
+            bytes.len() as u64,
+            |_, payload| {
+                if payload[0] == 2 {
+                    Err("refused".into())
+                } else {
+                    Ok(())
+                }
+            },
+        )
+        .expect_err("refused record in the middle");
+        assert!(err
+            .to_string()
+            .contains(&format!("offset {second}: refused")));
     }
 
     #[test]
@@ -621,17 +678,17 @@ mod tests {
         }
         let good = bytes.len() as u64;
         let path = Path::new("test.log");
-        let (records, len) = read_records(path, &bytes, check_nonempty).unwrap();
+        let (records, len) = read_records(path, &bytes, ()).unwrap();
         assert_eq!((records.len(), len), (3, good));
         // Torn: half a record at the end.
         let mut torn = bytes.clone();
         torn.extend_from_slice(&encode_record(&[9; 50])[..30]);
-        let (records, len) = read_records(path, &torn, check_nonempty).unwrap();
+        let (records, len) = read_records(path, &torn, ()).unwrap();
         assert_eq!((records.len(), len), (3, good));
         // Zero padding after the last record is a torn tail too.
         let mut padded = bytes.clone();
         padded.extend_from_slice(&[0; 4096]);
-        assert_eq!(read_records(path, &padded, check_nonempty).unwrap().1, good);
+        assert_eq!(read_records(path, &padded, ()).unwrap().1, good);
     }
 
     #[test]
@@ -641,9 +698,7 @@ mod tests {
         bytes.extend(encode_record(&[2; 64]));
         bytes.extend(encode_record(&[3; 64]));
         bytes[first.len() + RECORD_HEADER_LEN + 5] ^= 0xff;
-        let err = read_records(Path::new("x.log"), &bytes, check_nonempty)
-            .err()
-            .expect("corruption refused");
+        let err = read_records(Path::new("x.log"), &bytes, ()).expect_err("corruption refused");
         let text = err.to_string();
         assert!(text.contains("x.log") && text.contains(&format!("offset {}", first.len())));
         // The same damage in the last record is a torn tail.
@@ -652,9 +707,7 @@ mod tests {
         last.extend(encode_record(&[2; 64]));
         last[at + RECORD_HEADER_LEN + 1] ^= 1;
         assert_eq!(
-            read_records(Path::new("x.log"), &last, check_nonempty)
-                .unwrap()
-                .1,
+            read_records(Path::new("x.log"), &last, ()).unwrap().1,
             at as u64
         );
     }
@@ -665,11 +718,6 @@ mod tests {
         let good = bytes.len() as u64;
         bytes.extend_from_slice(&u32::MAX.to_le_bytes());
         bytes.extend_from_slice(&[0xaa; 20]);
-        assert_eq!(
-            read_records(Path::new("y"), &bytes, check_nonempty)
-                .unwrap()
-                .1,
-            good
-        );
+        assert_eq!(read_records(Path::new("y"), &bytes, ()).unwrap().1, good);
     }
 }
