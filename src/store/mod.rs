@@ -9,11 +9,14 @@
 //! Record layout (both files): `le_u32 payload length | le_u64 xxh3(payload) | payload`, where
 //! the payload is the rkyv archive of a `FinalizedBlock` or a `WalRecord`.
 //!
-//! Recovery ([`recover`], run before the shards start): records are read in order and each is
-//! checked (length within [`MAX_RECORD_BYTES`], checksum, archive validation, and for blocks
-//! the next height and the parent hash). A bad record that ends the file is a torn write: the
-//! file is cut back to the last good record. A bad record with more bytes after it is
-//! corruption in the middle: the node refuses to start and names the file and offset.
+//! Recovery ([`recover`], run before the shards start) streams each file one record at a time
+//! (memory stays at one record, whatever the log's size) and checks each record: length
+//! within [`MAX_RECORD_BYTES`], checksum, archive validation, and for blocks the next height
+//! and the parent hash. A bad record that ends the file (or is followed only by zero bytes, or
+//! has a damaged length and starts within one largest record of the end) is a torn write: the
+//! file is cut back to the last good record. A bad record with data after it is corruption in
+//! the middle: the node refuses to start and names the file and offset. `corecell db check`
+//! runs the same scans read-only.
 //!
 //! Invariants: a block is appended only at `head + 1` and with `parent_hash = head.hash()`;
 //! [`StoreRequest::Commit`] is answered only after the block's record is fdatasynced, and
