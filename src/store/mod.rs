@@ -107,6 +107,7 @@ fn read_records(
     let mut reader = std::io::BufReader::with_capacity(READ_BUFFER, source);
     let io = |e| io_error(path)(e);
     let mut at = 0u64;
+    let mut payload = AlignedVec::<16>::new();
     while at < len {
         if len - at < RECORD_HEADER_LEN as u64 {
             break; // a torn header
@@ -135,7 +136,8 @@ fn read_records(
                 "record length {size} is out of range or runs past the end of the file"
             )));
         }
-        let mut payload = AlignedVec::<16>::with_capacity(size);
+        // One buffer for every record: memory stays at the largest record.
+        payload.clear();
         payload.resize(size, 0);
         reader.read_exact(&mut payload).map_err(io)?;
         let problem = if xxh3(&payload) != u64::from_le_bytes(sum) {
