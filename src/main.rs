@@ -412,14 +412,7 @@ fn db_check(data: &std::path::Path, genesis: Option<PathBuf>) -> Result<(), Stri
         "  {} bytes, {} good{}",
         log.file_len,
         log.good_len,
-        if log.file_len > log.good_len {
-            format!(
-                "; torn tail of {} bytes (cut when the node starts)",
-                log.file_len - log.good_len
-            )
-        } else {
-            String::new()
-        }
+        torn_tail(log.file_len, log.good_len)
     );
     let wal = store::scan_wal(data).map_err(|e| e.to_string())?;
     let head_height = log.headers.last().map_or(0, |h| h.height);
@@ -435,17 +428,22 @@ fn db_check(data: &std::path::Path, genesis: Option<PathBuf>) -> Result<(), Stri
         live,
         wal.file_len,
         wal.good_len,
-        if wal.file_len > wal.good_len {
-            format!(
-                "; torn tail of {} bytes (cut when the node starts)",
-                wal.file_len - wal.good_len
-            )
-        } else {
-            String::new()
-        }
+        torn_tail(wal.file_len, wal.good_len)
     );
     println!("ok");
     Ok(())
+}
+
+/// `db check`'s note on a file whose good prefix is shorter than the file.
+fn torn_tail(file_len: u64, good_len: u64) -> String {
+    if file_len > good_len {
+        format!(
+            "; torn tail of {} bytes (cut when the node starts)",
+            file_len - good_len
+        )
+    } else {
+        String::new()
+    }
 }
 
 fn testnet(a: TestnetArgs) -> Result<(), String> {

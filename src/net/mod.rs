@@ -272,6 +272,20 @@ fn bind_exclusive(addr: SocketAddr, what: &str) -> Result<TcpListener, String> {
     TcpListener::bind(addr).map_err(|e| format!("binding {what} listen address {addr}: {e}"))
 }
 
+/// The next accepted connection; after an accept error (out of descriptors or similar) it
+/// backs off for [`ACCEPT_ERROR_BACKOFF`] instead of spinning.
+async fn accept_next(listener: &TcpListener) -> TcpStream {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => return stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                glommio::timer::sleep(ACCEPT_ERROR_BACKOFF).await;
+            }
+        }
+    }
+}
+
 /// Waits at most `limit` for `f`.
 pub async fn within<T>(limit: Duration, f: impl std::future::Future<Output = T>) -> Option<T> {
     futures_lite::future::or(async { Some(f.await) }, async {
@@ -386,15 +400,7 @@ pub async fn run(
         let state = state.clone();
         tasks.push(glommio::spawn_local(async move {
             loop {
-                let stream = match ingress.accept().await {
-                    Ok(stream) => stream,
-                    Err(e) => {
-                        // Out of descriptors or similar: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        glommio::timer::sleep(ACCEPT_ERROR_BACKOFF).await;
-                        continue;
-                    }
-                };
+                let stream = accept_next(&ingress).await;
                 let connection = {
                     let mut s = state.borrow_mut();
                     if s.client_connections >= MAX_INGRESS_CONNECTIONS || s.stop.load(Relaxed) {
@@ -414,15 +420,7 @@ pub async fn run(
         let state = state.clone();
         tasks.push(glommio::spawn_local(async move {
             loop {
-                let stream = match listener.accept().await {
-                    Ok(stream) => stream,
-                    Err(e) => {
-                        // Out of descriptors or similar: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        glommio::timer::sleep(ACCEPT_ERROR_BACKOFF).await;
-                        continue;
-                    }
-                };
+                let stream = accept_next(&listener).await;
                 {
                     let mut s = state.borrow_mut();
                     if s.pending_handshakes >= MAX_PENDING_HANDSHAKES || s.stop.load(Relaxed) {

@@ -215,12 +215,8 @@ pub fn run_cn(setup: NodeSetup, options: RunOptions, stop: Arc<AtomicBool>) -> R
                         to_store: to_store.await,
                         from_store: from_store.await,
                     };
-                    if let Err(e) = net::run(net_config, channels, stop.clone(), stats, c).await {
-                        tracing::error!(error = %e, "net shard failed; stopping the node");
-                        record_fatal(&fatal, e);
-                        stop.store(true, Relaxed);
-                    }
-                    tracing::info!("net shard stopped");
+                    let result = net::run(net_config, channels, stop.clone(), stats, c).await;
+                    shard_finished(Shard::Net, result, &fatal, &stop);
                 })
             }),
         );
@@ -263,12 +259,7 @@ pub fn run_cn(setup: NodeSetup, options: RunOptions, stop: Arc<AtomicBool>) -> R
                     let result =
                         consensus_shard::run(machine, initial, channels, stop.clone(), stats, c)
                             .await;
-                    if let Err(e) = result {
-                        tracing::error!(error = %e, "consensus shard failed; stopping the node");
-                        record_fatal(&fatal, e);
-                        stop.store(true, Relaxed);
-                    }
-                    tracing::info!("consensus shard stopped");
+                    shard_finished(Shard::Consensus, result, &fatal, &stop);
                 })
             }),
         );
@@ -294,7 +285,7 @@ pub fn run_cn(setup: NodeSetup, options: RunOptions, stop: Arc<AtomicBool>) -> R
                     };
                     let pool = RawPool::new(exec::DEFAULT_POOL_BYTES, exec::DEFAULT_POOL_TXS);
                     exec::run(pool, channels, stats, c).await;
-                    tracing::info!("exec shard stopped");
+                    tracing::info!(shard = "exec", "shard stopped");
                 })
             }),
         );
@@ -320,12 +311,13 @@ pub fn run_cn(setup: NodeSetup, options: RunOptions, stop: Arc<AtomicBool>) -> R
                         from_net: from_net.await,
                         to_net: to_net.await,
                     };
-                    if let Err(e) = store::run(dir, recovered, channels, stats).await {
-                        tracing::error!(error = %e, "store failed; stopping the node");
-                        record_fatal(&fatal, e.to_string());
-                        stop.store(true, Relaxed);
-                    }
-                    tracing::info!("store shard stopped");
+                    let result = store::run(dir, recovered, channels, stats).await;
+                    shard_finished(
+                        Shard::Store,
+                        result.map_err(|e| e.to_string()),
+                        &fatal,
+                        &stop,
+                    );
                 })
             }),
         );
@@ -365,9 +357,20 @@ pub fn run_cn(setup: NodeSetup, options: RunOptions, stop: Arc<AtomicBool>) -> R
     Ok(())
 }
 
-/// Keeps the first fatal error of any shard.
-fn record_fatal(fatal: &std::sync::Mutex<Option<String>>, error: String) {
-    if let Ok(mut f) = fatal.lock() {
-        f.get_or_insert(error);
+/// Logs a shard's end. A failed shard's error is kept (the first one becomes the node's exit
+/// error) and the whole node is asked to stop.
+fn shard_finished(
+    shard: Shard,
+    result: Result<(), String>,
+    fatal: &std::sync::Mutex<Option<String>>,
+    stop: &AtomicBool,
+) {
+    if let Err(e) = result {
+        tracing::error!(shard = shard.name(), error = %e, "shard failed; stopping the node");
+        if let Ok(mut f) = fatal.lock() {
+            f.get_or_insert(e);
+        }
+        stop.store(true, Relaxed);
     }
+    tracing::info!(shard = shard.name(), "shard stopped");
 }
