@@ -366,8 +366,19 @@ pub struct State {
     /// Buckets changed since the last `root()`, each once.
     dirty: Vec<u32>,
     is_dirty: Vec<bool>,
-    /// Undo journal of the block being executed: (slot, value before).
+    /// Undo journal of the block being executed or held tentatively: (slot, value before).
     journal: Vec<(u32, Account)>,
+    /// The block applied tentatively (see [`State::execute_tentative`]), if any.
+    tentative: Option<Tentative>,
+}
+
+/// What undoing a tentatively applied block needs besides the journal.
+#[derive(Debug, Clone, Copy)]
+struct Tentative {
+    /// Slots from here on were created by the block.
+    first_new: usize,
+    burned_before: U256,
+    height_before: u64,
 }
 
 impl fmt::Debug for State {
@@ -471,6 +482,7 @@ impl State {
             dirty: Vec::new(),
             is_dirty: vec![false; BUCKETS],
             journal: Vec::new(),
+            tentative: None,
         }
     }
 
@@ -614,6 +626,35 @@ impl State {
         proposer_fee_recipient: Option<Address>,
         base_fee: u128,
     ) -> Result<BlockOutcome, BlockError> {
+        let outcome = self.execute_tentative(txs, proposer_fee_recipient, base_fee)?;
+        self.confirm_tentative();
+        Ok(outcome)
+    }
+
+    /// Whether a block is applied tentatively.
+    pub fn has_tentative(&self) -> bool {
+        self.tentative.is_some()
+    }
+
+    /// Executes the next block like [`State::execute_block`], but keeps what it takes to undo
+    /// it: the state (and [`State::root`]) then reads as after the block until
+    /// [`State::confirm_tentative`] makes it permanent or [`State::discard_tentative`] puts the
+    /// state back exactly as before (root included). A proposed block is executed this way
+    /// before it is final, so that the proposer's and the validators' execution is also the
+    /// finalization's when the same block is finalized.
+    ///
+    /// # Panics
+    /// If a block is already applied tentatively (confirm or discard it first).
+    pub fn execute_tentative(
+        &mut self,
+        txs: &[DecodedTx],
+        proposer_fee_recipient: Option<Address>,
+        base_fee: u128,
+    ) -> Result<BlockOutcome, BlockError> {
+        assert!(
+            self.tentative.is_none(),
+            "a block is already applied tentatively"
+        );
         if txs.len() > MAX_BLOCK_TXS {
             return Err(BlockError::TooManyTransactions {
                 count: txs.len(),
@@ -673,6 +714,11 @@ impl State {
             None => burned = add_within_supply(burned, priority_fees),
         }
         self.commit(first_new);
+        self.tentative = Some(Tentative {
+            first_new,
+            burned_before: self.burned,
+            height_before: self.height,
+        });
         self.burned = add_within_supply(self.burned, burned);
         self.height = height;
         Ok(BlockOutcome {
@@ -771,6 +817,43 @@ impl State {
         Ok(fee)
     }
 
+    /// Makes the tentatively applied block permanent (nothing to do when there is none).
+    pub fn confirm_tentative(&mut self) {
+        if self.tentative.take().is_some() {
+            self.journal.clear();
+        }
+    }
+
+    /// Undoes the tentatively applied block, if any: the state is exactly as before it, and
+    /// the buckets it touched are rehashed at the next [`State::root`].
+    pub fn discard_tentative(&mut self) {
+        let Some(t) = self.tentative.take() else {
+            return;
+        };
+        for i in (0..self.journal.len()).rev() {
+            let (slot, before) = self.journal[i];
+            if (slot as usize) < t.first_new {
+                self.slots[slot as usize].account = before;
+                self.mark_dirty(self.slots[slot as usize].bucket);
+            }
+        }
+        self.journal.clear();
+        for slot in (t.first_new..self.slots.len()).rev() {
+            let (address, bucket) = (self.slots[slot].address, self.slots[slot].bucket);
+            let members = &mut self.buckets[usize::from(bucket)];
+            let at = members
+                .iter()
+                .position(|&s| s as usize == slot)
+                .expect("a created account was filed into its bucket");
+            members.remove(at);
+            self.index.remove(&address);
+            self.mark_dirty(bucket);
+        }
+        self.slots.truncate(t.first_new);
+        self.burned = t.burned_before;
+        self.height = t.height_before;
+    }
+
     /// Undoes the block being executed: journaled values in reverse, then created accounts.
     fn rollback(&mut self, first_new: usize) {
         for &(slot, before) in self.journal.iter().rev() {
@@ -793,8 +876,8 @@ impl State {
                 self.mark_dirty(self.slots[slot as usize].bucket);
             }
         }
+        // Kept until the block is confirmed or discarded.
         self.journal = journal;
-        self.journal.clear();
         for slot in first_new..self.slots.len() {
             let address = self.slots[slot].address;
             assert!(
@@ -856,7 +939,14 @@ impl State {
 
     /// The snapshot of this state (layout in the module documentation). Deterministic: equal
     /// states give equal bytes.
+    ///
+    /// # Panics
+    /// If a block is applied tentatively (a snapshot holds final state only).
     pub fn encode_snapshot(&self) -> Vec<u8> {
+        assert!(
+            self.tentative.is_none(),
+            "snapshot of a state with a tentative block"
+        );
         let mut out = Vec::with_capacity(
             SNAPSHOT_HEADER_BYTES + self.slots.len() * ENTRY_BYTES + SNAPSHOT_CHECKSUM_BYTES,
         );
@@ -1079,6 +1169,7 @@ mod tests {
         let before = state.slots[slot as usize].account;
         state.write(slot, before, account);
         state.commit(first_new);
+        state.journal.clear();
     }
 
     /// Everything observable about a state: its snapshot and root.
@@ -1547,6 +1638,48 @@ mod tests {
             state.encode_snapshot(),
             genesis(&[(addr(2), 5), (addr(1), ETHER)]).encode_snapshot()
         );
+    }
+
+    #[test]
+    fn a_discarded_tentative_block_leaves_no_trace() {
+        let mut state = genesis(&[(addr(1), ETHER), (addr(2), 5 * ETHER)]);
+        let before = fingerprint(&mut state);
+        let block = [
+            tx(addr(1), 0, addr(3), 7),
+            tx(addr(2), 0, addr(4), 9),
+            tx(addr(1), 1, addr(2), 1),
+        ];
+        let outcome = state.execute_tentative(&block, Some(addr(5)), 10).unwrap();
+        assert!(state.has_tentative());
+        assert_eq!(state.height(), 1);
+        assert_eq!(state.balance(&addr(3)), wei(7));
+        let tentative_root = state.root();
+        assert_ne!(tentative_root, before.1);
+        assert_eq!(tentative_root, reference_root(&state));
+        state.discard_tentative();
+        assert!(!state.has_tentative());
+        assert_eq!(state.height(), 0);
+        assert_eq!(state.burned(), U256::ZERO);
+        assert_eq!(fingerprint(&mut state), before);
+        assert_eq!(state.root(), reference_root(&state));
+
+        // Executing it again and confirming gives what `execute_block` gives.
+        let again = state.execute_tentative(&block, Some(addr(5)), 10).unwrap();
+        assert_eq!(again, outcome);
+        state.confirm_tentative();
+        state.discard_tentative(); // nothing left to discard
+        let mut direct = genesis(&[(addr(1), ETHER), (addr(2), 5 * ETHER)]);
+        assert_eq!(direct.execute_block(&block, Some(addr(5)), 10).unwrap(), outcome);
+        assert_eq!(fingerprint(&mut state), fingerprint(&mut direct));
+        assert_eq!(state.root(), tentative_root);
+    }
+
+    #[test]
+    #[should_panic(expected = "already applied tentatively")]
+    fn a_second_tentative_block_is_a_bug() {
+        let mut state = genesis(&[(addr(1), ETHER)]);
+        state.execute_tentative(&[], None, 10).unwrap();
+        let _ = state.execute_tentative(&[], None, 10);
     }
 
     #[test]
