@@ -278,6 +278,29 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// The [`IngressAck`](crate::types::network::IngressAck) status a client's batch gets for
+    /// this refusal.
+    pub fn ingress_status(&self) -> u8 {
+        use crate::types::network::IngressAck as A;
+        match self {
+            Refusal::Oversized { .. } => A::REFUSED_OVERSIZED,
+            Refusal::AlreadyKnown => A::REFUSED_DUPLICATE,
+            Refusal::Decode(_) => A::REFUSED_INVALID,
+            Refusal::WrongChainId { .. } => A::REFUSED_CHAIN_ID,
+            Refusal::ContractCreation | Refusal::CallData { .. } => A::REFUSED_NOT_A_TRANSFER,
+            Refusal::TipAboveFeeCap { .. }
+            | Refusal::IntrinsicGasTooLow { .. }
+            | Refusal::ExceedsBlockGasLimit { .. } => A::REFUSED_GAS,
+            Refusal::Underpriced { .. } => A::REFUSED_UNDERPRICED,
+            Refusal::NonceTooLow { .. } => A::REFUSED_NONCE_TOO_LOW,
+            Refusal::NonceTooHigh { .. } => A::REFUSED_NONCE_TOO_HIGH,
+            Refusal::InsufficientFunds { .. } => A::REFUSED_INSUFFICIENT_FUNDS,
+            Refusal::ReplacementUnderpriced { .. } => A::REFUSED_REPLACEMENT_UNDERPRICED,
+            Refusal::SenderFull { .. } => A::REFUSED_SENDER_FULL,
+            Refusal::PoolFull => A::REFUSED_POOL_FULL,
+        }
+    }
+
     /// The Ethereum (geth) error text for this refusal, for a JSON-RPC answer.
     pub fn eth_message(&self) -> &'static str {
         match self {

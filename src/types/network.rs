@@ -49,7 +49,14 @@ impl ArchivedTxBatch {
     }
 }
 
-/// What became of an ingress batch.
+/// What became of (part of) an ingress batch.
+///
+/// One batch gets several answers: at once, one per refusal reason that hit some of its
+/// transactions (`count` = how many); later, once every admitted transaction is settled, one
+/// [`IngressAck::FINAL`] with the number that reached a finalized block (if any did), and one
+/// [`IngressAck::DROPPED`] with the number the pool dropped after admitting them (evicted by
+/// better-paying ones, made stale or unfunded by a block, expired), if any did. A client
+/// knows a batch is settled when the counts of its answers add up to its size.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
 pub struct IngressAck {
@@ -60,27 +67,63 @@ pub struct IngressAck {
     /// For [`IngressAck::FINAL`]: the height of the block holding the batch's last
     /// transaction; otherwise 0.
     pub height: Height,
-    /// Transactions of the batch admitted (final) or refused.
+    /// Transactions of the batch this answer is about.
     pub count: u32,
 }
 
 impl IngressAck {
-    /// Every admitted transaction of the batch is final.
+    /// `count` transactions of the batch are final.
     pub const FINAL: u8 = 0;
     /// Refused: the node's pool is full (back off and retry).
     pub const REFUSED_POOL_FULL: u8 = 1;
     /// Refused: the node does not take ingress (it is shutting down, or not a CN).
     pub const REFUSED_UNAVAILABLE: u8 = 2;
-    /// Refused: every transaction of the batch was a duplicate of one already pooled.
+    /// Refused: already pooled, or recently finalized.
     pub const REFUSED_DUPLICATE: u8 = 3;
+    /// Admitted, then dropped by the pool before any block included them.
+    pub const DROPPED: u8 = 4;
+    /// Refused: larger than a transaction may be.
+    pub const REFUSED_OVERSIZED: u8 = 16;
+    /// Refused: not a valid, supported, validly signed Ethereum transaction.
+    pub const REFUSED_INVALID: u8 = 17;
+    /// Refused: signed for another chain.
+    pub const REFUSED_CHAIN_ID: u8 = 18;
+    /// Refused: contract creation or call (transfers only).
+    pub const REFUSED_NOT_A_TRANSFER: u8 = 19;
+    /// Refused: fee fields out of order, gas limit too low or above the block gas limit.
+    pub const REFUSED_GAS: u8 = 20;
+    /// Refused: max fee per gas below the pool's minimum.
+    pub const REFUSED_UNDERPRICED: u8 = 21;
+    /// Refused: the nonce is already used.
+    pub const REFUSED_NONCE_TOO_LOW: u8 = 22;
+    /// Refused: the nonce is too far ahead of the account's.
+    pub const REFUSED_NONCE_TOO_HIGH: u8 = 23;
+    /// Refused: the balance does not cover value + gas limit x max fee.
+    pub const REFUSED_INSUFFICIENT_FUNDS: u8 = 24;
+    /// Refused: same sender and nonce as a pooled one, without the fee bump.
+    pub const REFUSED_REPLACEMENT_UNDERPRICED: u8 = 25;
+    /// Refused: the sender has as many pooled transactions as it may.
+    pub const REFUSED_SENDER_FULL: u8 = 26;
 
-    /// A readable name of a status code.
+    /// A readable name of a status code (the load generator's report keys).
     pub fn status_name(status: u8) -> &'static str {
         match status {
             IngressAck::FINAL => "final",
             IngressAck::REFUSED_POOL_FULL => "pool-full",
             IngressAck::REFUSED_UNAVAILABLE => "unavailable",
             IngressAck::REFUSED_DUPLICATE => "duplicate",
+            IngressAck::DROPPED => "dropped",
+            IngressAck::REFUSED_OVERSIZED => "oversized",
+            IngressAck::REFUSED_INVALID => "invalid",
+            IngressAck::REFUSED_CHAIN_ID => "chain-id",
+            IngressAck::REFUSED_NOT_A_TRANSFER => "not-a-transfer",
+            IngressAck::REFUSED_GAS => "gas",
+            IngressAck::REFUSED_UNDERPRICED => "underpriced",
+            IngressAck::REFUSED_NONCE_TOO_LOW => "nonce-too-low",
+            IngressAck::REFUSED_NONCE_TOO_HIGH => "nonce-too-high",
+            IngressAck::REFUSED_INSUFFICIENT_FUNDS => "insufficient-funds",
+            IngressAck::REFUSED_REPLACEMENT_UNDERPRICED => "replacement-underpriced",
+            IngressAck::REFUSED_SENDER_FULL => "sender-full",
             _ => "unknown",
         }
     }
