@@ -153,6 +153,19 @@ struct GenesisArgs {
     /// Derive node keys from this seed (reproducible network) instead of OS randomness.
     #[arg(long)]
     seed: Option<u64>,
+    /// What the chain's transactions are: `transfer` (signed Ethereum transfers, executed) or
+    /// `raw` (opaque, not executed: a consensus benchmark mode).
+    #[arg(long, default_value = "transfer", value_parser = parse_execution)]
+    execution: corecell::node::genesis::ExecutionMode,
+}
+
+fn parse_execution(text: &str) -> Result<corecell::node::genesis::ExecutionMode, String> {
+    use corecell::node::genesis::ExecutionMode;
+    match text {
+        "transfer" => Ok(ExecutionMode::Transfer),
+        "raw" => Ok(ExecutionMode::Raw),
+        other => Err(format!("`{other}`: expected `transfer` or `raw`")),
+    }
 }
 
 #[derive(Args)]
@@ -278,6 +291,7 @@ fn genesis(a: GenesisArgs) -> Result<(), String> {
         chain_id: a.chain_id,
         timestamp_ms,
         seed: a.seed,
+        execution: a.execution,
     };
     let started = std::time::Instant::now();
     let net = spec.generate(&a.out)?;

@@ -122,6 +122,10 @@ pub fn run(options: &TestnetOptions, interrupted: Arc<AtomicBool>) -> Result<Run
         chain_id: 1001,
         timestamp_ms,
         seed: None,
+        execution: match options.workload {
+            Workload::Raw => crate::node::genesis::ExecutionMode::Raw,
+            Workload::None => crate::node::genesis::ExecutionMode::Transfer,
+        },
     };
     let network = spec.generate(&options.dir)?;
     if options.placement != "auto" {

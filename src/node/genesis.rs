@@ -5,6 +5,7 @@
 //! timestamp_ms = 1780000000000   # genesis block time
 //! committee_size = 4             # committee drawn per height from the council
 //! block_period_ms = 500          # target time between blocks
+//! execution = "transfer"         # "transfer" (signed Ethereum transfers, the default) or "raw"
 //! [[council]]                    # the consensus nodes, in council-index order
 //! name = "cn0"
 //! node_id = "0x…"
@@ -17,6 +18,12 @@
 //!
 //! Loading validates every field and checks every council key's proof of possession once
 //! (the resulting [`CouncilKeys`] is the cache of decompressed keys the node then uses).
+//!
+//! `execution` says what a chain's transactions are. `transfer`: signed Ethereum value
+//! transfers, executed against the account state, whose root every header carries (the
+//! genesis header's is the root of the prefunded accounts). `raw`: opaque byte strings that
+//! are ordered and finalized but not executed (state root zero): a benchmark mode that
+//! measures consensus, networking and storage without execution.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
@@ -93,6 +100,31 @@ pub struct Genesis {
     pub council_keys: CouncilKeys,
     /// Prefunded accounts.
     pub accounts: Vec<GenesisAccount>,
+    /// What the chain's transactions are.
+    pub execution: ExecutionMode,
+    /// The state root of the prefunded accounts (zero for [`ExecutionMode::Raw`]).
+    pub state_root: crate::crypto::hash::Hash32,
+}
+
+/// What a chain's transactions are (see the module doc).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutionMode {
+    /// Signed Ethereum value transfers, executed; headers carry the state root.
+    #[default]
+    Transfer,
+    /// Opaque transactions, ordered and finalized, not executed.
+    Raw,
+}
+
+impl ExecutionMode {
+    /// The name used in files and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            ExecutionMode::Transfer => "transfer",
+            ExecutionMode::Raw => "raw",
+        }
+    }
 }
 
 /// The file format.
@@ -109,6 +141,9 @@ pub struct GenesisFile {
     pub block_period_ms: u64,
     /// Council.
     pub council: Vec<CouncilMemberFile>,
+    /// What the transactions are (default: transfer).
+    #[serde(default)]
+    pub execution: ExecutionMode,
     /// Accounts.
     #[serde(default)]
     pub accounts: Vec<AccountFile>,
@@ -254,6 +289,15 @@ impl Genesis {
                 parse_wei(&a.balance).map_err(|p| ConfigError::new(path, at("balance"), p))?;
             accounts.push(GenesisAccount { address, balance });
         }
+        let state_root = match file.execution {
+            ExecutionMode::Transfer => crate::exec::state::State::from_genesis(
+                file.chain_id,
+                &accounts,
+            )
+            .map_err(|e| err("accounts", e.to_string()))?
+            .root(),
+            ExecutionMode::Raw => ZERO_HASH,
+        };
         Ok(Genesis {
             chain_id: file.chain_id,
             timestamp_ms: file.timestamp_ms,
@@ -262,6 +306,8 @@ impl Genesis {
             council,
             council_keys,
             accounts,
+            execution: file.execution,
+            state_root,
         })
     }
 
@@ -279,17 +325,8 @@ impl Genesis {
         genesis_mix(self.chain_id, &keys)
     }
 
-    /// The header of block 0. Its state root commits to the prefunded accounts as
-    /// `keccak256(address_0 || be_u256(balance_0) || …)` until the exec issue brings the real
-    /// state commitment.
+    /// The header of block 0; its state root is [`Genesis::state_root`].
     pub fn header(&self) -> BlockHeader {
-        let mut parts: Vec<Vec<u8>> = Vec::with_capacity(self.accounts.len());
-        for a in &self.accounts {
-            let mut entry = a.address.to_vec();
-            entry.extend_from_slice(&a.balance.to_be_bytes::<32>());
-            parts.push(entry);
-        }
-        let refs: Vec<&[u8]> = parts.iter().map(|p| p.as_slice()).collect();
         BlockHeader {
             parent_hash: ZERO_HASH,
             height: 0,
@@ -299,7 +336,7 @@ impl Genesis {
             randao_reveal: [0u8; 96],
             mix: self.mix(),
             transactions_root: crate::types::chain::transactions_root(std::iter::empty()),
-            state_root: keccak256_parts(&refs),
+            state_root: self.state_root,
             committee_digest: ZERO_HASH,
         }
     }
@@ -356,6 +393,8 @@ pub struct NetworkSpec {
     pub timestamp_ms: u64,
     /// Derive node keys from this seed instead of the OS random source (reproducible networks).
     pub seed: Option<u64>,
+    /// What the chain's transactions are.
+    pub execution: ExecutionMode,
 }
 
 /// One node of a generated network.
@@ -526,6 +565,7 @@ impl NetworkSpec {
             timestamp_ms: self.timestamp_ms,
             committee_size: self.committee_size.unwrap_or(self.cns),
             block_period_ms: self.block_period_ms,
+            execution: self.execution,
             council: council.iter().map(CouncilMemberFile::from).collect(),
             accounts: test_accounts
                 .iter()
