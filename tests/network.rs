@@ -252,6 +252,7 @@ impl Net {
             chain_id: CHAIN_ID,
             timestamp_ms: now_ms(),
             seed: None,
+            execution: Default::default(),
         };
         let generated = spec.generate(&tmp.path().join("net")).expect("generate");
         let genesis = Genesis::load(&generated.genesis_path).expect("genesis loads");

@@ -23,6 +23,7 @@ fn spec(cns: usize, pns: usize, ens: usize) -> NetworkSpec {
         chain_id: 1001,
         timestamp_ms: 1_700_000_000_000,
         seed: Some(7),
+        execution: Default::default(),
     }
 }
 
