@@ -1,33 +1,42 @@
-//! The exec shard: the transaction pool, block building and block checking.
+//! The exec shard: transaction pools, block building, block checking and execution.
 //!
-//! This first cut serves the `raw` workload: transactions are opaque byte strings (at most
-//! `MAX_TX_BYTES`), nothing is executed and the state root stays zero. Transactions reach the
-//! pool two ways:
-//! - a client's ingress batch (through the net shard): admitted, then gossiped as the same
-//!   batch to the other CNs so that whoever proposes next already holds it; when every admitted
-//!   transaction of the batch is in a finalized block the client gets an `IngressAck` (FINAL);
-//! - another CN's gossip: admitted without an answer.
+//! What a chain's transactions are is a genesis setting
+//! ([`ExecutionMode`](crate::node::genesis::ExecutionMode)), served by one of two engines:
+//! - [`transfer::TransferEngine`] (`transfer`, the default): signed Ethereum transfers in a
+//!   [`mempool::Mempool`], executed against the account [`state::State`] whose root every
+//!   header carries;
+//! - [`raw::RawPool`] (`raw`): opaque transactions, ordered and finalized, not executed.
 //!
-//! [`RawPool`] invariants: a transaction is identified by the xxh3 of its bytes (a dedup key,
-//! not an identity: a collision only makes the pool skip a transaction, which its sender sees
-//! as a refusal); `pending` holds exactly the keys not yet finalized; the queue holds each
-//! pending transaction once, in arrival order, plus stale entries (finalized out of order)
-//! that are skipped and compacted away; `queued_bytes` (stale ones included) never exceeds
-//! the pool's byte limit, and the count of queue entries never exceeds its count limit.
+//! Transactions reach the shard two ways, through the net shard:
+//! - a client's ingress batch: admitted; refusals answered at once (one `IngressAck` per
+//!   reason); the admitted part gossiped to the other CNs as a batch so that whoever proposes
+//!   next already holds it; FINAL (and DROPPED) answers once the admitted transactions settle;
+//! - another CN's gossip: admitted without an answer and not gossiped again.
 //!
-//! Block building takes pending transactions from the front of the queue up to the block
-//! limits; they stay pooled until a block holding them is final, so a failed round loses
-//! nothing. Checking a proposed block recomputes its transactions root (one keccak per
-//! transaction, the part of block checking that is not the frame gate's).
+//! Consensus asks the shard to build a block, to check a proposed one, and tells it when a
+//! block is final (after it is durable). Requests are handled in order, so a block is always
+//! built and checked on the state of the last finalized block.
+//!
+//! Restarts ([`snapshot`]): every [`snapshot::SNAPSHOT_INTERVAL_BLOCKS`] finalized blocks the
+//! state is written to a snapshot; a node starts from the latest snapshot and replays the block
+//! log after it.
+//!
+//! A finalized block that does not execute to its header's state root is fatal: [`run`]
+//! returns the error and the node stops rather than serve a diverged state.
 
 pub mod mempool;
+pub mod raw;
+pub mod snapshot;
 pub mod state;
+pub mod transfer;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::crypto::hash::{xxh3, Hash32};
+use crate::crypto::hash::Hash32;
 use crate::runtime::{Rx, ShardStats, Tx};
 use crate::types::chain::SignedTransaction;
 use crate::types::frame::{encode_frame, Frame, FrameKind};
@@ -36,10 +45,8 @@ use crate::types::{
     Block, BlockHeader, FinalizedBlock, Height, Round, MAX_BLOCK_TXS, MAX_BLOCK_TX_BYTES,
 };
 
-/// Default pool limit in bytes of transactions (16 full blocks).
-pub const DEFAULT_POOL_BYTES: usize = 16 * MAX_BLOCK_TX_BYTES;
-/// Default pool limit in transactions.
-pub const DEFAULT_POOL_TXS: usize = 250_000;
+pub use raw::{Admission, RawPool, DEFAULT_POOL_BYTES, DEFAULT_POOL_TXS};
+pub use transfer::TransferEngine;
 
 /// Where an ingress connection's batch came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,228 +128,210 @@ pub enum ExecToNet {
     },
 }
 
-/// Counters exec exposes.
+/// Counters exec exposes (metrics).
 #[derive(Debug, Default)]
 pub struct ExecCounters {
     /// Transactions admitted to the pool.
-    pub admitted: std::sync::atomic::AtomicU64,
-    /// Transactions refused (pool full) or dropped as duplicates.
-    pub refused: std::sync::atomic::AtomicU64,
+    pub admitted: AtomicU64,
+    /// Transactions refused at admission (any reason).
+    pub refused: AtomicU64,
+    /// Admitted transactions dropped before any block included them.
+    pub dropped: AtomicU64,
     /// Transactions in finalized blocks.
-    pub finalized: std::sync::atomic::AtomicU64,
+    pub finalized: AtomicU64,
     /// Transactions pending in the pool.
-    pub pending: std::sync::atomic::AtomicU64,
+    pub pending: AtomicU64,
+    /// Signature recoveries done.
+    pub recoveries: AtomicU64,
+    /// Transactions of checked or finalized blocks found decoded in the pool.
+    pub block_txs_pooled: AtomicU64,
+    /// Transactions of checked or finalized blocks that had to be decoded and recovered.
+    pub block_txs_recovered: AtomicU64,
+    /// Height of the executed, finalized state.
+    pub state_height: AtomicU64,
 }
 
-/// A client batch waiting for its transactions to be final.
+/// The engine of the chain's execution mode.
 #[derive(Debug)]
-struct LocalBatch {
-    connection: u64,
-    batch_id: u64,
-    remaining: u32,
-    admitted: u32,
+pub enum Engine {
+    /// Signed transfers, executed.
+    Transfer(Box<TransferEngine>),
+    /// Opaque transactions.
+    Raw(RawPool),
 }
 
-/// The outcome of offering a batch to the pool.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admission {
-    /// `admitted` transactions are pooled, `duplicates` were already there.
-    Admitted {
-        /// Newly pooled.
-        admitted: u32,
-        /// Already pooled (or finalized while pooled).
-        duplicates: u32,
-    },
-    /// The pool is full: nothing of the batch was taken.
-    PoolFull,
+/// Where the exec shard writes state snapshots.
+#[derive(Debug, Clone)]
+pub struct SnapshotPolicy {
+    /// The snapshot folder.
+    pub dir: std::path::PathBuf,
+    /// A snapshot after every this many finalized blocks.
+    pub every_blocks: u64,
 }
 
-/// The raw transaction pool. See the module doc for its invariants.
-#[derive(Debug)]
-pub struct RawPool {
-    max_bytes: usize,
-    max_txs: usize,
-    pending: HashSet<u64>,
-    queue: VecDeque<(u64, Vec<u8>)>,
-    queued_bytes: usize,
-    /// Key of a locally admitted client transaction -> its batch number.
-    local: HashMap<u64, u64>,
-    batches: HashMap<u64, LocalBatch>,
-    next_batch: u64,
-}
-
-impl RawPool {
-    /// An empty pool with the given limits.
-    pub fn new(max_bytes: usize, max_txs: usize) -> RawPool {
-        assert!(max_bytes > 0 && max_txs > 0);
-        RawPool {
-            max_bytes,
-            max_txs,
-            pending: HashSet::new(),
-            queue: VecDeque::new(),
-            queued_bytes: 0,
-            local: HashMap::new(),
-            batches: HashMap::new(),
-            next_batch: 0,
+impl Engine {
+    fn publish(&self, c: &ExecCounters) {
+        match self {
+            Engine::Transfer(e) => {
+                let k = e.counters();
+                c.admitted.store(k.admitted, Relaxed);
+                c.refused.store(k.refused, Relaxed);
+                c.dropped.store(k.dropped, Relaxed);
+                c.finalized.store(k.finalized, Relaxed);
+                c.recoveries.store(k.recoveries, Relaxed);
+                c.block_txs_pooled.store(k.block_txs_pooled, Relaxed);
+                c.block_txs_recovered.store(k.block_txs_recovered, Relaxed);
+                c.pending.store(e.pooled() as u64, Relaxed);
+                c.state_height.store(e.head(), Relaxed);
+            }
+            Engine::Raw(p) => c.pending.store(p.pending() as u64, Relaxed),
         }
     }
 
-    /// Transactions waiting for a block.
-    pub fn pending(&self) -> usize {
-        self.pending.len()
-    }
-
-    /// Offers a batch. `client` = `(connection, batch id)` for a client's batch, whose FINAL
-    /// answer [`RawPool::finalize`] produces later. Room is checked for the whole batch
-    /// before duplicates are skipped, so a batch is taken whole or not at all.
-    pub fn admit(&mut self, batch: &ArchivedTxBatch, client: Option<(u64, u64)>) -> Admission {
-        let bytes: usize = batch.transactions.iter().map(|t| t.bytes.len()).sum();
-        if self.queued_bytes + bytes > self.max_bytes
-            || self.queue.len() + batch.transactions.len() > self.max_txs
-        {
-            self.compact_if_worth_it();
-            if self.queued_bytes + bytes > self.max_bytes
-                || self.queue.len() + batch.transactions.len() > self.max_txs
-            {
-                return Admission::PoolFull;
-            }
-        }
-        let number = self.next_batch;
-        let (mut admitted, mut duplicates) = (0u32, 0u32);
-        for tx in batch.transactions.iter() {
-            let key = xxh3(&tx.bytes);
-            if !self.pending.insert(key) {
-                duplicates += 1;
-                continue;
-            }
-            admitted += 1;
-            self.queued_bytes += tx.bytes.len();
-            self.queue.push_back((key, tx.bytes.to_vec()));
-            if client.is_some() {
-                self.local.insert(key, number);
-            }
-        }
-        if let Some((connection, batch_id)) = client {
-            if admitted > 0 {
-                self.next_batch += 1;
-                self.batches.insert(
-                    number,
-                    LocalBatch {
-                        connection,
-                        batch_id,
-                        remaining: admitted,
-                        admitted,
-                    },
+    /// Offers a batch; returns what to send to the net shard.
+    fn admit(&mut self, batch: &BatchIn, counters: &ExecCounters) -> Vec<ExecToNet> {
+        debug_assert_eq!(batch.frame.kind, FrameKind::TxBatch);
+        // SAFETY: the net shard validated this payload as an ArchivedTxBatch with
+        // `Frame::message` (rkyv::access + limits) before sending it here, and the bytes have
+        // not changed since.
+        let archived = unsafe { rkyv::access_unchecked::<ArchivedTxBatch>(&batch.frame.payload) };
+        let client = match batch.origin {
+            BatchOrigin::Client { connection } => Some((connection, archived.id.to_native())),
+            BatchOrigin::Peer => None,
+        };
+        let len = archived.transactions.len();
+        let mut out = Vec::new();
+        match self {
+            Engine::Transfer(engine) => {
+                let outcome = engine.admit_batch(
+                    archived.transactions.iter().map(|t| t.bytes.as_slice()),
+                    client,
+                    crate::node::consensus_shard::now_ms(),
+                );
+                if client.is_some() && !outcome.admitted.is_empty() {
+                    let frame = if outcome.admitted.len() == len {
+                        reframe(&batch.frame.payload)
+                    } else {
+                        let txs = outcome
+                            .admitted
+                            .iter()
+                            .map(|&i| SignedTransaction {
+                                bytes: archived.transactions[i].bytes.to_vec(),
+                            })
+                            .collect();
+                        batch_frame(archived.id.to_native(), txs)
+                    };
+                    out.push(ExecToNet::Gossip(Arc::new(frame)));
+                }
+                out.extend(
+                    outcome
+                        .acks
+                        .into_iter()
+                        .map(|(connection, ack)| ExecToNet::Ack { connection, ack }),
                 );
             }
+            Engine::Raw(pool) => match pool.admit(archived, client) {
+                Admission::Admitted {
+                    admitted,
+                    duplicates,
+                } => {
+                    counters.admitted.fetch_add(admitted as u64, Relaxed);
+                    counters.refused.fetch_add(duplicates as u64, Relaxed);
+                    if let Some((connection, batch_id)) = client {
+                        if admitted > 0 {
+                            out.push(ExecToNet::Gossip(Arc::new(reframe(&batch.frame.payload))));
+                        }
+                        if duplicates > 0 {
+                            out.push(ExecToNet::Ack {
+                                connection,
+                                ack: IngressAck {
+                                    batch_id,
+                                    status: IngressAck::REFUSED_DUPLICATE,
+                                    height: 0,
+                                    count: duplicates,
+                                },
+                            });
+                        }
+                    }
+                }
+                Admission::PoolFull => {
+                    counters.refused.fetch_add(len as u64, Relaxed);
+                    if let Some((connection, batch_id)) = client {
+                        out.push(ExecToNet::Ack {
+                            connection,
+                            ack: IngressAck {
+                                batch_id,
+                                status: IngressAck::REFUSED_POOL_FULL,
+                                height: 0,
+                                count: len as u32,
+                            },
+                        });
+                    }
+                }
+            },
         }
-        self.check();
-        Admission::Admitted {
-            admitted,
-            duplicates,
-        }
-    }
-
-    /// The transactions of the next block: pending ones from the front of the queue, up to the
-    /// block limits. They stay pooled until finalized.
-    pub fn build(&mut self, max_txs: usize, max_bytes: usize) -> Vec<SignedTransaction> {
-        while let Some((key, bytes)) = self.queue.front() {
-            if self.pending.contains(key) {
-                break;
-            }
-            self.queued_bytes -= bytes.len();
-            self.queue.pop_front();
-        }
-        let mut out = Vec::new();
-        let mut total = 0usize;
-        for (key, bytes) in &self.queue {
-            if out.len() >= max_txs || total + bytes.len() > max_bytes {
-                break;
-            }
-            if self.pending.contains(key) {
-                total += bytes.len();
-                out.push(SignedTransaction {
-                    bytes: bytes.clone(),
-                });
-            }
-        }
+        self.publish(counters);
         out
     }
 
-    /// Removes a finalized block's transactions; returns the client batches now wholly final,
-    /// as acks.
-    pub fn finalize<'a>(
-        &mut self,
-        height: Height,
-        txs: impl Iterator<Item = &'a [u8]>,
-    ) -> (u64, Vec<(u64, IngressAck)>) {
-        let mut removed = 0u64;
-        let mut acks = Vec::new();
-        for tx in txs {
-            let key = xxh3(tx);
-            if self.pending.remove(&key) {
-                removed += 1;
-            }
-            if let Some(number) = self.local.remove(&key) {
-                let batch = self
-                    .batches
-                    .get_mut(&number)
-                    .expect("every local key names a live batch");
-                batch.remaining -= 1;
-                if batch.remaining == 0 {
-                    let batch = self.batches.remove(&number).expect("present");
-                    acks.push((
-                        batch.connection,
-                        IngressAck {
-                            batch_id: batch.batch_id,
-                            status: IngressAck::FINAL,
-                            height,
-                            count: batch.admitted,
-                        },
-                    ));
+    /// Builds block `height` (the next one).
+    fn build(&mut self) -> (Vec<SignedTransaction>, Hash32) {
+        match self {
+            Engine::Transfer(e) => e.build(),
+            Engine::Raw(p) => (p.build(MAX_BLOCK_TXS, MAX_BLOCK_TX_BYTES), [0; 32]),
+        }
+    }
+
+    /// Checks a proposed block.
+    fn verify(&mut self, block: &Block) -> Result<(), String> {
+        match self {
+            Engine::Transfer(e) => e.verify(block),
+            Engine::Raw(_) => {
+                if block.computed_transactions_root() != block.header.transactions_root {
+                    Err("transactions root does not match the transactions".into())
+                } else if block.header.state_root != [0; 32] {
+                    Err("a raw chain's state root is zero".into())
+                } else {
+                    Ok(())
                 }
             }
         }
-        self.compact_if_worth_it();
-        self.check();
-        (removed, acks)
     }
 
-    /// Compacts when at least a quarter of the queue is stale, so the cost of a compaction
-    /// (a pass over the queue) is paid for by the entries it frees: a full pool refusing
-    /// batch after batch does not rescan the queue each time.
-    fn compact_if_worth_it(&mut self) {
-        let stale = self.queue.len() - self.pending.len();
-        if stale > 0 && stale * 4 >= self.queue.len() {
-            self.compact();
-        }
-    }
-
-    /// Drops stale queue entries.
-    fn compact(&mut self) {
-        let pending = &self.pending;
-        let mut freed = 0usize;
-        self.queue.retain(|(key, bytes)| {
-            let keep = pending.contains(key);
-            if !keep {
-                freed += bytes.len();
+    /// Applies a finalized block; returns the answers for clients. An error is fatal.
+    fn finalize(
+        &mut self,
+        fb: &FinalizedBlock,
+        counters: &ExecCounters,
+    ) -> Result<Vec<(u64, IngressAck)>, String> {
+        let acks = match self {
+            Engine::Transfer(e) => e.finalize(fb)?,
+            Engine::Raw(p) => {
+                counters
+                    .finalized
+                    .fetch_add(fb.block.transactions.len() as u64, Relaxed);
+                p.finalize(
+                    fb.block.header.height,
+                    fb.block.transactions.iter().map(|t| t.bytes.as_slice()),
+                )
+                .1
             }
-            keep
-        });
-        self.queued_bytes -= freed;
+        };
+        self.publish(counters);
+        Ok(acks)
     }
+}
 
-    fn check(&self) {
-        debug_assert!(self.queue.len() >= self.pending.len());
-        assert!(
-            self.queued_bytes <= self.max_bytes,
-            "pool over its byte limit"
-        );
-        assert!(
-            self.queue.len() <= self.max_txs,
-            "pool over its count limit"
-        );
+/// The frame of a `TxBatch` payload, for gossip.
+fn reframe(payload: &[u8]) -> Vec<u8> {
+    let mut frame = crate::types::frame::FrameHeader {
+        kind: FrameKind::TxBatch,
+        len: payload.len() as u32,
     }
+    .to_bytes()
+    .to_vec();
+    frame.extend_from_slice(payload);
+    frame
 }
 
 /// The channels of the exec shard.
@@ -357,27 +346,27 @@ pub struct ExecChannels {
     pub to_net: Tx<ExecToNet>,
 }
 
-/// Runs the exec shard until consensus and net have closed their channels.
+/// Runs the exec shard until consensus and net have closed their channels. An error (a
+/// finalized block that does not execute to its state root, a snapshot that cannot be
+/// written) stops the node.
 pub async fn run(
-    mut pool: RawPool,
+    engine: Engine,
+    snapshots: Option<SnapshotPolicy>,
     channels: ExecChannels,
     stats: Arc<ShardStats>,
     counters: Arc<ExecCounters>,
-) {
-    use std::sync::atomic::Ordering::Relaxed;
+) -> Result<(), String> {
     let ExecChannels {
         from_consensus,
         to_consensus,
         from_net,
         to_net,
     } = channels;
-    let pool = std::rc::Rc::new(std::cell::RefCell::new(std::mem::replace(
-        &mut pool,
-        RawPool::new(1, 1),
-    )));
-    let to_net = std::rc::Rc::new(to_net);
+    engine.publish(&counters);
+    let engine = Rc::new(RefCell::new(engine));
+    let to_net = Rc::new(to_net);
     let ingress = {
-        let pool = pool.clone();
+        let engine = engine.clone();
         let to_net = to_net.clone();
         let stats = stats.clone();
         let counters = counters.clone();
@@ -385,69 +374,7 @@ pub async fn run(
             while let Some(batch) = from_net.recv().await {
                 stats.count_in();
                 let start = Instant::now();
-                debug_assert_eq!(batch.frame.kind, FrameKind::TxBatch);
-                // SAFETY: the net shard validated this payload as an ArchivedTxBatch with
-                // `Frame::message` (rkyv::access + limits) before sending it here, and the
-                // bytes have not changed since.
-                let archived =
-                    unsafe { rkyv::access_unchecked::<ArchivedTxBatch>(&batch.frame.payload) };
-                let client = match batch.origin {
-                    BatchOrigin::Client { connection } => {
-                        Some((connection, archived.id.to_native()))
-                    }
-                    BatchOrigin::Peer => None,
-                };
-                let outcome = pool.borrow_mut().admit(archived, client);
-                let len = archived.transactions.len() as u64;
-                let mut out = Vec::new();
-                match outcome {
-                    Admission::Admitted {
-                        admitted,
-                        duplicates,
-                    } => {
-                        counters.admitted.fetch_add(admitted as u64, Relaxed);
-                        counters.refused.fetch_add(duplicates as u64, Relaxed);
-                        if let Some((connection, batch_id)) = client {
-                            if admitted > 0 {
-                                let mut frame = crate::types::frame::FrameHeader {
-                                    kind: FrameKind::TxBatch,
-                                    len: batch.frame.payload.len() as u32,
-                                }
-                                .to_bytes()
-                                .to_vec();
-                                frame.extend_from_slice(&batch.frame.payload);
-                                out.push(ExecToNet::Gossip(Arc::new(frame)));
-                            } else {
-                                out.push(ExecToNet::Ack {
-                                    connection,
-                                    ack: IngressAck {
-                                        batch_id,
-                                        status: IngressAck::REFUSED_DUPLICATE,
-                                        height: 0,
-                                        count: duplicates,
-                                    },
-                                });
-                            }
-                        }
-                    }
-                    Admission::PoolFull => {
-                        counters.refused.fetch_add(len, Relaxed);
-                        if let Some((connection, batch_id)) = client {
-                            out.push(ExecToNet::Ack {
-                                connection,
-                                ack: IngressAck {
-                                    batch_id,
-                                    status: IngressAck::REFUSED_POOL_FULL,
-                                    height: 0,
-                                    count: len as u32,
-                                },
-                            });
-                        }
-                    }
-                }
-                counters
-                    .pending
-                    .store(pool.borrow().pending() as u64, Relaxed);
+                let out = engine.borrow_mut().admit(&batch, &counters);
                 stats.add_busy(start);
                 for m in out {
                     stats.count_out();
@@ -458,41 +385,57 @@ pub async fn run(
             }
         })
     };
+    let mut result = Ok(());
     while let Some(req) = from_consensus.recv().await {
         stats.count_in();
         let start = Instant::now();
         let reply = match req {
             ExecRequest::Build { height, round, .. } => {
-                let transactions = pool.borrow_mut().build(MAX_BLOCK_TXS, MAX_BLOCK_TX_BYTES);
+                let (transactions, state_root) = engine.borrow_mut().build();
                 Some(ExecReply::Built {
                     height,
                     round,
                     transactions,
-                    state_root: [0; 32],
+                    state_root,
                 })
             }
             ExecRequest::Verify(block) => {
-                let valid = block.computed_transactions_root() == block.header.transactions_root
-                    && block.header.state_root == [0; 32];
+                let verdict = engine.borrow_mut().verify(&block);
+                if let Err(reason) = &verdict {
+                    tracing::warn!(
+                        height = block.header.height,
+                        round = block.header.round,
+                        proposer = block.header.proposer,
+                        %reason,
+                        "proposed block refused"
+                    );
+                }
                 Some(ExecReply::Verified {
                     height: block.header.height,
                     block_hash: block.hash(),
-                    valid,
+                    valid: verdict.is_ok(),
                 })
             }
             ExecRequest::Finalized(fb) => {
-                let height = fb.block.header.height;
-                let (removed, acks) = pool.borrow_mut().finalize(
-                    height,
-                    fb.block.transactions.iter().map(|t| t.bytes.as_slice()),
-                );
-                counters
-                    .finalized
-                    .fetch_add(fb.block.transactions.len() as u64, Relaxed);
-                counters
-                    .pending
-                    .store(pool.borrow().pending() as u64, Relaxed);
-                let _ = removed;
+                let acks = engine.borrow_mut().finalize(&fb, &counters);
+                let acks = match acks {
+                    Ok(acks) => acks,
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                };
+                if let Some(policy) = &snapshots {
+                    let height = fb.block.header.height;
+                    if height % policy.every_blocks == 0 {
+                        if let Engine::Transfer(e) = &mut *engine.borrow_mut() {
+                            if let Err(e) = snapshot::write(&policy.dir, e.final_state()) {
+                                result = Err(e);
+                                break;
+                            }
+                        }
+                    }
+                }
                 for (connection, ack) in acks {
                     stats.count_out();
                     if to_net
@@ -516,101 +459,10 @@ pub async fn run(
     }
     drop(to_consensus);
     ingress.cancel().await;
+    result
 }
 
 /// Encodes a batch as a frame (clients and tests).
 pub fn batch_frame(id: u64, transactions: Vec<SignedTransaction>) -> Vec<u8> {
     encode_frame(&crate::types::network::TxBatch { id, transactions })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::types::frame::FrameDecoder;
-
-    fn archived(frame_bytes: &[u8]) -> Frame {
-        let mut d = FrameDecoder::new();
-        let mut input = frame_bytes;
-        let frame = d.decode(&mut input).unwrap().unwrap();
-        frame.message().unwrap();
-        frame
-    }
-
-    fn txs(range: std::ops::Range<u32>, size: usize) -> Vec<SignedTransaction> {
-        range
-            .map(|i| {
-                let mut bytes = vec![0xab; size];
-                bytes[..4].copy_from_slice(&i.to_be_bytes());
-                SignedTransaction { bytes }
-            })
-            .collect()
-    }
-
-    fn access(f: &Frame) -> &ArchivedTxBatch {
-        rkyv::access::<ArchivedTxBatch, rkyv::rancor::Error>(&f.payload).unwrap()
-    }
-
-    #[test]
-    fn client_batch_is_acked_once_all_its_txs_are_final() {
-        let mut pool = RawPool::new(1 << 20, 1000);
-        let f = archived(&batch_frame(7, txs(0..10, 64)));
-        assert_eq!(
-            pool.admit(access(&f), Some((3, 7))),
-            Admission::Admitted {
-                admitted: 10,
-                duplicates: 0
-            }
-        );
-        let block = pool.build(6, usize::MAX);
-        assert_eq!(block.len(), 6);
-        let (removed, acks) = pool.finalize(5, block.iter().map(|t| t.bytes.as_slice()));
-        assert_eq!((removed, acks.len()), (6, 0));
-        let rest = pool.build(100, usize::MAX);
-        assert_eq!(rest.len(), 4, "finalized txs are not built again");
-        let (_, acks) = pool.finalize(6, rest.iter().map(|t| t.bytes.as_slice()));
-        assert_eq!(acks.len(), 1);
-        assert_eq!(acks[0].0, 3);
-        assert_eq!(
-            (acks[0].1.batch_id, acks[0].1.height, acks[0].1.count),
-            (7, 6, 10)
-        );
-        assert_eq!(pool.pending(), 0);
-    }
-
-    #[test]
-    fn duplicates_and_a_full_pool_are_refused() {
-        // Room is checked for the whole batch before dedup (conservative): 10 + 7 fit in 17.
-        let mut pool = RawPool::new(64 * 17, 1000);
-        let f = archived(&batch_frame(1, txs(0..10, 64)));
-        pool.admit(access(&f), None);
-        let again = archived(&batch_frame(2, txs(5..12, 64)));
-        // 7 offered, 5 duplicates, 2 new.
-        assert_eq!(
-            pool.admit(access(&again), Some((1, 2))),
-            Admission::Admitted {
-                admitted: 2,
-                duplicates: 5
-            }
-        );
-        // 12 pooled + 6 offered > 17.
-        let big = archived(&batch_frame(3, txs(100..106, 64)));
-        assert_eq!(pool.admit(access(&big), None), Admission::PoolFull);
-        assert_eq!(pool.pending(), 12);
-    }
-
-    #[test]
-    fn build_respects_byte_limits_and_finalized_space_is_reused() {
-        let mut pool = RawPool::new(64 * 10, 10);
-        let f = archived(&batch_frame(1, txs(0..10, 64)));
-        pool.admit(access(&f), None);
-        assert_eq!(pool.build(100, 64 * 3 + 10).len(), 3);
-        // Finalize out of order (the last 5): their space is reclaimed by compaction.
-        let all = pool.build(100, usize::MAX);
-        pool.finalize(1, all[5..].iter().map(|t| t.bytes.as_slice()));
-        let more = archived(&batch_frame(2, txs(20..25, 64)));
-        assert!(matches!(
-            pool.admit(access(&more), None),
-            Admission::Admitted { admitted: 5, .. }
-        ));
-    }
 }

@@ -26,6 +26,8 @@
 //! [runtime]
 //! placement = "auto"             # "auto", "unbound", or a table { net = 0, consensus = 1, … }
 //! io_memory_kib = 2048           # io_uring memory per shard; small so memlock limits don't bite
+//! [storage]
+//! snapshot_interval_blocks = 1000  # CN: a state snapshot after every this many blocks
 //! [bootnode]                     # bootnode only
 //! serves = "pn"                  # the tier it admits: "pn" (PN bootnode) or "en" (EN bootnode)
 //! ```
@@ -51,6 +53,10 @@ pub const MIN_IO_MEMORY_KIB: u32 = 256;
 pub const MAX_IO_MEMORY_KIB: u32 = 1024 * 1024;
 /// Default `io_memory_kib`: 2 MiB, small enough for a default memlock limit.
 pub const DEFAULT_IO_MEMORY_KIB: u32 = 2048;
+/// Default `storage.snapshot_interval_blocks`.
+pub const DEFAULT_SNAPSHOT_INTERVAL_BLOCKS: u64 = 1000;
+/// Largest `storage.snapshot_interval_blocks`.
+pub const MAX_SNAPSHOT_INTERVAL_BLOCKS: u64 = 10_000_000;
 /// Largest CPU index a placement table may name.
 pub const MAX_CPU_INDEX: usize = 4095;
 /// Longest node name.
@@ -230,6 +236,8 @@ pub struct NodeConfig {
     pub placement: Placement,
     /// io_uring memory per executor, KiB.
     pub io_memory_kib: u32,
+    /// A state snapshot after every this many finalized blocks.
+    pub snapshot_interval_blocks: u64,
     /// For a bootnode: the tier it serves.
     pub bootnode_serves: Option<Role>,
 }
@@ -262,9 +270,33 @@ pub struct ConfigFile {
     /// `[runtime]`.
     #[serde(default)]
     pub runtime: RuntimeSection,
+    /// `[storage]`.
+    #[serde(default)]
+    pub storage: StorageSection,
     /// `[bootnode]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bootnode: Option<BootnodeSection>,
+}
+
+/// `[storage]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSection {
+    /// A state snapshot after every this many finalized blocks.
+    #[serde(default = "default_snapshot_interval")]
+    pub snapshot_interval_blocks: u64,
+}
+
+fn default_snapshot_interval() -> u64 {
+    DEFAULT_SNAPSHOT_INTERVAL_BLOCKS
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        StorageSection {
+            snapshot_interval_blocks: DEFAULT_SNAPSHOT_INTERVAL_BLOCKS,
+        }
+    }
 }
 
 /// `[network]`.
@@ -500,6 +532,14 @@ impl NodeConfig {
             ));
         }
 
+        let snapshot_interval_blocks = file.storage.snapshot_interval_blocks;
+        if !(1..=MAX_SNAPSHOT_INTERVAL_BLOCKS).contains(&snapshot_interval_blocks) {
+            return Err(err(
+                "storage.snapshot_interval_blocks",
+                format!("{snapshot_interval_blocks} is outside 1..={MAX_SNAPSHOT_INTERVAL_BLOCKS}"),
+            ));
+        }
+
         Ok(NodeConfig {
             path: path.to_path_buf(),
             role,
@@ -516,6 +556,7 @@ impl NodeConfig {
             ingress_listen,
             placement,
             io_memory_kib: io,
+            snapshot_interval_blocks,
             bootnode_serves,
         })
     }

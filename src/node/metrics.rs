@@ -163,8 +163,38 @@ pub fn render(counters: &NodeCounters, tps: f64) -> String {
     counter(
         &mut r,
         "pool_refused",
-        "Transactions refused (pool full or duplicate)",
+        "Transactions refused at admission (any reason)",
         &e.refused,
+    );
+    counter(
+        &mut r,
+        "pool_dropped",
+        "Admitted transactions dropped before any block included them",
+        &e.dropped,
+    );
+    counter(
+        &mut r,
+        "signature_recoveries",
+        "Transaction signature recoveries done",
+        &e.recoveries,
+    );
+    counter(
+        &mut r,
+        "block_txs_pooled",
+        "Transactions of checked or finalized blocks found decoded in the pool (gossip hits)",
+        &e.block_txs_pooled,
+    );
+    counter(
+        &mut r,
+        "block_txs_recovered",
+        "Transactions of checked or finalized blocks decoded and recovered at block time",
+        &e.block_txs_recovered,
+    );
+    gauge(
+        &mut r,
+        "state_height",
+        "Height of the executed, finalized account state",
+        e.state_height.load(Relaxed) as f64,
     );
     let busy: Family<Vec<(String, String)>, Gauge<f64, AtomicU64>> = Family::default();
     let ins: Family<Vec<(String, String)>, Counter> = Family::default();

@@ -26,8 +26,11 @@ use super::consensus_shard::{self, now_ms, ConsensusChannels, ConsensusCounters}
 use super::metrics::{self, NodeCounters};
 use super::setup::NodeSetup;
 use crate::consensus::{BlsScheme, ConsensusConfig, Machine, Weakening};
-use crate::exec::{self, ExecChannels, ExecCounters, RawPool};
+use crate::exec::{
+    self, Engine, ExecChannels, ExecCounters, RawPool, SnapshotPolicy, TransferEngine,
+};
 use crate::net::{self, MeshPeer, NetChannels, NetConfig, NetCounters, PeerLimits};
+use crate::node::genesis::ExecutionMode;
 use crate::runtime::{self, Link, NodeShardStats, Runtime, ShardStart};
 use crate::store::{self, StoreChannels};
 
@@ -118,6 +121,30 @@ pub fn run_cn(setup: NodeSetup, options: RunOptions, stop: Arc<AtomicBool>) -> R
         cut_bytes = ?recovered.cut,
         "data directory recovered"
     );
+    let (engine, snapshots) = match genesis.execution {
+        ExecutionMode::Transfer => {
+            let state = exec::snapshot::load_state(&config.data_dir, &genesis, &recovered)?;
+            tracing::info!(
+                height = state.height(),
+                accounts = state.len(),
+                "account state ready"
+            );
+            (
+                Engine::Transfer(Box::new(TransferEngine::new(state))),
+                Some(SnapshotPolicy {
+                    dir: config.data_dir.join(exec::snapshot::SNAPSHOT_DIR),
+                    every_blocks: config.snapshot_interval_blocks,
+                }),
+            )
+        }
+        ExecutionMode::Raw => (
+            Engine::Raw(RawPool::new(
+                exec::DEFAULT_POOL_BYTES,
+                exec::DEFAULT_POOL_TXS,
+            )),
+            None,
+        ),
+    };
     let council = Arc::new(genesis.council_keys.clone());
     let consensus_config = ConsensusConfig {
         chain_id: genesis.chain_id,
@@ -265,7 +292,12 @@ pub fn run_cn(setup: NodeSetup, options: RunOptions, stop: Arc<AtomicBool>) -> R
         );
     }
     {
-        let (stats, c) = (shards[&Shard::Exec].clone(), counters.exec.clone());
+        let (stop, stats, c) = (
+            stop.clone(),
+            shards[&Shard::Exec].clone(),
+            counters.exec.clone(),
+        );
+        let fatal = fatal.clone();
         let (from_consensus, to_consensus) = (cons_exec.receiver, exec_cons.sender);
         let (from_net, to_net) = (net_exec.receiver, exec_net.sender);
         starts.insert(
@@ -283,9 +315,8 @@ pub fn run_cn(setup: NodeSetup, options: RunOptions, stop: Arc<AtomicBool>) -> R
                         from_net: from_net.await,
                         to_net: to_net.await,
                     };
-                    let pool = RawPool::new(exec::DEFAULT_POOL_BYTES, exec::DEFAULT_POOL_TXS);
-                    exec::run(pool, channels, stats, c).await;
-                    tracing::info!(shard = "exec", "shard stopped");
+                    let result = exec::run(engine, snapshots, channels, stats, c).await;
+                    shard_finished(Shard::Exec, result, &fatal, &stop);
                 })
             }),
         );
