@@ -67,7 +67,7 @@ pub fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>, String> {
             }
         }
     }
-    out.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    out.sort_unstable_by_key(|b| std::cmp::Reverse(b.0));
     Ok(out)
 }
 
