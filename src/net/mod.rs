@@ -258,18 +258,23 @@ impl State {
 /// Binds a listener, refusing an address another process already listens on.
 ///
 /// glommio's `TcpListener::bind` sets `SO_REUSEPORT`, so a second node started on the same
-/// port would bind too and the kernel would split connections between the two. Before
-/// binding, a connection attempt to the address tells whether something already listens
-/// there. (A plain bind probe would not do: connections of a node that just stopped linger in
-/// TIME_WAIT without `SO_REUSEADDR` and would block it for a minute.)
+/// port would bind too and the kernel would split connections between the two; and it does not
+/// set `SO_REUSEADDR`, so a node restarted right after a crash could not bind while its old
+/// connections linger in TIME_WAIT (a minute). The socket is therefore made by std (which
+/// sets `SO_REUSEADDR` and not `SO_REUSEPORT`: the kernel refuses a second live listener) and
+/// handed to glommio.
 fn bind_exclusive(addr: SocketAddr, what: &str) -> Result<TcpListener, String> {
-    let probe = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200));
-    if probe.is_ok() {
-        return Err(format!(
-            "{what} listen address {addr} is already in use by another process"
-        ));
-    }
-    TcpListener::bind(addr).map_err(|e| format!("binding {what} listen address {addr}: {e}"))
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            format!("{what} listen address {addr} is already in use by another process")
+        } else {
+            format!("binding {what} listen address {addr}: {e}")
+        }
+    })?;
+    // SAFETY: the descriptor is a bound, listening TCP socket whose ownership moves to glommio
+    // (`into_raw_fd` gives it up), as `from_raw_fd` requires.
+    Ok(unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) })
 }
 
 /// The next accepted connection; after an accept error (out of descriptors or similar) it

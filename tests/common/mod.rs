@@ -1,0 +1,539 @@
+//! Helpers shared by the whole-node tests: child processes that are always reaped, generated
+//! four-CN networks on loopback, metric polling with deadlines, block log reading.
+//!
+//! Hygiene: every child process is owned by a guard ([`Proc`]) that kills and reaps it when
+//! dropped, also when a test panics; every wait has a deadline; tests are serialized by
+//! [`serial`]. Only 127.0.0.1 is used.
+
+#![allow(dead_code)]
+
+use std::io::{ErrorKind, Read};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use corecell::crypto::hash::Hash32;
+use corecell::net::HANDSHAKE_TIMEOUT;
+use corecell::node::config::Role;
+use corecell::node::genesis::{Genesis, NetworkSpec};
+use corecell::node::metrics::scrape;
+use corecell::store::finalized_headers;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_corecell");
+pub const CHAIN_ID: u64 = 1001;
+pub const CNS: usize = 4;
+/// Nodes get this long to come up and connect to every peer.
+pub const STARTUP: Duration = Duration::from_secs(60);
+/// A node gets this long to exit after SIGTERM (its own shutdown deadline is 10 s).
+pub const STOP: Duration = Duration::from_secs(20);
+/// Connect, write and single-message read timeout on raw sockets.
+pub const IO: Duration = Duration::from_secs(5);
+/// A refused connection must be closed well before the node's handshake timeout, so that a
+/// close caused by the timeout (the node ignoring the bytes) fails the test.
+pub const PROMPT_CLOSE: Duration = HANDSHAKE_TIMEOUT.saturating_sub(Duration::from_millis(500));
+
+pub const HEIGHT: &str = "corecell_height";
+pub const PEERS: &str = "corecell_peers";
+pub const REFUSED: &str = "corecell_refused_handshakes_total";
+pub const VIOLATIONS: &str = "corecell_peer_violations_total";
+pub const ROUND_CHANGES: &str = "corecell_round_changes_total";
+
+pub static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Runs tests one at a time even without `--test-threads=1`; a panicked test does not block
+/// the others.
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as u64
+}
+
+pub fn nonce() -> [u8; 32] {
+    let mut n = [0u8; 32];
+    getrandom::fill(&mut n).expect("OS randomness");
+    n
+}
+
+/// The last `lines` lines of a log file, for failure messages.
+pub fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| format!("<{e}>"));
+    let all: Vec<&str> = text.lines().collect();
+    let from = all.len().saturating_sub(lines);
+    format!(
+        "--- last lines of {} ---\n{}",
+        path.display(),
+        all[from..].join("\n")
+    )
+}
+
+/// Fails fast, with a clear message, if something already listens on a port the network
+/// needs (p2p base+k, metrics base+2000+k, ingress base+3000+k). It connects rather than
+/// binds: the nodes' p2p and ingress listeners use `SO_REUSEPORT` (glommio), so a bind test
+/// would trip over a previous run's TIME_WAIT sockets, while a second node process could
+/// still bind next to a live one and silently share its connections.
+pub fn assert_ports_free(base: u16, nodes: usize) {
+    for k in 0..nodes as u16 {
+        for port in [base + k, base + 2000 + k, base + 3000 + k] {
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            if TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
+                panic!("something already listens on {addr}; is another network running there?");
+            }
+        }
+    }
+}
+
+/// A child process that is killed (SIGKILL) and reaped when dropped, unless it was already
+/// reaped. With `group`, the child leads a process group of its own, and the whole group is
+/// killed (for `corecell testnet`, whose nodes are its children).
+pub struct Proc {
+    pub name: String,
+    pub child: Child,
+    pub status: Option<ExitStatus>,
+    pub group: bool,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, command: &mut Command, group: bool) -> Proc {
+        if group {
+            command.process_group(0);
+        }
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        Proc {
+            name: name.to_string(),
+            child,
+            status: None,
+            group,
+        }
+    }
+
+    /// The exit status if the process has exited (it is then reaped).
+    pub fn poll(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self
+                .child
+                .try_wait()
+                .unwrap_or_else(|e| panic!("waiting for {}: {e}", self.name));
+        }
+        self.status
+    }
+
+    /// Waits for the exit until `deadline`; `None` if it is still running then.
+    pub fn wait_until(&mut self, deadline: Instant) -> Option<ExitStatus> {
+        loop {
+            if let Some(status) = self.poll() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends `signal` to the (still running, unreaped) process.
+    pub fn signal(&mut self, signal: libc::c_int) {
+        assert!(
+            self.poll().is_none(),
+            "{} exited before it was signalled",
+            self.name
+        );
+        // SAFETY: kill(2) on our own child, which `poll` just saw running and which is not
+        // reaped, so the pid cannot have been reused.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "kill({}, {signal})", self.name);
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let clean_exit = self.status.is_some_and(|s| s.success());
+        if self.group && !clean_exit {
+            // SAFETY: the group was created for this child (`process_group(0)`), so its id is
+            // the child's pid. Either the leader is not reaped yet, or it failed and its
+            // orphaned children (still in the group) keep the id from being reused.
+            unsafe {
+                libc::kill(-(self.child.id() as libc::pid_t), libc::SIGKILL);
+            }
+        }
+        if self.status.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// One CN of a generated network.
+pub struct Node {
+    pub name: String,
+    pub dir: PathBuf,
+    pub node_id: [u8; 20],
+    pub p2p: SocketAddr,
+    pub metrics: SocketAddr,
+    pub ingress: SocketAddr,
+    pub proc: Option<Proc>,
+}
+
+impl Node {
+    pub fn log(&self) -> PathBuf {
+        self.dir.join("node.log")
+    }
+
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let samples = scrape(self.metrics, Duration::from_secs(1)).ok()?;
+        samples.into_iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+
+    /// Panics (with the node's log) if the node has exited.
+    pub fn assert_running(&mut self) {
+        let name = self.name.clone();
+        if let Some(status) = self.proc.as_mut().and_then(Proc::poll) {
+            panic!(
+                "{name} exited unexpectedly ({status})\n{}",
+                tail(&self.log(), 40)
+            );
+        }
+    }
+}
+
+/// A generated four-CN network in a temporary folder, and its running nodes.
+pub struct Net {
+    /// Declared first so the processes die before their folders are removed.
+    pub nodes: Vec<Node>,
+    pub genesis: Genesis,
+    pub _tmp: tempfile::TempDir,
+}
+
+impl Net {
+    /// Generates a network (genesis time now) with ports from `base_port` and starts every
+    /// node, then waits until each sees its three peers.
+    pub fn start(base_port: u16, block_period_ms: u64) -> Net {
+        let mut net = Net::generate(base_port, block_period_ms, 16, None);
+        net.spawn_all();
+        net
+    }
+
+    /// Generates a network (genesis time now, `accounts` test accounts) with ports from
+    /// `base_port` without starting it; `snapshot_interval` sets every node's
+    /// `storage.snapshot_interval_blocks`.
+    pub fn generate(
+        base_port: u16,
+        block_period_ms: u64,
+        accounts: usize,
+        snapshot_interval: Option<u64>,
+    ) -> Net {
+        assert_ports_free(base_port, CNS);
+        let tmp = tempfile::Builder::new()
+            .prefix("corecell-network-")
+            .tempdir()
+            .expect("tempdir");
+        let spec = NetworkSpec {
+            cns: CNS,
+            pns: 0,
+            ens: 0,
+            host: "127.0.0.1".parse().expect("loopback"),
+            base_port,
+            committee_size: None,
+            block_period_ms,
+            accounts,
+            chain_id: CHAIN_ID,
+            timestamp_ms: now_ms(),
+            seed: None,
+            execution: Default::default(),
+        };
+        let generated = spec.generate(&tmp.path().join("net")).expect("generate");
+        let genesis = Genesis::load(&generated.genesis_path).expect("genesis loads");
+        let nodes: Vec<Node> = generated
+            .nodes
+            .iter()
+            .map(|n| {
+                assert_eq!(n.role, Role::Cn);
+                Node {
+                    name: n.name.clone(),
+                    dir: n.config_path.parent().expect("node folder").to_path_buf(),
+                    node_id: n.node_id,
+                    p2p: n.p2p,
+                    metrics: n.metrics,
+                    ingress: n.ingress.expect("a CN has an ingress port"),
+                    proc: None,
+                }
+            })
+            .collect();
+        if let Some(every) = snapshot_interval {
+            for node in &nodes {
+                let path = node.dir.join("config.toml");
+                let text = std::fs::read_to_string(&path).expect("config");
+                let default = "snapshot_interval_blocks = 1000";
+                assert!(text.contains(default), "generated configs set the default");
+                let text = text.replace(default, &format!("snapshot_interval_blocks = {every}"));
+                std::fs::write(&path, text).expect("config");
+            }
+        }
+        Net {
+            nodes,
+            genesis,
+            _tmp: tmp,
+        }
+    }
+
+    /// Starts node `i` (again, after a kill: its log is appended to).
+    pub fn spawn(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        assert!(
+            node.proc.as_mut().is_none_or(|p| p.poll().is_some()),
+            "{} is still running",
+            node.name
+        );
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(node.log())
+            .expect("node log");
+        let log2 = log.try_clone().expect("node log");
+        let mut command = Command::new(BIN);
+        command
+            .arg("node")
+            .arg("--config")
+            .arg(node.dir.join("config.toml"))
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2);
+        node.proc = Some(Proc::spawn(&node.name, &mut command, false));
+    }
+
+    /// Starts every node and waits until they are meshed.
+    pub fn spawn_all(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.spawn(i);
+        }
+        self.wait_meshed(STARTUP);
+    }
+
+    /// Kill -9 node `i` and reaps it.
+    pub fn kill(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let p = node.proc.as_mut().expect("running");
+        p.signal(libc::SIGKILL);
+        let status = p.wait_until(Instant::now() + IO).expect("dies on SIGKILL");
+        assert!(!status.success());
+    }
+
+    /// SIGTERM to the nodes `which`; each must exit 0 within [`STOP`].
+    pub fn stop(&mut self, which: &[usize]) {
+        for &i in which {
+            self.nodes[i]
+                .proc
+                .as_mut()
+                .expect("running")
+                .signal(libc::SIGTERM);
+        }
+        let deadline = Instant::now() + STOP;
+        for &i in which {
+            let node = &mut self.nodes[i];
+            let status = node.proc.as_mut().expect("running").wait_until(deadline);
+            match status {
+                Some(s) => assert_eq!(
+                    s.code(),
+                    Some(0),
+                    "{} exited with {s} on SIGTERM\n{}",
+                    node.name,
+                    tail(&node.log(), 30)
+                ),
+                None => panic!(
+                    "{} did not exit within {STOP:?} of SIGTERM\n{}",
+                    node.name,
+                    tail(&node.log(), 30)
+                ),
+            }
+        }
+    }
+
+    pub fn assert_running(&mut self, which: &[usize]) {
+        for &i in which {
+            self.nodes[i].assert_running();
+        }
+    }
+
+    /// Waits until every node reports `corecell_peers == 3`.
+    pub fn wait_meshed(&mut self, within: Duration) {
+        let deadline = Instant::now() + within;
+        let all: Vec<usize> = (0..self.nodes.len()).collect();
+        loop {
+            self.assert_running(&all);
+            let peers: Vec<Option<f64>> = self.nodes.iter().map(|n| n.metric(PEERS)).collect();
+            if peers.iter().all(|p| *p == Some((CNS - 1) as f64)) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nodes not meshed within {within:?}: peers {peers:?}\n{}",
+                tail(&self.nodes[0].log(), 20)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// A metric of node `i`, retried for a few seconds (the metrics thread may be busy).
+    pub fn sample(&self, i: usize, name: &str) -> f64 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(v) = self.nodes[i].metric(name) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: no {name} from {}",
+                self.nodes[i].name,
+                self.nodes[i].metrics
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn heights(&self, which: &[usize]) -> Vec<u64> {
+        which
+            .iter()
+            .map(|&i| self.sample(i, HEIGHT) as u64)
+            .collect()
+    }
+
+    /// Waits until metric `name` of node `i` reaches `at_least`.
+    pub fn wait_metric(&mut self, i: usize, name: &str, at_least: f64, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            self.assert_running(&[i]);
+            let value = self.nodes[i].metric(name);
+            if value.is_some_and(|v| v >= at_least) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: {name} is {value:?} after {within:?}, expected at least {at_least}",
+                self.nodes[i].name
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until each node `which[j]` reports a height of at least `targets[j]`, checking
+    /// that every node in `which` keeps running.
+    pub fn wait_heights(&mut self, which: &[usize], targets: &[u64], within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            self.assert_running(which);
+            let now: Vec<Option<u64>> = which
+                .iter()
+                .map(|&i| self.nodes[i].metric(HEIGHT).map(|h| h as u64))
+                .collect();
+            if now
+                .iter()
+                .zip(targets)
+                .all(|(h, t)| h.is_some_and(|h| h >= *t))
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "heights of nodes {which:?} are {now:?} after {within:?}, expected at least {targets:?}\n{}",
+                tail(&self.nodes[which[0]].log(), 30)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Block hashes of node `i`'s block log, by height from 1.
+    pub fn chain(&self, i: usize) -> Vec<Hash32> {
+        let node = &self.nodes[i];
+        read_chain(&node.dir.join("data"), &self.genesis, &node.name)
+    }
+}
+
+pub fn read_chain(data_dir: &Path, genesis: &Genesis, name: &str) -> Vec<Hash32> {
+    finalized_headers(data_dir, &genesis.header())
+        .unwrap_or_else(|e| panic!("{name}: reading {}: {e}", data_dir.display()))
+        .iter()
+        .map(|h| h.hash())
+        .collect()
+}
+
+/// Every two chains hold the same hash at every height both have.
+pub fn assert_agree(chains: &[(String, Vec<Hash32>)]) {
+    let longest = chains.iter().map(|(_, c)| c.len()).max().unwrap_or(0);
+    for h in 0..longest {
+        let mut holders = chains.iter().filter_map(|(n, c)| c.get(h).map(|x| (n, x)));
+        if let Some((first_name, first)) = holders.next() {
+            for (name, hash) in holders {
+                assert_eq!(
+                    hash,
+                    first,
+                    "{name} and {first_name} disagree at height {}",
+                    h + 1
+                );
+            }
+        }
+    }
+}
+
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&addr, IO).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_nodelay(true).expect("nodelay");
+    s.set_write_timeout(Some(IO)).expect("write timeout");
+    s
+}
+
+pub fn read_exact_within(
+    s: &mut TcpStream,
+    buf: &mut [u8],
+    within: Duration,
+) -> std::io::Result<()> {
+    s.set_read_timeout(Some(within))?;
+    s.read_exact(buf)
+}
+
+/// Reads until the peer closes the connection (EOF or reset) or `within` passes. Returns
+/// whether it closed, and the bytes received before (at most 1 MiB kept).
+pub fn read_until_closed(s: &mut TcpStream, within: Duration) -> (bool, Vec<u8>) {
+    let deadline = Instant::now() + within;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return (false, got);
+        }
+        s.set_read_timeout(Some(left)).expect("read timeout");
+        match s.read(&mut buf) {
+            Ok(0) => return (true, got),
+            Ok(n) => {
+                if got.len() < 1 << 20 {
+                    got.extend_from_slice(&buf[..n]);
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::ConnectionReset
+                        | ErrorKind::ConnectionAborted
+                        | ErrorKind::BrokenPipe
+                ) =>
+            {
+                return (true, got)
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) => {}
+            Err(e) => panic!("reading: {e}"),
+        }
+    }
+}
