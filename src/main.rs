@@ -68,12 +68,19 @@ struct TestnetArgs {
     /// Consensus nodes.
     #[arg(long, default_value_t = 4)]
     cns: usize,
-    /// Workload: raw (opaque transactions to the CNs' ingress ports) or none.
-    #[arg(long, default_value = "raw")]
+    /// Workload: transfer (signed Ethereum transfers between the genesis test accounts, all
+    /// signed before the load, executed by the nodes), raw (opaque transactions, not executed:
+    /// a consensus benchmark) or none (an idle network).
+    #[arg(long, default_value = "transfer")]
     workload: String,
-    /// Offered load, transactions per second (split evenly over the CNs).
+    /// Offered load, transactions per second (split over the CNs: evenly for raw, by senders
+    /// for transfer).
     #[arg(long, default_value_t = 10_000)]
     rate: u64,
+    /// Prefunded genesis test accounts; with `--workload transfer` each sends rate/accounts
+    /// tx/s (keep that under ~32: the pools hold 64 per sender).
+    #[arg(long, default_value_t = DEFAULT_TEST_ACCOUNTS)]
+    accounts: usize,
     /// Bytes per raw transaction.
     #[arg(long, default_value_t = 512)]
     tx_size: usize,
@@ -468,8 +475,14 @@ fn testnet(a: TestnetArgs) -> Result<(), String> {
         return Err(format!("--cns {} is outside 1..=1024", a.cns));
     }
     let workload = Workload::parse(&a.workload)?;
-    if workload == Workload::Raw && (a.rate == 0 || a.duration == 0) {
-        return Err("--workload raw needs --rate and --duration above 0".into());
+    if workload != Workload::None && (a.rate == 0 || a.duration == 0) {
+        return Err(format!(
+            "--workload {} needs --rate and --duration above 0",
+            workload.name()
+        ));
+    }
+    if workload == Workload::Transfer && a.accounts == 0 {
+        return Err("--workload transfer needs --accounts of at least 1".into());
     }
     let dir = match a.dir {
         Some(d) => d,
@@ -491,6 +504,7 @@ fn testnet(a: TestnetArgs) -> Result<(), String> {
         cns: a.cns,
         workload,
         rate: a.rate,
+        accounts: a.accounts,
         tx_size: a.tx_size,
         duration: std::time::Duration::from_secs(a.duration),
         block_period_ms: a.block_period_ms,

@@ -161,3 +161,40 @@ fn bad_arguments_are_usage_errors() {
     assert!(text(&out).contains("--pns"), "{}", text(&out));
     assert!(!Path::new("/tmp/corecell-never-written").exists());
 }
+
+#[test]
+fn testnet_refuses_bad_workloads_before_writing_anything() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = dir.path().join("net");
+    let net_arg = net.to_str().expect("utf-8");
+
+    let out = corecell(&["testnet", "--dir", net_arg, "--workload", "bogus"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("unknown workload `bogus`: choose `transfer`, `raw` or `none`"),
+        "{}",
+        text(&out)
+    );
+
+    let out = corecell(&["testnet", "--dir", net_arg, "--accounts", "0"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("--accounts"), "{}", text(&out));
+
+    // 1,000,000 tx/s for 60 s is more than the generator pre-signs (transfer is the default).
+    let out = corecell(&[
+        "testnet",
+        "--dir",
+        net_arg,
+        "--rate",
+        "1000000",
+        "--duration",
+        "60",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("lower --rate or --duration"),
+        "{}",
+        text(&out)
+    );
+    assert!(!net.exists(), "nothing written for a refused run");
+}

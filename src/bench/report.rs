@@ -3,7 +3,8 @@
 //! # Job
 //! [`LatencyHistogram`] records latencies (block intervals, transaction finality) in
 //! microseconds; [`Percentiles`] condenses one into the milliseconds a report shows;
-//! [`RunReport`] (with one [`NodeReport`] per node) is the result of a run, rendered as a
+//! [`RunReport`] (with one [`NodeReport`] per node) is the result of a run (what was submitted,
+//! finalized, refused by reason and dropped, how fast, whether the nodes agree), rendered as a
 //! terminal table ([`RunReport::summary_table`]) or one JSON object ([`RunReport::to_json`]);
 //! [`StatusLine`] is the one-line progress printed while a run is going.
 //!
@@ -20,6 +21,7 @@
 //! - No input panics: counters saturate, `p` outside `0..=100` is clamped, a NaN `p` gives
 //!   `None`, and non-finite floats render as `n/a` (and serialize as JSON `null`).
 
+use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 use std::time::Duration;
 
@@ -306,11 +308,17 @@ pub struct RunReport {
     pub agree: bool,
     /// Transactions per second the load generator tried to submit.
     pub offered_rate: u64,
-    /// Transactions submitted and accepted by the endpoints.
+    /// Transactions the load generator sent.
     pub submitted: u64,
-    /// Transactions the endpoints refused (pool full, invalid, rate limited).
-    pub refused: u64,
-    /// Size of one transaction, bytes.
+    /// Transactions the nodes refused at once, by reason (the
+    /// [`IngressAck::status_name`](crate::types::network::IngressAck::status_name) of the
+    /// refusal, e.g. `"nonce-too-high"`); reasons never seen are absent.
+    #[serde(default)]
+    pub rejected: BTreeMap<String, u64>,
+    /// Transactions a node admitted, then dropped from its pool before any block included them.
+    #[serde(default)]
+    pub dropped: u64,
+    /// Size of one transaction, bytes (the mean size for signed transfers).
     pub tx_size: usize,
     /// Configured block period, ms.
     pub block_period_ms: u64,
@@ -321,6 +329,11 @@ pub struct RunReport {
 }
 
 impl RunReport {
+    /// Transactions refused, all reasons together.
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.values().fold(0, |a, &b| a.saturating_add(b))
+    }
+
     /// A fixed-width multi-line table for a terminal: totals, rates, latency percentiles, the
     /// agreement verdict, then one row per node. Ends with a newline.
     pub fn summary_table(&self) -> String {
@@ -351,11 +364,20 @@ impl RunReport {
         row(
             "submitted",
             format!(
-                "{} txs  refused {}",
+                "{} txs  rejected {}  dropped {}",
                 group(self.submitted),
-                group(self.refused)
+                group(self.rejected_total()),
+                group(self.dropped)
             ),
         );
+        if !self.rejected.is_empty() {
+            let reasons: Vec<String> = self
+                .rejected
+                .iter()
+                .map(|(reason, n)| format!("{} {}", printable(reason), group(*n)))
+                .collect();
+            row("rejected by", reasons.join(", "));
+        }
         row(
             "finalized",
             format!(
@@ -435,21 +457,27 @@ pub struct StatusLine {
     pub finality_ms_p99: f64,
     /// Round changes since the run started.
     pub round_changes: u64,
+    /// Transactions refused since the run started (all reasons).
+    pub rejected: u64,
+    /// Transactions dropped by the pools since the run started.
+    pub dropped: u64,
 }
 
 impl StatusLine {
     /// One compact line without a newline, e.g.
-    /// `[  12s] height 140  tps 9,980  interval p50 101 ms  finality p50 38 ms p99 95 ms  round changes 0`.
+    /// `[  12s] height 140  tps 9,980  interval p50 101 ms  finality p50 38 ms p99 95 ms  rejected 12  dropped 0  round changes 0`.
     /// Milliseconds below 10 keep one decimal; non-finite values print as `n/a`.
     pub fn render(&self) -> String {
         format!(
-            "[{:>4}s] height {}  tps {}  interval p50 {} ms  finality p50 {} ms p99 {} ms  round changes {}",
+            "[{:>4}s] height {}  tps {}  interval p50 {} ms  finality p50 {} ms p99 {} ms  rejected {}  dropped {}  round changes {}",
             fixed(self.elapsed_s.floor(), 0),
             group(self.height),
             fixed(self.tps, 0),
             millis(self.block_interval_ms_p50),
             millis(self.finality_ms_p50),
             millis(self.finality_ms_p99),
+            group(self.rejected),
+            group(self.dropped),
             group(self.round_changes)
         )
     }
@@ -733,7 +761,13 @@ mod tests {
             agree: true,
             offered_rate: 10_000,
             submitted: 600_000,
-            refused: 1_200,
+            rejected: [
+                ("nonce-too-high".to_string(), 1_150),
+                ("sender-full".to_string(), 50),
+            ]
+            .into_iter()
+            .collect(),
+            dropped: 12,
             tx_size: 110,
             block_period_ms: 100,
             cpu_us_per_tx: Some(12.5),
@@ -788,7 +822,9 @@ mod tests {
             "agree",
             "offered_rate",
             "submitted",
-            "refused",
+            "rejected",
+            "nonce-too-high",
+            "dropped",
             "tx_size",
             "block_period_ms",
             "cpu_us_per_tx",
@@ -856,6 +892,11 @@ mod tests {
         assert!(table.contains("9,980.0 tx/s"));
         assert!(table.contains("p50 38.0 ms  p99 95.0 ms"));
         assert!(table.contains("1,234,567"));
+        assert!(table.contains("600,000 txs  rejected 1,200  dropped 12"));
+        assert!(table.contains(&format!(
+            "{:<16}nonce-too-high 1,150, sender-full 50",
+            "rejected by"
+        )));
         assert!(table.lines().all(|l| !l.ends_with(' ')));
         // Node rows line up: every row of the node table has the same length.
         let rows: Vec<&str> = table
@@ -878,10 +919,12 @@ mod tests {
             finality_ms_p50: 38.1,
             finality_ms_p99: 95.0,
             round_changes: 0,
+            rejected: 1_234,
+            dropped: 5,
         };
         assert_eq!(
             s.render(),
-            "[  12s] height 140  tps 9,980  interval p50 101 ms  finality p50 38 ms p99 95 ms  round changes 0"
+            "[  12s] height 140  tps 9,980  interval p50 101 ms  finality p50 38 ms p99 95 ms  rejected 1,234  dropped 5  round changes 0"
         );
         let fast = StatusLine {
             elapsed_s: 3_601.0,

@@ -1,7 +1,13 @@
 //! `corecell testnet`: a local network of separate node processes on loopback, under load,
 //! with a report.
 //!
-//! Steps: generate genesis and configs into the directory (`corecell genesis`'s generator);
+//! Workloads: `transfer` (the default: signed Ethereum transfers between the genesis test
+//! accounts, all signed before the nodes start, see [`TransferPlan`]; the genesis executes
+//! them), `raw` (opaque transactions, a consensus benchmark: the genesis does not execute
+//! them) and `none` (an idle network).
+//!
+//! Steps: generate genesis and configs into the directory (`corecell genesis`'s generator,
+//! with `--accounts` prefunded test accounts); for `transfer`, pre-sign the whole schedule;
 //! start each CN as its own process (`corecell node --config ...`, output to `<node>/node.log`);
 //! wait until every CN serves metrics and sees all its peers; write `endpoints.json`; drive
 //! the workload for the duration, printing one status line per second; stop the load, stop
@@ -11,8 +17,9 @@
 //! a node failed.
 //!
 //! Figures: finality latency is measured by the load generator from a batch's scheduled send
-//! time to the arrival of the node's FINAL ack (the block holding the batch's last transaction
-//! is durable at the node it was sent to); block intervals come from the block headers'
+//! time to the arrival of the node's FINAL ack (the block holding the batch's last admitted
+//! transaction is durable at the node it was sent to); refusals are counted by reason and pool
+//! drops apart (both from the nodes' acks); block intervals come from the block headers'
 //! timestamps of the blocks finalized under load; CPU is each node's own user+system time
 //! (from its metrics), so `cpu_us_per_tx` carries to other machines.
 
@@ -24,10 +31,10 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::load::{Load, LoadSpec};
+use super::load::{Load, LoadSpec, LoadWorkload, TransferPlan, TransferSchedule};
 use super::report::{LatencyHistogram, NodeReport, Percentiles, RunReport, StatusLine};
 use crate::node::config::Role;
-use crate::node::genesis::{GeneratedNetwork, Genesis, NetworkSpec, PlannedNode};
+use crate::node::genesis::{ExecutionMode, GeneratedNetwork, Genesis, NetworkSpec, PlannedNode};
 use crate::node::metrics::scrape;
 
 /// How long nodes get to come up and connect.
@@ -38,6 +45,9 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// The workload of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Workload {
+    /// Pre-signed Ethereum transfers between the genesis test accounts, to the CNs' ingress
+    /// ports (the default).
+    Transfer,
     /// Opaque transactions to the CNs' ingress ports.
     Raw,
     /// No load: the network idles (a local dev chain when the duration is 0).
@@ -45,21 +55,33 @@ pub enum Workload {
 }
 
 impl Workload {
-    /// Parses `raw` or `none`.
+    /// Parses `transfer`, `raw` or `none`.
     pub fn parse(text: &str) -> Result<Workload, String> {
         match text {
+            "transfer" => Ok(Workload::Transfer),
             "raw" => Ok(Workload::Raw),
             "none" => Ok(Workload::None),
             other => Err(format!(
-                "unknown workload `{other}`: this build knows `raw` and `none` (transfers arrive with the execution issue)"
+                "unknown workload `{other}`: choose `transfer`, `raw` or `none`"
             )),
         }
     }
 
-    fn name(self) -> &'static str {
+    /// The name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
         match self {
+            Workload::Transfer => "transfer",
             Workload::Raw => "raw",
             Workload::None => "none",
+        }
+    }
+
+    /// What the genesis says the chain's transactions are: opaque for `raw`, executed
+    /// transfers otherwise.
+    pub fn execution(self) -> ExecutionMode {
+        match self {
+            Workload::Raw => ExecutionMode::Raw,
+            Workload::Transfer | Workload::None => ExecutionMode::Transfer,
         }
     }
 }
@@ -75,6 +97,8 @@ pub struct TestnetOptions {
     pub workload: Workload,
     /// Offered transactions per second.
     pub rate: u64,
+    /// Prefunded genesis test accounts; the `transfer` workload's senders.
+    pub accounts: usize,
     /// Bytes per raw transaction.
     pub tx_size: usize,
     /// Load duration; 0 with workload `none` = run until Ctrl-C.
@@ -118,14 +142,29 @@ pub fn run(options: &TestnetOptions, interrupted: Arc<AtomicBool>) -> Result<Run
         base_port: options.base_port,
         committee_size: None,
         block_period_ms: options.block_period_ms,
-        accounts: 16,
-        chain_id: 1001,
+        accounts: options.accounts,
+        chain_id: crate::node::genesis::DEFAULT_CHAIN_ID,
         timestamp_ms,
         seed: None,
-        execution: match options.workload {
-            Workload::Raw => crate::node::genesis::ExecutionMode::Raw,
-            Workload::None => crate::node::genesis::ExecutionMode::Transfer,
-        },
+        execution: options.workload.execution(),
+    };
+    // The transfer plan is checked (size bound, sender rate) before anything is written.
+    let plan = match options.workload {
+        Workload::Transfer => {
+            let plan = TransferPlan {
+                accounts: options.accounts as u64,
+                chain_id: spec.chain_id,
+                targets: options.cns as u64,
+                rate: options.rate,
+                duration: options.duration,
+            };
+            plan.check()?;
+            if let Some(warning) = plan.sender_rate_warning() {
+                println!("testnet: warning: {warning}");
+            }
+            Some(plan)
+        }
+        Workload::Raw | Workload::None => None,
     };
     let network = spec.generate(&options.dir)?;
     if options.placement != "auto" {
@@ -133,6 +172,15 @@ pub fn run(options: &TestnetOptions, interrupted: Arc<AtomicBool>) -> Result<Run
     }
     let genesis = Genesis::load(&network.genesis_path).map_err(|e| e.to_string())?;
     match options.workload {
+        Workload::Transfer => println!(
+            "testnet: {} CNs in {} (block period {} ms, workload transfer, {} tx/s from {} accounts, {} s)",
+            options.cns,
+            options.dir.display(),
+            options.block_period_ms,
+            options.rate,
+            options.accounts,
+            options.duration.as_secs()
+        ),
         Workload::Raw => println!(
             "testnet: {} CNs in {} (block period {} ms, workload raw, {} tx/s of {} bytes, {} s)",
             options.cns,
@@ -149,12 +197,21 @@ pub fn run(options: &TestnetOptions, interrupted: Arc<AtomicBool>) -> Result<Run
             options.block_period_ms
         ),
     }
+    // Sign before the nodes start: signing uses every core, and the nodes' startup timeout
+    // should not include it.
+    let transfers = match plan {
+        Some(plan) => Some(sign_transfers(&plan, &network, &genesis)?),
+        None => None,
+    };
+    let mean_tx_bytes = transfers
+        .as_ref()
+        .map_or(options.tx_size, TransferSchedule::mean_tx_bytes);
     let mut nodes = start_nodes(options, &network)?;
     let mut killed_at = None;
     let result = drive(
         options,
         &network,
-        &genesis,
+        transfers,
         &mut nodes,
         &interrupted,
         &mut killed_at,
@@ -162,6 +219,7 @@ pub fn run(options: &TestnetOptions, interrupted: Arc<AtomicBool>) -> Result<Run
     let stopped = stop_nodes(&mut nodes);
     let mut report = result?;
     stopped?;
+    report.tx_size = mean_tx_bytes;
     // Agreement, blocks and intervals from the block logs.
     let genesis_header = genesis.header();
     let mut chains = Vec::new();
@@ -218,6 +276,31 @@ pub fn run(options: &TestnetOptions, interrupted: Arc<AtomicBool>) -> Result<Run
         );
     }
     Ok(report)
+}
+
+/// Signs the `transfer` workload's plan after checking it against the generated network: its
+/// chain id, its ingress targets, its test accounts.
+fn sign_transfers(
+    plan: &TransferPlan,
+    network: &GeneratedNetwork,
+    genesis: &Genesis,
+) -> Result<TransferSchedule, String> {
+    let targets = network.nodes.iter().filter(|n| n.ingress.is_some()).count() as u64;
+    if genesis.chain_id != plan.chain_id
+        || targets != plan.targets
+        || (genesis.accounts.len() as u64) < plan.accounts
+    {
+        return Err(format!(
+            "the generated network (chain {}, {targets} ingress ports, {} accounts) does not \
+             match the transfer plan (chain {}, {} targets, {} accounts)",
+            genesis.chain_id,
+            genesis.accounts.len(),
+            plan.chain_id,
+            plan.targets,
+            plan.accounts
+        ));
+    }
+    plan.sign(true)
 }
 
 /// Rewrites the `[runtime] placement` of every generated CN config (the generator writes
@@ -314,7 +397,7 @@ fn metric(samples: &[(String, f64)], name: &str) -> f64 {
 fn drive(
     options: &TestnetOptions,
     network: &GeneratedNetwork,
-    genesis: &Genesis,
+    transfers: Option<TransferSchedule>,
     nodes: &mut [NodeProcess],
     interrupted: &AtomicBool,
     killed_at: &mut Option<u64>,
@@ -357,13 +440,18 @@ fn drive(
     );
     write_endpoints(&options.dir, network)?;
     let targets: Vec<SocketAddr> = network.nodes.iter().filter_map(|n| n.ingress).collect();
-    let load = match options.workload {
-        Workload::Raw => Some(Load::start(&LoadSpec {
-            targets,
+    let workload = match (options.workload, transfers) {
+        (Workload::Raw, _) => Some(LoadWorkload::Raw {
             rate: options.rate,
             tx_size: options.tx_size,
-        })?),
-        Workload::None => None,
+        }),
+        (Workload::Transfer, Some(schedule)) => Some(LoadWorkload::Transfer(schedule)),
+        (Workload::Transfer, None) => return Err("the transfers were not signed".into()),
+        (Workload::None, _) => None,
+    };
+    let load = match workload {
+        Some(workload) => Some(Load::start(LoadSpec { targets, workload })?),
+        None => None,
     };
     let forever = options.duration.is_zero() && options.workload == Workload::None;
     if forever {
@@ -421,9 +509,14 @@ fn drive(
             .map(|s| metric(s, "corecell_round_changes_total") as u64)
             .max()
             .unwrap_or(0);
-        let (finalized, window) = match &load {
-            Some(l) => (l.stats.finalized.load(Relaxed), l.stats.take_window()),
-            None => (0, LatencyHistogram::new()),
+        let (finalized, rejected, dropped, window) = match &load {
+            Some(l) => (
+                l.stats.finalized.load(Relaxed),
+                l.stats.rejected_total(),
+                l.stats.dropped.load(Relaxed),
+                l.stats.take_window(),
+            ),
+            None => (0, 0, 0, LatencyHistogram::new()),
         };
         start_txs.get_or_insert(0);
         let dt = last.0.elapsed().as_secs_f64();
@@ -444,6 +537,8 @@ fn drive(
                 finality_ms_p50: w.p50,
                 finality_ms_p99: w.p99,
                 round_changes,
+                rejected,
+                dropped,
             }
             .render()
         );
@@ -469,25 +564,39 @@ fn drive(
             max_rss_mib: metric(s, "corecell_process_max_rss_bytes") / (1024.0 * 1024.0),
         })
         .collect();
-    let (submitted, finalized, refused, finality, behind, errors) = match &stats {
+    let (submitted, finalized, rejected, dropped, finality, behind, errors) = match &stats {
         Some(s) => (
             s.submitted.load(Relaxed),
             s.finalized.load(Relaxed),
-            s.refused.load(Relaxed),
+            s.rejected_by_reason(),
+            s.dropped.load(Relaxed),
             s.latency.lock().map(|h| h.clone()).unwrap_or_default(),
             s.behind_ms.load(Relaxed),
             s.errors.lock().map(|e| e.clone()).unwrap_or_default(),
         ),
-        None => (0, 0, 0, LatencyHistogram::new(), 0, Vec::new()),
+        None => (
+            0,
+            0,
+            Default::default(),
+            0,
+            LatencyHistogram::new(),
+            0,
+            Vec::new(),
+        ),
     };
     for e in &errors {
         eprintln!("load: {e}");
+    }
+    if let Some(s) = &stats {
+        let more = s.errors_not_kept.load(Relaxed);
+        if more > 0 {
+            eprintln!("load: {more} more errors not shown");
+        }
     }
     if behind > 100 {
         eprintln!("load: the generator fell behind its schedule by up to {behind} ms (the machine is saturated; latency includes it)");
     }
     let cpu: f64 = node_reports.iter().map(|n| n.cpu_seconds).sum();
-    let _ = genesis;
     *killed_at = killed_at_ms;
     Ok(RunReport {
         workload: options.workload.name().into(),
@@ -509,11 +618,12 @@ fn drive(
         round_changes,
         agree: false,
         offered_rate: match options.workload {
-            Workload::Raw => options.rate,
+            Workload::Transfer | Workload::Raw => options.rate,
             Workload::None => 0,
         },
         submitted,
-        refused,
+        rejected,
+        dropped,
         tx_size: options.tx_size,
         block_period_ms: options.block_period_ms,
         cpu_us_per_tx: (finalized > 0).then(|| cpu * 1e6 / finalized as f64),
