@@ -162,6 +162,11 @@ impl<S: SignatureScheme> Machine<S> {
         (machine, out)
     }
 
+    /// The signature scheme.
+    pub fn scheme(&self) -> &S {
+        &self.scheme
+    }
+
     /// Rebuilds what this node signed at its current height from the WAL.
     fn restore(&mut self, wal: &[WalRecord]) {
         for record in wal {
@@ -927,12 +932,7 @@ impl<S: SignatureScheme> Machine<S> {
     /// Certificate checks: kind, height, canonical bitmap of committee members, a quorum, and
     /// the aggregate signature.
     fn check_certificate(&self, cert: &QuorumCertificate, kind: VoteKind) -> Result<(), Rejection> {
-        if cert.kind != kind
-            || cert.height != self.height
-            || signers::check_canonical(&cert.signers, self.config.council_size).is_err()
-            || signers::iter(&cert.signers).any(|s| !self.committee.contains(s))
-            || signers::count(&cert.signers) < self.quorum()
-        {
+        if !self.certificate_shape_ok(cert, kind, self.height, &self.committee) {
             return Err(Rejection::BadCertificate);
         }
         let message = cert.signing_message(self.config.chain_id);
@@ -943,6 +943,22 @@ impl<S: SignatureScheme> Machine<S> {
             return Err(Rejection::BadCertificate);
         }
         Ok(())
+    }
+
+    /// Everything about a certificate but its signature: kind, height, a canonical bitmap of
+    /// committee members only, at least a quorum of them.
+    fn certificate_shape_ok(
+        &self,
+        cert: &QuorumCertificate,
+        kind: VoteKind,
+        height: Height,
+        committee: &Committee,
+    ) -> bool {
+        cert.kind == kind
+            && cert.height == height
+            && signers::check_canonical(&cert.signers, self.config.council_size).is_ok()
+            && signers::iter(&cert.signers).all(|s| committee.contains(s))
+            && signers::count(&cert.signers) >= committee.quorum()
     }
 
     fn on_round_change(&mut self, now: Millis, rc: RoundChange, out: &mut Vec<Effect>) {
@@ -1082,13 +1098,15 @@ impl<S: SignatureScheme> Machine<S> {
     // ---- catch-up ----------------------------------------------------------------------
 
     /// A finalized block for the current height: adopt it if its certificate is valid.
+    ///
+    /// A sync answer arrives as a run of finalized blocks, the later ones buffered as future
+    /// messages. The buffered blocks that extend this one are taken with it and their
+    /// certificates checked in one batch (one multi-pairing for the whole run with BLS); if
+    /// the batch fails, the blocks are checked one by one, in order, up to the first bad one.
     fn on_finalized(&mut self, now: Millis, f: FinalizedBlock, out: &mut Vec<Effect>) {
         let from = f.block.header.proposer;
         if f.certificate.block_hash != f.block.hash()
             || f.block.header.parent_hash != self.head.hash()
-            || self
-                .check_certificate(&f.certificate, VoteKind::Commit)
-                .is_err()
         {
             out.push(Effect::Rejected {
                 from,
@@ -1096,6 +1114,94 @@ impl<S: SignatureScheme> Machine<S> {
             });
             return;
         }
-        self.finalize(now, f.block, f.certificate, out);
+        let mut run = vec![f];
+        while let Some(next) = self.take_buffered_successor(&run[run.len() - 1].block.header) {
+            run.push(next);
+        }
+        let batch_ok = run.len() > 1 && self.check_commit_certificates_batch(&run);
+        let mut run = run.into_iter();
+        while let Some(f) = run.next() {
+            // Finalizing a block replays the messages buffered for the next height, which may
+            // hold a copy of the next block of the run (another peer's sync answer), already
+            // finalized then.
+            if f.block.header.height != self.height
+                || f.block.header.parent_hash != self.head.hash()
+            {
+                break;
+            }
+            if !batch_ok
+                && self
+                    .check_certificate(&f.certificate, VoteKind::Commit)
+                    .is_err()
+            {
+                out.push(Effect::Rejected {
+                    from: f.block.header.proposer,
+                    reason: Rejection::BadCertificate,
+                });
+                // The blocks after it wait for a valid block at its height.
+                for later in run {
+                    self.future
+                        .entry(later.block.header.height)
+                        .or_default()
+                        .push(Message::Finalized(Box::new(later)));
+                }
+                return;
+            }
+            self.finalize(now, f.block, f.certificate, out);
+        }
+    }
+
+    /// Removes from the future buffer a finalized block that extends `parent` (by height,
+    /// parent hash and its certificate naming it), if one is buffered.
+    fn take_buffered_successor(&mut self, parent: &BlockHeader) -> Option<FinalizedBlock> {
+        let buffered = self.future.get_mut(&(parent.height + 1))?;
+        let parent_hash = parent.hash();
+        let at = buffered.iter().position(|m| {
+            matches!(m, Message::Finalized(g)
+                if g.block.header.parent_hash == parent_hash
+                    && g.certificate.block_hash == g.block.hash())
+        })?;
+        match buffered.remove(at) {
+            Message::Finalized(g) => Some(*g),
+            _ => unreachable!("matched a finalized block above"),
+        }
+    }
+
+    /// Checks the commit certificates of a run of finalized blocks, the first at the current
+    /// height and each extending the one before, with one batched signature check. Each
+    /// height's committee is elected from the header before it.
+    fn check_commit_certificates_batch(&self, run: &[FinalizedBlock]) -> bool {
+        let chain_id = self.config.chain_id;
+        let mut messages = Vec::with_capacity(run.len());
+        let mut committee = self.committee.clone();
+        let mut parent_mix = self.head.mix;
+        for (i, f) in run.iter().enumerate() {
+            let height = self.height + i as u64;
+            if i > 0 {
+                committee = Committee::elect(
+                    self.config.council_size,
+                    self.config.committee_size,
+                    height,
+                    &parent_mix,
+                );
+            }
+            if !self.certificate_shape_ok(&f.certificate, VoteKind::Commit, height, &committee) {
+                return false;
+            }
+            messages.push(f.certificate.signing_message(chain_id));
+            parent_mix = f.block.header.mix;
+        }
+        let items: Vec<(&[u8], &[u8], &crate::types::BlsSignatureBytes)> = run
+            .iter()
+            .zip(&messages)
+            .map(|(f, m)| {
+                (
+                    f.certificate.signers.as_slice(),
+                    m.as_slice(),
+                    &f.certificate.signature,
+                )
+            })
+            .collect();
+        self.scheme.verify_aggregates_batch(Domain::Vote, &items)
     }
 }

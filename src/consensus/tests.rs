@@ -287,3 +287,131 @@ fn votes_from_outside_the_committee_are_rejected_and_reported() {
     let effects = net.machines[0].handle(net.now, Input::Message(Message::Vote(vote)));
     assert!(effects.iter().any(|e| matches!(e, Effect::Rejected { from, reason: Rejection::NotInCommittee } if *from == outsider)));
 }
+
+/// Counts single and batched aggregate checks; otherwise [`FastScheme`].
+#[derive(Debug)]
+struct CountingScheme {
+    inner: FastScheme,
+    single: std::cell::Cell<usize>,
+    batches: std::cell::Cell<usize>,
+}
+
+impl SignatureScheme for CountingScheme {
+    fn sign(&self, domain: crate::crypto::bls::Domain, message: &[u8]) -> BlsSignatureBytes {
+        self.inner.sign(domain, message)
+    }
+    fn verify(
+        &self,
+        signer: CouncilIndex,
+        domain: crate::crypto::bls::Domain,
+        message: &[u8],
+        signature: &BlsSignatureBytes,
+    ) -> bool {
+        self.inner.verify(signer, domain, message, signature)
+    }
+    fn aggregate(&self, signatures: &[&BlsSignatureBytes]) -> Option<BlsSignatureBytes> {
+        self.inner.aggregate(signatures)
+    }
+    fn verify_aggregate(
+        &self,
+        signers: &[u8],
+        domain: crate::crypto::bls::Domain,
+        message: &[u8],
+        signature: &BlsSignatureBytes,
+    ) -> bool {
+        self.single.set(self.single.get() + 1);
+        self.inner
+            .verify_aggregate(signers, domain, message, signature)
+    }
+    fn verify_aggregates_batch(
+        &self,
+        domain: crate::crypto::bls::Domain,
+        items: &[(&[u8], &[u8], &BlsSignatureBytes)],
+    ) -> bool {
+        self.batches.set(self.batches.get() + 1);
+        items
+            .iter()
+            .all(|(s, m, sig)| self.inner.verify_aggregate(s, domain, m, sig))
+    }
+}
+
+use crate::types::BlsSignatureBytes;
+
+/// A node at the genesis fed a run of finalized blocks (the later ones first, so they wait in
+/// its future buffer, as a sync answer's tail does behind a slow head).
+fn sync_run(corrupt: Option<Height>) -> (Machine<CountingScheme>, Vec<Effect>) {
+    let mut net = Net::new(config());
+    net.run_until(6, 60_000);
+    let mut blocks: Vec<crate::types::FinalizedBlock> = net.finalized[0]
+        .iter()
+        .take(6)
+        .map(|(block, certificate)| crate::types::FinalizedBlock {
+            block: block.clone(),
+            certificate: certificate.clone(),
+        })
+        .collect();
+    if let Some(h) = corrupt {
+        blocks[h as usize - 1].certificate.signature[0] ^= 1;
+    }
+    let scheme = CountingScheme {
+        inner: FastScheme::new(3, N),
+        single: Default::default(),
+        batches: Default::default(),
+    };
+    let (mut m, _) = Machine::new(config(), scheme, 3, genesis(), &[], 0);
+    let mut effects = Vec::new();
+    for f in blocks.iter().skip(1) {
+        effects.extend(m.handle(0, Input::Message(Message::Finalized(Box::new(f.clone())))));
+    }
+    assert_eq!(m.head().height, 0, "later blocks wait for the first");
+    effects.extend(m.handle(
+        0,
+        Input::Message(Message::Finalized(Box::new(blocks[0].clone()))),
+    ));
+    (m, effects)
+}
+
+fn committed(effects: &[Effect]) -> Vec<Height> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Commit { block, .. } => Some(block.header.height),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_run_of_synced_blocks_is_verified_in_one_batch() {
+    let (m, effects) = sync_run(None);
+    assert_eq!(committed(&effects), vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(m.head().height, 6);
+    assert_eq!(m.scheme().batches.get(), 1, "one batch for the run");
+    assert_eq!(m.scheme().single.get(), 0, "no certificate checked alone");
+}
+
+#[test]
+fn a_bad_certificate_in_a_synced_run_stops_it_there() {
+    let (m, effects) = sync_run(Some(4));
+    // The batch fails; the blocks are then checked one by one: 1-3 are final, 4 is refused,
+    // and 5 and 6 wait for a valid 4.
+    assert_eq!(committed(&effects), vec![1, 2, 3]);
+    assert_eq!(m.head().height, 3);
+    assert!(effects.iter().any(|e| matches!(
+        e,
+        Effect::Rejected {
+            reason: Rejection::BadCertificate,
+            ..
+        }
+    )));
+    assert_eq!(
+        m.scheme().batches.get(),
+        1,
+        "the run is batched once, not per height"
+    );
+    assert_eq!(
+        m.scheme().single.get(),
+        4,
+        "then 1, 2, 3 and the bad 4 alone"
+    );
+}

@@ -482,6 +482,32 @@ impl CouncilKeys {
         }
     }
 
+    /// Verifies many aggregate signatures, each of the members of a canonical `signers` bitmap
+    /// on its own message under `domain`, with one multi-pairing (random linear combination
+    /// with 64-bit scalars derived from `entropy`). `entropy` must be unpredictable to whoever
+    /// produced the signatures. `Ok` only if every one is valid; on failure, callers re-check
+    /// one by one to find the bad one.
+    pub fn verify_aggregates_batch(
+        &self,
+        domain: Domain,
+        items: &[(&[u8], &[u8], &BlsSignatureBytes)],
+        entropy: &[u8; 32],
+    ) -> Result<(), BlsError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let mut keys = Vec::with_capacity(items.len());
+        let mut sigs = Vec::with_capacity(items.len());
+        for (signers, _, signature) in items {
+            signers::check_canonical(signers, self.keys.len())
+                .map_err(|_| BlsError::UnknownSigner(self.keys.len() as CouncilIndex))?;
+            keys.push(self.aggregate_key(signers)?);
+            sigs.push(BlsSignature::from_bytes(&signature[..])?.0);
+        }
+        let msgs: Vec<&[u8]> = items.iter().map(|(_, m, _)| *m).collect();
+        verify_batch(domain.dst(), &keys, &sigs, &msgs, entropy)
+    }
+
     /// Verifies a certificate of `expected` kind against this height's committee: canonical
     /// bitmap, members only, at least a quorum, and one `fast_aggregate_verify` (pre-aggregated
     /// keys) of the signature over the shared vote message.
@@ -524,8 +550,7 @@ impl CouncilKeys {
         let mut keys = Vec::with_capacity(certs.len());
         let mut sigs = Vec::with_capacity(certs.len());
         let mut msgs = Vec::with_capacity(certs.len());
-        let mut rands = Vec::with_capacity(certs.len());
-        for (i, (cert, committee)) in certs.iter().enumerate() {
+        for (cert, committee) in certs {
             keys.push(self.certificate_key(cert, VoteKind::Commit, committee)?);
             sigs.push(
                 BlsSignature::from_bytes(cert.signature)
@@ -538,22 +563,39 @@ impl CouncilKeys {
                 cert.round,
                 cert.block_hash,
             ));
-            // 64-bit scalars: keccak(entropy || i), low 8 bytes, forced non-zero.
+        }
+        let msg_refs: Vec<&[u8]> = msgs.iter().map(|m| m.as_slice()).collect();
+        verify_batch(DST_VOTE, &keys, &sigs, &msg_refs, entropy)
+            .map_err(CertificateError::Signature)
+    }
+}
+
+/// One multi-pairing check of `sigs[i]` by `keys[i]` on `msgs[i]` for all `i`, weighted by
+/// 64-bit scalars `keccak(entropy || i)` (low 8 bytes, forced non-zero).
+fn verify_batch(
+    dst: &[u8],
+    keys: &[PublicKey],
+    sigs: &[Signature],
+    msgs: &[&[u8]],
+    entropy: &[u8; 32],
+) -> Result<(), BlsError> {
+    debug_assert!(keys.len() == sigs.len() && sigs.len() == msgs.len());
+    let rands: Vec<blst::blst_scalar> = (0..keys.len())
+        .map(|i| {
             let r = keccak256_parts(&[entropy, &(i as u64).to_be_bytes()]);
             let mut scalar = blst::blst_scalar::default();
             scalar.b[..8].copy_from_slice(&r[..8]);
             scalar.b[0] |= 1;
-            rands.push(scalar);
-        }
-        let key_refs: Vec<&PublicKey> = keys.iter().collect();
-        let sig_refs: Vec<&Signature> = sigs.iter().collect();
-        let msg_refs: Vec<&[u8]> = msgs.iter().map(|m| m.as_slice()).collect();
-        match Signature::verify_multiple_aggregate_signatures(
-            &msg_refs, DST_VOTE, &key_refs, false, &sig_refs, true, &rands, 64,
-        ) {
-            BLST_ERROR::BLST_SUCCESS => Ok(()),
-            _ => Err(CertificateError::Signature(BlsError::VerifyFailed)),
-        }
+            scalar
+        })
+        .collect();
+    let key_refs: Vec<&PublicKey> = keys.iter().collect();
+    let sig_refs: Vec<&Signature> = sigs.iter().collect();
+    match Signature::verify_multiple_aggregate_signatures(
+        msgs, dst, &key_refs, false, &sig_refs, true, &rands, 64,
+    ) {
+        BLST_ERROR::BLST_SUCCESS => Ok(()),
+        _ => Err(BlsError::VerifyFailed),
     }
 }
 
@@ -908,5 +950,32 @@ mod tests {
             batch(&certs),
             Err(CertificateError::Signature(BlsError::VerifyFailed))
         );
+    }
+
+    #[test]
+    fn aggregate_batch_accepts_good_and_rejects_one_bad() {
+        let (sks, council) = council(7);
+        let certs: Vec<QuorumCertificate> = (1..=5u64)
+            .map(|h| certificate(&sks, 7, &[0, 2, 3, 5, 6], h, [h as u8; 32]))
+            .collect();
+        let messages: Vec<[u8; 53]> = certs.iter().map(|c| c.signing_message(CHAIN)).collect();
+        let items = |certs: &[QuorumCertificate]| -> Result<(), BlsError> {
+            let items: Vec<(&[u8], &[u8], &BlsSignatureBytes)> = certs
+                .iter()
+                .zip(&messages)
+                .map(|(c, m)| (c.signers.as_slice(), m.as_slice(), &c.signature))
+                .collect();
+            council.verify_aggregates_batch(Domain::Vote, &items, &[9; 32])
+        };
+        assert_eq!(items(&certs), Ok(()));
+        let mut wrong_signers = certs.clone();
+        signers::set(&mut wrong_signers[2].signers, 1);
+        assert_eq!(items(&wrong_signers), Err(BlsError::VerifyFailed));
+        let mut flipped = certs.clone();
+        flipped[4].signature = certs[0].signature;
+        assert_eq!(items(&flipped), Err(BlsError::VerifyFailed));
+        let mut garbage = certs;
+        garbage[1].signature = [0xff; 96];
+        assert!(items(&garbage).is_err());
     }
 }
