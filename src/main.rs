@@ -528,6 +528,15 @@ fn testnet(a: TestnetArgs) -> Result<(), String> {
     if report.blocks == 0 {
         return Err("no block was finalized".into());
     }
+    if let Some(state) = report.state.as_ref().filter(|s| !s.passed()) {
+        return Err(format!(
+            "the final state check failed: {}",
+            state
+                .error
+                .clone()
+                .unwrap_or_else(|| "state roots or supply do not add up".into())
+        ));
+    }
     Ok(())
 }
 

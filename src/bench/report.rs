@@ -324,8 +324,44 @@ pub struct RunReport {
     pub block_period_ms: u64,
     /// CPU time of all nodes per finalized transaction, microseconds; `None` when unknown.
     pub cpu_us_per_tx: Option<f64>,
+    /// The final state check (transfer chains): `None` when not made.
+    #[serde(default)]
+    pub state: Option<StateCheck>,
     /// One entry per node.
     pub nodes: Vec<NodeReport>,
+}
+
+/// The final state check of a run: one node's block log replayed from the genesis (every
+/// block executed and its header's state root compared), and the supply counted.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct StateCheck {
+    /// The node whose log was replayed.
+    pub node: String,
+    /// Its last height.
+    pub height: u64,
+    /// The state root there, `0x`-hex; every node's header at that height carries it when the
+    /// nodes agree.
+    pub state_root: String,
+    /// Accounts in the state.
+    pub accounts: u64,
+    /// Wei burned in fees, decimal.
+    pub burned_wei: String,
+    /// Whether `Σ balances + burned` equals the genesis supply.
+    pub supply_conserved: bool,
+    /// Whether every block's state root was reproduced.
+    pub roots_reproduced: bool,
+    /// Wall time of the replay, seconds.
+    pub replay_s: f64,
+    /// What went wrong, when something did.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+impl StateCheck {
+    /// Whether the check passed.
+    pub fn passed(&self) -> bool {
+        self.error.is_none() && self.roots_reproduced && self.supply_conserved
+    }
 }
 
 impl RunReport {
@@ -403,6 +439,27 @@ impl RunReport {
                 "NO (nodes disagree on the chain)".to_string()
             },
         );
+        if let Some(state) = &self.state {
+            row(
+                "state",
+                match &state.error {
+                    Some(e) => format!("FAILED: {}", printable(e)),
+                    None => format!(
+                        "root {} at height {} ({} accounts): every block's root reproduced by replaying {}'s log in {} s; supply {}",
+                        printable(&state.state_root),
+                        group(state.height),
+                        group(state.accounts),
+                        printable(&state.node),
+                        fixed(state.replay_s, 1),
+                        if state.supply_conserved {
+                            "conserved"
+                        } else {
+                            "NOT conserved"
+                        }
+                    ),
+                },
+            );
+        }
 
         let names: Vec<String> = self.nodes.iter().map(|n| printable(&n.name)).collect();
         let w = names
@@ -771,6 +828,7 @@ mod tests {
             tx_size: 110,
             block_period_ms: 100,
             cpu_us_per_tx: Some(12.5),
+            state: None,
             nodes: vec![
                 NodeReport {
                     name: "cn-0".into(),
@@ -849,6 +907,7 @@ mod tests {
 
         let none = RunReport {
             cpu_us_per_tx: None,
+            state: None,
             ..RunReport::default()
         };
         let back: RunReport = serde_json::from_str(&none.to_json()).expect("parses");

@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::load::{Load, LoadSpec, LoadWorkload, TransferPlan, TransferSchedule};
-use super::report::{LatencyHistogram, NodeReport, Percentiles, RunReport, StatusLine};
+use super::report::{LatencyHistogram, NodeReport, Percentiles, RunReport, StateCheck, StatusLine};
 use crate::node::config::Role;
 use crate::node::genesis::{ExecutionMode, GeneratedNetwork, Genesis, NetworkSpec, PlannedNode};
 use crate::node::metrics::scrape;
@@ -253,6 +253,9 @@ pub fn run(options: &TestnetOptions, interrupted: Arc<AtomicBool>) -> Result<Run
         .first()
         .and_then(|n| n.node.config_path.parent().map(|p| p.join("data")))
         .ok_or("no node")?;
+    if genesis.execution == ExecutionMode::Transfer {
+        report.state = Some(check_state(&nodes[0].node.name, &first_dir, &genesis));
+    }
     let intervals = block_intervals(&first_dir, &genesis_header, report.duration_s)?;
     report.block_interval_ms = intervals;
     if let Some(at) = killed_at {
@@ -276,6 +279,41 @@ pub fn run(options: &TestnetOptions, interrupted: Arc<AtomicBool>) -> Result<Run
         );
     }
     Ok(report)
+}
+
+/// The final state check (see [`StateCheck`]) of the node whose data directory is `data`.
+fn check_state(name: &str, data: &Path, genesis: &Genesis) -> StateCheck {
+    let started = Instant::now();
+    println!("checking the state: replaying {name}'s block log from the genesis");
+    let mut check = StateCheck {
+        node: name.to_string(),
+        ..StateCheck::default()
+    };
+    let replayed = crate::store::recover(data, &genesis.header())
+        .map_err(|e| e.to_string())
+        .and_then(|recovered| {
+            crate::exec::snapshot::replay_from_genesis(data, genesis, &recovered)
+                .map(|state| (state, recovered.head))
+        });
+    match replayed {
+        Ok((mut state, head)) => {
+            let supply = genesis
+                .accounts
+                .iter()
+                .fold(alloy_primitives::U256::ZERO, |s, a| {
+                    s.saturating_add(a.balance)
+                });
+            check.height = head.height;
+            check.state_root = format!("0x{}", hex::encode(state.root()));
+            check.accounts = state.len() as u64;
+            check.burned_wei = state.burned().to_string();
+            check.roots_reproduced = state.root() == head.state_root;
+            check.supply_conserved = state.total_balance().saturating_add(state.burned()) == supply;
+        }
+        Err(e) => check.error = Some(e),
+    }
+    check.replay_s = started.elapsed().as_secs_f64();
+    check
 }
 
 /// Signs the `transfer` workload's plan after checking it against the generated network: its
@@ -627,6 +665,7 @@ fn drive(
         tx_size: options.tx_size,
         block_period_ms: options.block_period_ms,
         cpu_us_per_tx: (finalized > 0).then(|| cpu * 1e6 / finalized as f64),
+        state: None,
         nodes: node_reports,
     })
 }

@@ -133,6 +133,59 @@ fn candidates(dir: &Path, chain_id: u64, head: u64) -> Result<Vec<State>, String
     Ok(out)
 }
 
+/// Below this many transactions a block is decoded on the calling thread.
+const PARALLEL_DECODE_MIN: usize = 256;
+
+/// Decodes (and recovers the senders of) `raw` into `out`, in order, on all CPUs for large
+/// blocks: signature recovery is nearly all of a replay's cost.
+pub fn decode_all(
+    raw: &[&[u8]],
+    out: &mut Vec<crate::crypto::tx::DecodedTx>,
+) -> Result<(), String> {
+    out.clear();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if raw.len() < PARALLEL_DECODE_MIN || threads < 2 {
+        for (i, tx) in raw.iter().enumerate() {
+            out.push(
+                decode_transaction(tx)
+                    .map_err(|e| format!("transaction {i} does not decode: {e}"))?,
+            );
+        }
+        return Ok(());
+    }
+    let chunk = raw.len().div_ceil(threads);
+    let parts: Vec<Result<Vec<crate::crypto::tx::DecodedTx>, String>> =
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = raw
+                .chunks(chunk)
+                .enumerate()
+                .map(|(c, txs)| {
+                    scope.spawn(move || {
+                        txs.iter()
+                            .enumerate()
+                            .map(|(i, tx)| {
+                                decode_transaction(tx).map_err(|e| {
+                                    format!("transaction {} does not decode: {e}", c * chunk + i)
+                                })
+                            })
+                            .collect::<Result<Vec<_>, String>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err("a decoding thread panicked".into()))
+                })
+                .collect()
+        });
+    for part in parts {
+        out.extend(part?);
+    }
+    Ok(())
+}
+
 /// Why a replay stopped.
 enum ReplayError {
     /// The snapshot's root is not its header's: try an older one.
@@ -175,6 +228,26 @@ pub fn load_state(
     }
 }
 
+/// The state replayed from the genesis through every finalized block of a recovered data
+/// directory, ignoring snapshots (an independent check of a node's chain: every block executed
+/// and its header's state root compared).
+pub fn replay_from_genesis(
+    data_dir: &Path,
+    genesis: &Genesis,
+    recovered: &Recovered,
+) -> Result<State, String> {
+    let mut state = State::from_genesis(genesis.chain_id, &genesis.accounts)
+        .map_err(|e| format!("genesis accounts: {e}"))?;
+    if state.root() != genesis.header().state_root {
+        return Err("the genesis accounts do not give the genesis header's state root".into());
+    }
+    match replay(data_dir, recovered, &mut state) {
+        Ok(()) => Ok(state),
+        Err(ReplayError::Fatal(e)) => Err(e),
+        Err(ReplayError::SnapshotMismatch) => unreachable!("the genesis root was checked above"),
+    }
+}
+
 /// Replays the finalized blocks after `state`'s height into it. The block at the state's own
 /// height (none for the genesis) is read first to check the state's root against its header.
 fn replay(data_dir: &Path, recovered: &Recovered, state: &mut State) -> Result<(), ReplayError> {
@@ -205,13 +278,13 @@ fn replay(data_dir: &Path, recovered: &Recovered, state: &mut State) -> Result<(
             }
             return Ok(());
         }
-        txs.clear();
-        for (i, tx) in block.block.transactions.iter().enumerate() {
-            txs.push(
-                decode_transaction(&tx.bytes)
-                    .map_err(|e| format!("block {height}: transaction {i} does not decode: {e}"))?,
-            );
-        }
+        let raw: Vec<&[u8]> = block
+            .block
+            .transactions
+            .iter()
+            .map(|t| t.bytes.as_slice())
+            .collect();
+        decode_all(&raw, &mut txs).map_err(|e| format!("block {height}: {e}"))?;
         state
             .execute_block(&txs, None, BASE_FEE_WEI)
             .map_err(|e| format!("block {height} does not execute: {e}"))?;
