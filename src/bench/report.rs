@@ -276,6 +276,15 @@ pub struct NodeReport {
     pub cpu_seconds: f64,
     /// The node's peak resident memory, MiB.
     pub max_rss_mib: f64,
+    /// Transaction signature recoveries the node did (admission and block checking).
+    #[serde(default)]
+    pub signature_recoveries: u64,
+    /// Transactions of blocks it checked or finalized that it already held decoded (gossip).
+    #[serde(default)]
+    pub block_txs_pooled: u64,
+    /// Transactions of blocks it checked or finalized that it had to decode and recover then.
+    #[serde(default)]
+    pub block_txs_recovered: u64,
 }
 
 /// The result of a load run: what was offered, what got finalized, how fast, and whether the
@@ -428,6 +437,20 @@ impl RunReport {
             self.cpu_us_per_tx
                 .map_or_else(|| "n/a".to_string(), |c| format!("{} us", fixed(c, 1))),
         );
+        let pooled: u64 = self.nodes.iter().map(|n| n.block_txs_pooled).sum();
+        let recovered: u64 = self.nodes.iter().map(|n| n.block_txs_recovered).sum();
+        let recoveries: u64 = self.nodes.iter().map(|n| n.signature_recoveries).sum();
+        if pooled + recovered > 0 && self.finalized_txs > 0 {
+            row(
+                "signatures",
+                format!(
+                    "{} recoveries per finalized tx over all nodes; block txs already pooled {}% (gossip), recovered at block time {}",
+                    fixed(recoveries as f64 / self.finalized_txs as f64, 2),
+                    fixed(100.0 * pooled as f64 / (pooled + recovered) as f64, 1),
+                    group(recovered)
+                ),
+            );
+        }
         row("block interval", percentiles(&self.block_interval_ms));
         row("finality", percentiles(&self.finality_ms));
         row("round changes", group(self.round_changes));
@@ -837,6 +860,9 @@ mod tests {
                     round_changes: 0,
                     cpu_seconds: 12.34,
                     max_rss_mib: 123.4,
+                    signature_recoveries: 0,
+                    block_txs_pooled: 0,
+                    block_txs_recovered: 0,
                 },
                 NodeReport {
                     name: "proxy-node-long-name-1".into(),
@@ -845,6 +871,9 @@ mod tests {
                     round_changes: 0,
                     cpu_seconds: 3.5,
                     max_rss_mib: 80.0,
+                    signature_recoveries: 0,
+                    block_txs_pooled: 0,
+                    block_txs_recovered: 0,
                 },
                 NodeReport {
                     name: "en-0".into(),
@@ -853,6 +882,9 @@ mod tests {
                     round_changes: 7,
                     cpu_seconds: 1.0,
                     max_rss_mib: 64.0,
+                    signature_recoveries: 0,
+                    block_txs_pooled: 0,
+                    block_txs_recovered: 0,
                 },
             ],
         }

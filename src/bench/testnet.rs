@@ -600,6 +600,9 @@ fn drive(
             round_changes: metric(s, "corecell_round_changes_total") as u64,
             cpu_seconds: metric(s, "corecell_process_cpu_seconds"),
             max_rss_mib: metric(s, "corecell_process_max_rss_bytes") / (1024.0 * 1024.0),
+            signature_recoveries: metric(s, "corecell_signature_recoveries_total") as u64,
+            block_txs_pooled: metric(s, "corecell_block_txs_pooled_total") as u64,
+            block_txs_recovered: metric(s, "corecell_block_txs_recovered_total") as u64,
         })
         .collect();
     let (submitted, finalized, rejected, dropped, finality, behind, errors) = match &stats {
