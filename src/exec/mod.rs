@@ -372,6 +372,10 @@ pub async fn run(
         let counters = counters.clone();
         glommio::spawn_local(async move {
             while let Some(batch) = from_net.recv().await {
+                // Admission recovers a signature per transaction (tens of µs each) and a
+                // ready channel does not suspend: yield between batches so that consensus
+                // requests, and the shards sharing this executor, are not starved.
+                futures_lite::future::yield_now().await;
                 stats.count_in();
                 let start = Instant::now();
                 let out = engine.borrow_mut().admit(&batch, &counters);

@@ -691,6 +691,9 @@ async fn run_peer(state: Shared, stream: TcpStream, index: CouncilIndex, identit
     let mut decoder = FrameDecoder::new();
     let mut buf = vec![0u8; READ_CHUNK];
     let violation: Option<String> = 'read: loop {
+        // A read of data already buffered does not suspend: yield so that one busy connection
+        // cannot starve the other tasks of this executor (other peers, the exec shard).
+        futures_lite::future::yield_now().await;
         let n = match reader.read(&mut buf).await {
             Ok(0) | Err(_) => break None,
             Ok(n) => n,
@@ -862,6 +865,8 @@ async fn run_client(state: Shared, stream: TcpStream, connection: u64) {
     let mut buf = vec![0u8; READ_CHUNK];
     let to_exec = state.borrow().to_exec.clone();
     'read: loop {
+        // See `run_peer`: one busy client must not starve the executor's other tasks.
+        futures_lite::future::yield_now().await;
         let n = match within(INGRESS_IDLE_TIMEOUT, reader.read(&mut buf)).await {
             Some(Ok(0)) | Some(Err(_)) => break,
             Some(Ok(n)) => n,
