@@ -1669,7 +1669,10 @@ mod tests {
         state.confirm_tentative();
         state.discard_tentative(); // nothing left to discard
         let mut direct = genesis(&[(addr(1), ETHER), (addr(2), 5 * ETHER)]);
-        assert_eq!(direct.execute_block(&block, Some(addr(5)), 10).unwrap(), outcome);
+        assert_eq!(
+            direct.execute_block(&block, Some(addr(5)), 10).unwrap(),
+            outcome
+        );
         assert_eq!(fingerprint(&mut state), fingerprint(&mut direct));
         assert_eq!(state.root(), tentative_root);
     }

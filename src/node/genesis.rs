@@ -290,12 +290,11 @@ impl Genesis {
             accounts.push(GenesisAccount { address, balance });
         }
         let state_root = match file.execution {
-            ExecutionMode::Transfer => crate::exec::state::State::from_genesis(
-                file.chain_id,
-                &accounts,
-            )
-            .map_err(|e| err("accounts", e.to_string()))?
-            .root(),
+            ExecutionMode::Transfer => {
+                crate::exec::state::State::from_genesis(file.chain_id, &accounts)
+                    .map_err(|e| err("accounts", e.to_string()))?
+                    .root()
+            }
             ExecutionMode::Raw => ZERO_HASH,
         };
         Ok(Genesis {
