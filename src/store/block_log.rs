@@ -144,7 +144,12 @@ impl BlockLog {
             "the index ends at the head"
         );
         probe_direct_io(dir).await?;
-        let directory = Directory::open(dir).await.map_err(glommio_error(dir))?;
+        // glommio opens files relative to the working directory but directories only by
+        // absolute path (it passes no directory descriptor).
+        let absolute = std::path::absolute(dir).map_err(super::io_error(dir))?;
+        let directory = Directory::open(&absolute)
+            .await
+            .map_err(glommio_error(dir))?;
         let (first_height, end, create) = match index.last_segment() {
             Some(last) => (last.first_height, last.end, false),
             None => {

@@ -469,3 +469,20 @@ fn a_batch_append_rolls_over_like_single_appends() {
     };
     assert_eq!(segments(batched.path()), segments(one_by_one.path()));
 }
+
+#[test]
+fn a_data_directory_given_by_a_relative_path_works() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The same directory, relative to the working directory.
+    let cwd = std::env::current_dir().expect("cwd");
+    let mut relative = std::path::PathBuf::new();
+    for _ in cwd.components().skip(1) {
+        relative.push("..");
+    }
+    relative.push(dir.path().strip_prefix("/").expect("absolute tempdir"));
+    assert!(relative.is_relative());
+    let blocks = chain(&genesis(), 12);
+    append(&relative, &blocks, TINY_SEGMENT, true);
+    let recovered = recover(dir.path(), &genesis()).expect("recover");
+    assert_eq!(recovered.head, blocks[11].block.header);
+}
