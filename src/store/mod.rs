@@ -11,6 +11,8 @@
 //!   buffered file: it is small and truncated).
 //! - `blocks.log`, the single block log file of the first layout, is refused on start with a
 //!   message telling the operator the layout changed (pre-release: no migration).
+//! - `.dma-probe`: a one-page scratch file written and removed when the block log opens (see
+//!   `block_log::probe_direct_io`: a glommio polling probe workaround).
 //!
 //! # Record layout (segments and WAL)
 //! `le_u32 payload length | le_u64 xxh3(payload) | payload`, where the payload is the rkyv
@@ -99,7 +101,7 @@ pub enum StoreError {
         source: std::io::Error,
     },
     /// A bad record that cannot be a torn write.
-    #[error("{path}: corrupt record at offset {offset}: {problem} ({context}; refusing to start)")]
+    #[error("{path}: corrupt record at offset {offset}: {problem} ({context})")]
     Corrupt {
         /// The file.
         path: PathBuf,
@@ -107,7 +109,7 @@ pub enum StoreError {
         offset: u64,
         /// What is wrong.
         problem: String,
-        /// Why this is corruption rather than a torn write.
+        /// Why this is corruption rather than a torn write, and what follows.
         context: &'static str,
     },
     /// A segment whose name does not follow the previous segment's last height.

@@ -102,8 +102,10 @@ pub(crate) fn read_records(
     let mut at = 0u64;
     let mut payload = AlignedVec::<16>::new();
     let context = match ending {
-        Ending::Open => "data follows it, so this is not a torn write",
-        Ending::Sealed => "in a sealed segment, which ends exactly at its last record",
+        Ending::Open => "data follows it, so this is not a torn write; refusing to start",
+        Ending::Sealed => {
+            "in a sealed segment, which ends exactly at its last record; refusing to start"
+        }
     };
     while at < len {
         let corrupt = |problem: String| StoreError::Corrupt {

@@ -126,7 +126,12 @@ impl BlockLogScan {
     }
 }
 
-/// Reads and checks the block log of `dir` without changing it (see [`scan_segments`]).
+/// Reads and checks the block log of `dir` without changing it: every segment in height
+/// order, one record at a time (each record's length, checksum, archive and limits, and that
+/// its block extends the previous one, the first one `genesis`). Segment names must follow
+/// each other without a gap; every segment but the last is sealed and must end exactly at its
+/// last good record; the last may end in zero padding or a torn write, reported in its
+/// [`SegmentScan::tail`]. Corruption is an error naming file and offset.
 pub fn scan_block_log(dir: &Path, genesis: &BlockHeader) -> Result<BlockLogScan, StoreError> {
     scan_segments(dir, genesis, |_| Ok(()))
 }
@@ -148,13 +153,9 @@ pub fn finalized_headers(
     Ok(headers)
 }
 
-/// Reads and checks every segment of `dir` in height order, one record at a time: each
-/// record's length, checksum, archive and limits, and that its block extends the previous one
-/// (the first one `genesis`). Segment names must follow each other without a gap: the first is
-/// named for the height after genesis and each next one for the height after the previous
-/// one's last block. Every segment but the last is sealed: it must end exactly at its last
-/// good record. The last may end in zero padding or a torn write, reported in its
-/// [`SegmentScan::tail`]. Each good block also goes to `on_block`.
+/// The scan of [`scan_block_log`]; each good block also goes to `on_block` (whose refusal
+/// makes the record bad). The first segment is named for the height after genesis and each
+/// next one for the height after the previous one's last block.
 ///
 /// Memory: one record, the index (4 bytes per block) and the head header.
 pub(crate) fn scan_segments(
