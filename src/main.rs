@@ -397,7 +397,7 @@ fn node(a: NodeArgs) -> Result<(), String> {
 }
 
 fn db_check(data: &std::path::Path, genesis: Option<PathBuf>) -> Result<(), String> {
-    use corecell::store::{self, BLOCK_LOG_FILE, WAL_FILE};
+    use corecell::store::{self, WAL_FILE};
     if !data.is_dir() {
         return Err(format!("{} is not a directory", data.display()));
     }
@@ -419,26 +419,46 @@ fn db_check(data: &std::path::Path, genesis: Option<PathBuf>) -> Result<(), Stri
     let genesis =
         corecell::node::genesis::Genesis::load(&genesis_path).map_err(|e| e.to_string())?;
     let log = store::scan_block_log(data, &genesis.header()).map_err(|e| e.to_string())?;
-    println!("block log  {}", data.join(BLOCK_LOG_FILE).display());
-    match log.headers.last() {
-        Some(head) => println!(
-            "  {} blocks, heights 1..={}, head {} (round {}, {} ms)",
-            log.headers.len(),
+    println!(
+        "block log  {} ({} segment{})",
+        data.display(),
+        log.segments.len(),
+        if log.segments.len() == 1 { "" } else { "s" }
+    );
+    for segment in &log.segments {
+        let name = segment.path.file_name().map_or_else(
+            || segment.path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        let heights = if segment.blocks == 0 {
+            "no blocks".to_string()
+        } else {
+            format!(
+                "heights {}..={}",
+                segment.first_height,
+                segment.first_height + segment.blocks - 1
+            )
+        };
+        println!(
+            "  {name}  {heights}, {} bytes, {} good{}",
+            segment.file_len,
+            segment.good_len,
+            segment_tail(segment)
+        );
+    }
+    let head = &log.head;
+    match log.blocks() {
+        0 => println!("  no blocks"),
+        blocks => println!(
+            "  {blocks} blocks, heights 1..={}, head {} (round {}, {} ms)",
             head.height,
             to_hex(&head.hash()),
             head.round,
             head.timestamp_ms
         ),
-        None => println!("  no blocks"),
     }
-    println!(
-        "  {} bytes, {} good{}",
-        log.file_len,
-        log.good_len,
-        torn_tail(log.file_len, log.good_len)
-    );
     let wal = store::scan_wal(data).map_err(|e| e.to_string())?;
-    let head_height = log.headers.last().map_or(0, |h| h.height);
+    let head_height = log.head.height;
     let live = wal
         .records
         .iter()
@@ -451,21 +471,27 @@ fn db_check(data: &std::path::Path, genesis: Option<PathBuf>) -> Result<(), Stri
         live,
         wal.file_len,
         wal.good_len,
-        torn_tail(wal.file_len, wal.good_len)
+        tail_note(wal.tail, wal.file_len - wal.good_len)
     );
     println!("ok");
     Ok(())
 }
 
-/// `db check`'s note on a file whose good prefix is shorter than the file.
-fn torn_tail(file_len: u64, good_len: u64) -> String {
-    if file_len > good_len {
-        format!(
-            "; torn tail of {} bytes (cut when the node starts)",
-            file_len - good_len
-        )
-    } else {
-        String::new()
+/// `db check`'s note on a block log segment whose good records end before the file.
+fn segment_tail(segment: &corecell::store::SegmentScan) -> String {
+    tail_note(segment.tail, segment.file_len - segment.good_len)
+}
+
+/// `db check`'s note on the `bytes` after a file's last good record.
+fn tail_note(tail: corecell::store::Tail, bytes: u64) -> String {
+    use corecell::store::Tail;
+    match tail {
+        Tail::Clean => String::new(),
+        Tail::ZeroPadding => format!(
+            "; {bytes} bytes of zero padding after the last record (DMA page rounding left by \
+             a stop without cleanup; cut when the node starts)"
+        ),
+        Tail::Torn => format!("; torn tail of {bytes} bytes (cut when the node starts)"),
     }
 }
 

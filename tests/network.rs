@@ -108,8 +108,9 @@ fn four_cns_finalize_twenty_blocks_with_identical_hashes() {
     db_check_finds_torn_tails_and_corruption(&net_dir.join("cn0").join("data"), chains[0].1.len());
 }
 
-/// `corecell db check` on a real data directory: clean, then with a torn tail (reported, still
-/// ok), then with a flipped byte in the first record (refused, naming file and offset 0).
+/// `corecell db check` on a real data directory: clean (the nodes stopped cleanly, so the last
+/// segment ends at its last record, without page padding), then with a torn tail (reported,
+/// still ok), then with a flipped byte in the first record (refused, naming file and offset 0).
 fn db_check_finds_torn_tails_and_corruption(data: &Path, blocks: usize) {
     let db_check = |data: &Path| {
         let out = Command::new(BIN)
@@ -130,7 +131,13 @@ fn db_check_finds_torn_tails_and_corruption(data: &Path, blocks: usize) {
         text.contains(&format!("{blocks} blocks, heights 1..={blocks}")),
         "{text}"
     );
-    let log = data.join("blocks.log");
+    assert!(
+        !text.contains("torn") && !text.contains("padding"),
+        "a clean stop leaves the last segment at its logical end\n{text}"
+    );
+    // A short run fills one segment, named for height 1.
+    let log = data.join("blocks-00000000000000000001.log");
+    assert!(text.contains("(1 segment)"), "{text}");
     let len = std::fs::metadata(&log).expect("block log").len();
     // Torn tail: half a record header appended.
     let mut bytes = std::fs::read(&log).expect("read log");
@@ -146,7 +153,8 @@ fn db_check_finds_torn_tails_and_corruption(data: &Path, blocks: usize) {
     let (code, text) = db_check(data);
     assert_eq!(code, Some(1), "{text}");
     assert!(
-        text.contains("blocks.log") && text.contains("corrupt record at offset 0"),
+        text.contains("blocks-00000000000000000001.log")
+            && text.contains("corrupt record at offset 0"),
         "{text}"
     );
 }

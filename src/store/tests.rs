@@ -1,0 +1,488 @@
+//! Block log tests on real files (tempdirs) through glommio DMA files, with tiny segments.
+
+use std::path::Path;
+
+use super::*;
+use crate::types::chain::{transactions_root, SignedTransaction};
+use crate::types::{Block, QuorumCertificate, VoteKind};
+
+/// Segments of three pages: a few blocks each.
+const TINY_SEGMENT: u64 = 3 * 4096;
+
+fn genesis() -> BlockHeader {
+    BlockHeader {
+        parent_hash: [0; 32],
+        height: 0,
+        round: 0,
+        timestamp_ms: 1_700_000_000_000,
+        proposer: 0,
+        randao_reveal: [0; 96],
+        mix: [1; 32],
+        transactions_root: transactions_root(std::iter::empty()),
+        state_root: [2; 32],
+        committee_digest: [3; 32],
+    }
+}
+
+/// The child of `parent` with `txs` transactions of `tx_bytes` bytes and a structurally valid
+/// commit certificate (the store checks shape and block hash, not signatures).
+fn child(parent: &BlockHeader, txs: usize, tx_bytes: usize) -> FinalizedBlock {
+    let height = parent.height + 1;
+    let transactions: Vec<SignedTransaction> = (0..txs)
+        .map(|i| SignedTransaction {
+            bytes: vec![(height as usize + i) as u8 | 1; tx_bytes],
+        })
+        .collect();
+    let header = BlockHeader {
+        parent_hash: parent.hash(),
+        height,
+        round: (height % 3) as u32,
+        timestamp_ms: parent.timestamp_ms + 500,
+        proposer: (height % 4) as u32,
+        randao_reveal: [height as u8; 96],
+        mix: [height as u8 ^ 0x5a; 32],
+        transactions_root: transactions_root(transactions.iter().map(|t| t.bytes.as_slice())),
+        state_root: [7; 32],
+        committee_digest: [3; 32],
+    };
+    let certificate = QuorumCertificate {
+        kind: VoteKind::Commit,
+        height,
+        round: header.round,
+        block_hash: header.hash(),
+        signers: vec![0b1011],
+        signature: [9; 96],
+    };
+    FinalizedBlock {
+        block: Block {
+            header,
+            transactions,
+        },
+        certificate,
+    }
+}
+
+/// `count` blocks after `parent`, of varied sizes (0 to 12 transactions of 110 bytes), so
+/// records cross page boundaries at varied offsets.
+fn chain(parent: &BlockHeader, count: usize) -> Vec<FinalizedBlock> {
+    let mut blocks: Vec<FinalizedBlock> = Vec::with_capacity(count);
+    for _ in 0..count {
+        let parent = blocks.last().map_or(parent, |b| &b.block.header);
+        let height = parent.height + 1;
+        blocks.push(child(parent, (height * 5 % 13) as usize, 110));
+    }
+    blocks
+}
+
+/// Runs `body` on a glommio executor with little io memory, as the node's shards do.
+fn on_executor<T>(body: impl std::future::Future<Output = T>) -> T {
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .io_memory(1 << 20)
+        .make()
+        .expect("glommio executor")
+        .run(body)
+}
+
+/// Recovers `dir`, appends `blocks`, and stops cleanly (`close`) or as a crash would (drop).
+fn append(dir: &Path, blocks: &[FinalizedBlock], segment_limit: u64, clean_stop: bool) {
+    let recovered = recover(dir, &genesis()).expect("recover");
+    on_executor(async {
+        let log = BlockLog::open(dir, recovered.index, &recovered.head, segment_limit)
+            .await
+            .expect("open");
+        for block in blocks {
+            log.append(block).await.expect("append");
+        }
+        if clean_stop {
+            log.close().await.expect("close");
+        }
+    });
+}
+
+/// Every block of `dir` through `replay_blocks` from `from`: (height, hash) in order.
+fn replayed(dir: &Path, index: &BlockIndex, from: Height) -> Vec<(Height, [u8; 32])> {
+    let mut seen = Vec::new();
+    replay_blocks(dir, index, from, |block| {
+        seen.push((
+            block.block.header.height.to_native(),
+            block.block.header.hash(),
+        ));
+        Ok(())
+    })
+    .expect("replay");
+    seen
+}
+
+fn expected(blocks: &[FinalizedBlock], from: Height) -> Vec<(Height, [u8; 32])> {
+    blocks
+        .iter()
+        .filter(|b| b.block.header.height >= from)
+        .map(|b| (b.block.header.height, b.block.hash()))
+        .collect()
+}
+
+fn flip_byte(path: &Path, offset: u64) {
+    let mut bytes = std::fs::read(path).expect("read segment");
+    bytes[offset as usize] ^= 0x40;
+    std::fs::write(path, bytes).expect("write segment");
+}
+
+#[test]
+fn blocks_across_tiny_segments_recover_with_head_index_and_replay() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let blocks = chain(&genesis(), 60);
+    append(dir.path(), &blocks, TINY_SEGMENT, true);
+
+    let recovered = recover(dir.path(), &genesis()).expect("recover");
+    let last = &blocks[59].block.header;
+    assert_eq!(recovered.head, *last);
+    assert_eq!(recovered.cut, (0, 0), "a clean stop leaves no padding");
+    let index = &recovered.index;
+    assert_eq!((index.head_height(), index.blocks()), (60, 60));
+    let segments: Vec<SegmentSummary> = index.segments().collect();
+    assert!(segments.len() >= 4, "{segments:?}");
+    let files = list_segments(dir.path()).expect("list");
+    assert_eq!(files.len(), segments.len());
+    for (k, (summary, (first_height, path))) in segments.iter().zip(&files).enumerate() {
+        assert_eq!(summary.first_height, *first_height);
+        assert_eq!(*path, segment_path(dir.path(), *first_height));
+        // A segment stays within the limit, and every file ends at its last record.
+        assert!(summary.end <= TINY_SEGMENT, "{summary:?}");
+        assert_eq!(std::fs::metadata(path).unwrap().len(), summary.end);
+        if k + 1 < segments.len() {
+            assert_eq!(
+                summary.first_height + summary.blocks,
+                segments[k + 1].first_height
+            );
+        }
+    }
+    assert_eq!(segments[0].first_height, 1);
+    // Every height is located where its record is.
+    for block in &blocks {
+        let height = block.block.header.height;
+        let location = index.locate(height).expect("indexed");
+        assert_eq!(
+            location.len as usize,
+            crate::types::to_bytes(block).len(),
+            "height {height}"
+        );
+    }
+    assert_eq!(replayed(dir.path(), index, 0), expected(&blocks, 1));
+    assert_eq!(replayed(dir.path(), index, 37), expected(&blocks, 37));
+    assert!(replayed(dir.path(), index, 61).is_empty());
+    // The tool scan sees the same.
+    let headers = finalized_headers(dir.path(), &genesis()).expect("headers");
+    assert_eq!(headers.len(), 60);
+    assert_eq!(headers[59], *last);
+}
+
+#[test]
+fn a_restart_appends_at_the_logical_end_after_a_crash_or_a_clean_stop() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let blocks = chain(&genesis(), 45);
+    // A crash: the last segment keeps its page padding.
+    append(dir.path(), &blocks[..20], TINY_SEGMENT, false);
+    let scan = scan_block_log(dir.path(), &genesis()).expect("scan");
+    let last = scan.segments.last().expect("a segment");
+    assert_eq!(last.tail, Tail::ZeroPadding);
+    assert_eq!(last.file_len % 4096, 0, "DMA writes whole pages");
+    assert!(last.file_len > last.good_len);
+    let padding = last.file_len - last.good_len;
+    assert_eq!(
+        recover(dir.path(), &genesis()).expect("recover").cut.0,
+        padding
+    );
+    // Restart after the crash (recover cuts, then appends), then a clean stop and restart.
+    append(dir.path(), &blocks[20..33], TINY_SEGMENT, false);
+    append(dir.path(), &blocks[33..40], TINY_SEGMENT, true);
+    append(dir.path(), &blocks[40..], TINY_SEGMENT, true);
+    let recovered = recover(dir.path(), &genesis()).expect("recover");
+    assert_eq!(recovered.head, blocks[44].block.header);
+    assert_eq!(
+        replayed(dir.path(), &recovered.index, 1),
+        expected(&blocks, 1)
+    );
+}
+
+#[test]
+fn a_torn_tail_in_the_last_segment_is_cut() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let blocks = chain(&genesis(), 30);
+    append(dir.path(), &blocks[..25], TINY_SEGMENT, false);
+    let recovered = recover(dir.path(), &genesis()).expect("recover");
+    let last = recovered.index.last_segment().expect("a segment");
+    let path = segment_path(dir.path(), last.first_height);
+    // Half of the next record written at the logical end, then page padding: a torn write.
+    let next = encode_record(&crate::types::to_bytes(&blocks[25]));
+    let mut bytes = std::fs::read(&path).expect("read");
+    assert_eq!(bytes.len() as u64, last.end);
+    bytes.extend_from_slice(&next[..next.len() / 2]);
+    bytes.resize(bytes.len().next_multiple_of(4096), 0);
+    std::fs::write(&path, &bytes).expect("write");
+    let scan = scan_block_log(dir.path(), &genesis()).expect("scan");
+    assert_eq!(scan.segments.last().unwrap().tail, Tail::Torn);
+    let recovered = recover(dir.path(), &genesis()).expect("recover");
+    assert_eq!(recovered.head, blocks[24].block.header);
+    assert_eq!(recovered.cut.0, bytes.len() as u64 - last.end);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), last.end);
+    // The node goes on from there.
+    append(dir.path(), &blocks[25..], TINY_SEGMENT, true);
+    let recovered = recover(dir.path(), &genesis()).expect("recover");
+    assert_eq!(
+        replayed(dir.path(), &recovered.index, 1),
+        expected(&blocks, 1)
+    );
+}
+
+#[test]
+fn a_flipped_byte_in_a_sealed_segment_or_mid_last_segment_refuses_naming_file_and_offset() {
+    let blocks = chain(&genesis(), 60);
+    // At least three segments, the last holding at least two blocks.
+    let setup = || {
+        let dir = tempfile::tempdir().expect("tempdir");
+        on_executor(async {
+            let log = BlockLog::open(dir.path(), BlockIndex::new(), &genesis(), TINY_SEGMENT)
+                .await
+                .expect("open");
+            for block in &blocks {
+                log.append(block).await.expect("append");
+                let index = log.index();
+                if index.segments().count() >= 3 && index.last_segment().unwrap().blocks >= 2 {
+                    break;
+                }
+            }
+            log.close().await.expect("close");
+        });
+        let index = recover(dir.path(), &genesis()).expect("recover").index;
+        (dir, index)
+    };
+    let refused = |dir: &Path| {
+        let err = recover(dir, &genesis()).expect_err("corruption refused");
+        let db = scan_block_log(dir, &genesis()).expect_err("db check refuses too");
+        assert_eq!(err.to_string(), db.to_string());
+        err.to_string()
+    };
+
+    // The last record of the first (sealed) segment: a torn tail anywhere else, corruption
+    // in a sealed one.
+    let (dir, index) = setup();
+    let first = index.segments().next().expect("a segment");
+    let height = first.first_height + first.blocks - 1;
+    let at = index.locate(height).expect("indexed");
+    let path = segment_path(dir.path(), at.segment);
+    flip_byte(&path, at.offset + RECORD_HEADER_LEN as u64 + 7);
+    let text = refused(dir.path());
+    assert!(
+        text.contains(&path.display().to_string())
+            && text.contains(&format!("corrupt record at offset {}", at.offset))
+            && text.contains("sealed segment"),
+        "{text}"
+    );
+
+    // A record header in the middle of a sealed segment (the second one).
+    let (dir, index) = setup();
+    let second = index.segments().nth(1).expect("two segments");
+    let at = index.locate(second.first_height + 1).expect("indexed");
+    let path = segment_path(dir.path(), at.segment);
+    flip_byte(&path, at.offset + 1);
+    let text = refused(dir.path());
+    assert!(
+        text.contains(&path.display().to_string())
+            && text.contains(&format!("corrupt record at offset {}", at.offset)),
+        "{text}"
+    );
+
+    // The first record of the last segment, with more records after it.
+    let (dir, index) = setup();
+    let last = index.last_segment().expect("a segment");
+    assert!(last.blocks >= 2, "{last:?}");
+    let at = index.locate(last.first_height).expect("indexed");
+    assert_eq!(at.offset, 0);
+    let path = segment_path(dir.path(), at.segment);
+    flip_byte(&path, RECORD_HEADER_LEN as u64 + 100);
+    let text = refused(dir.path());
+    assert!(
+        text.contains(&path.display().to_string())
+            && text.contains("corrupt record at offset 0")
+            && text.contains("data follows it"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_missing_middle_segment_refuses_naming_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let blocks = chain(&genesis(), 40);
+    append(dir.path(), &blocks, TINY_SEGMENT, true);
+    let files = list_segments(dir.path()).expect("list");
+    assert!(files.len() >= 3);
+    std::fs::remove_file(&files[1].1).expect("remove");
+    let err = recover(dir.path(), &genesis()).expect_err("gap refused");
+    let text = err.to_string();
+    assert!(
+        text.contains(&files[2].1.display().to_string())
+            && text.contains(&segment_file_name(files[1].0))
+            && text.contains("missing"),
+        "{text}"
+    );
+    // A missing first segment too.
+    std::fs::remove_file(&files[0].1).expect("remove");
+    let text = recover(dir.path(), &genesis())
+        .expect_err("gap refused")
+        .to_string();
+    assert!(text.contains(&segment_file_name(1)), "{text}");
+}
+
+#[test]
+fn the_old_single_file_layout_is_refused_with_a_clear_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join(LEGACY_BLOCK_LOG_FILE), [1, 2, 3]).expect("write");
+    let text = recover(dir.path(), &genesis())
+        .expect_err("old layout refused")
+        .to_string();
+    assert!(
+        text.contains("blocks.log") && text.contains("layout") && text.contains("segment"),
+        "{text}"
+    );
+    std::fs::remove_file(dir.path().join(LEGACY_BLOCK_LOG_FILE)).expect("remove");
+    std::fs::write(dir.path().join("blocks-12.log"), [1]).expect("write");
+    let text = recover(dir.path(), &genesis())
+        .expect_err("bad name refused")
+        .to_string();
+    assert!(text.contains("not a block log segment name"), "{text}");
+}
+
+#[test]
+fn reads_for_sync_serving_cross_segments() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let blocks = chain(&genesis(), 40);
+    append(dir.path(), &blocks[..30], TINY_SEGMENT, true);
+    let recovered = recover(dir.path(), &genesis()).expect("recover");
+    on_executor(async {
+        let log = BlockLog::open(dir.path(), recovered.index, &recovered.head, TINY_SEGMENT)
+            .await
+            .expect("open");
+        // Appends during serving roll over too; reads see every block, in any order.
+        for block in &blocks[30..] {
+            log.append(block).await.expect("append");
+        }
+        assert!(log.index().segments().count() >= 4);
+        let order: Vec<usize> = (0..40).chain((0..40).rev()).chain([0, 39, 5, 35]).collect();
+        for k in order {
+            let height = k as u64 + 1;
+            let payload = log.read(height).await.expect("read").expect("stored");
+            assert_eq!(
+                payload.as_slice(),
+                crate::types::to_bytes(&blocks[k]).as_slice()
+            );
+            let frame = block_frame(height, &payload).expect("frame");
+            assert_eq!(frame, crate::types::frame::encode_frame(&blocks[k]));
+        }
+        assert!(log.read(41).await.expect("read").is_none());
+        assert!(block_frame(2, &log.read(1).await.unwrap().unwrap()).is_err());
+        log.close().await.expect("close");
+    });
+}
+
+#[test]
+fn a_block_larger_than_the_segment_limit_gets_a_segment_of_its_own() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut blocks = chain(&genesis(), 3);
+    let big = child(&blocks[2].block.header, 100, 110);
+    blocks.push(big);
+    let after = chain(&blocks[3].block.header, 2);
+    blocks.extend(after);
+    append(dir.path(), &blocks, 4096, true);
+    let recovered = recover(dir.path(), &genesis()).expect("recover");
+    let segments: Vec<SegmentSummary> = recovered.index.segments().collect();
+    let big = segments
+        .iter()
+        .find(|s| s.first_height == 4)
+        .expect("a segment starts at the big block");
+    assert_eq!(big.blocks, 1);
+    assert!(big.end > 4096);
+    assert_eq!(
+        replayed(dir.path(), &recovered.index, 1),
+        expected(&blocks, 1)
+    );
+}
+
+#[test]
+fn an_empty_last_segment_left_by_a_crash_at_roll_over_is_appended_to() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let blocks = chain(&genesis(), 20);
+    append(dir.path(), &blocks[..10], TINY_SEGMENT, true);
+    // The crash came after the new segment was created, before its first record.
+    std::fs::write(segment_path(dir.path(), 11), []).expect("create");
+    let recovered = recover(dir.path(), &genesis()).expect("recover");
+    assert_eq!(recovered.head.height, 10);
+    append(dir.path(), &blocks[10..], TINY_SEGMENT, true);
+    let recovered = recover(dir.path(), &genesis()).expect("recover");
+    assert!(recovered.index.segments().any(|s| s.first_height == 11));
+    assert_eq!(
+        replayed(dir.path(), &recovered.index, 1),
+        expected(&blocks, 1)
+    );
+    // An empty segment with one after it is not a crash leftover.
+    std::fs::write(segment_path(dir.path(), 21), []).expect("create");
+    std::fs::write(segment_path(dir.path(), 22), []).expect("create");
+    let text = recover(dir.path(), &genesis())
+        .expect_err("empty sealed segment")
+        .to_string();
+    assert!(text.contains("holds no block"), "{text}");
+}
+
+#[test]
+fn the_first_append_of_a_new_data_directory_starts_segment_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let blocks = chain(&genesis(), 1);
+    append(dir.path(), &blocks, SEGMENT_BYTES, true);
+    assert_eq!(
+        list_segments(dir.path()).expect("list"),
+        vec![(1, segment_path(dir.path(), 1))]
+    );
+    assert_eq!(
+        recover(dir.path(), &genesis()).expect("recover").head,
+        blocks[0].block.header
+    );
+}
+
+#[test]
+fn a_batch_append_rolls_over_like_single_appends() {
+    let blocks = chain(&genesis(), 50);
+    let one_by_one = tempfile::tempdir().expect("tempdir");
+    append(one_by_one.path(), &blocks, TINY_SEGMENT, true);
+    let batched = tempfile::tempdir().expect("tempdir");
+    on_executor(async {
+        let log = BlockLog::open(batched.path(), BlockIndex::new(), &genesis(), TINY_SEGMENT)
+            .await
+            .expect("open");
+        log.append_all(&blocks[..1]).await.expect("append");
+        log.append_all(&blocks[1..45]).await.expect("append");
+        log.append_all(&blocks[45..]).await.expect("append");
+        log.close().await.expect("close");
+    });
+    let segments = |dir: &Path| -> Vec<SegmentSummary> {
+        let recovered = recover(dir, &genesis()).expect("recover");
+        assert_eq!(replayed(dir, &recovered.index, 1), expected(&blocks, 1));
+        recovered.index.segments().collect()
+    };
+    assert_eq!(segments(batched.path()), segments(one_by_one.path()));
+}
+
+#[test]
+fn a_data_directory_given_by_a_relative_path_works() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The same directory, relative to the working directory.
+    let cwd = std::env::current_dir().expect("cwd");
+    let mut relative = std::path::PathBuf::new();
+    for _ in cwd.components().skip(1) {
+        relative.push("..");
+    }
+    relative.push(dir.path().strip_prefix("/").expect("absolute tempdir"));
+    assert!(relative.is_relative());
+    let blocks = chain(&genesis(), 12);
+    append(&relative, &blocks, TINY_SEGMENT, true);
+    let recovered = recover(dir.path(), &genesis()).expect("recover");
+    assert_eq!(recovered.head, blocks[11].block.header);
+}
