@@ -1147,7 +1147,11 @@ fn misaligned_payloads_are_refused() {
         match err {
             Some(FrameError::Invalid { kind: k, reason }) => {
                 assert_eq!(k, kind.name());
-                assert!(reason.contains("unaligned"), "{reason}");
+                // rkyv's error text is only detailed in builds with debug assertions.
+                assert!(
+                    reason.contains("unaligned") || !cfg!(debug_assertions),
+                    "{reason}"
+                );
             }
             other => panic!("{}: misaligned payload gave {other:?}", kind.name()),
         }
