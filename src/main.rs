@@ -74,8 +74,8 @@ struct TestnetArgs {
     #[arg(long, default_value = "transfer")]
     workload: String,
     /// Offered load, transactions per second (split over the CNs: evenly for raw, by senders
-    /// for transfer).
-    #[arg(long, default_value_t = 10_000)]
+    /// for transfer). The default is a load 4 CNs on a 2-vCPU machine sustain.
+    #[arg(long, default_value_t = 4_000)]
     rate: u64,
     /// Prefunded genesis test accounts; with `--workload transfer` each sends rate/accounts
     /// tx/s (keep that under ~32: the pools hold 64 per sender).
