@@ -48,8 +48,9 @@ enum Command {
 
 #[derive(Subcommand)]
 enum DbCommand {
-    /// Verify a data directory (block log and consensus WAL) without changing it, and report
-    /// what it holds. Exits 1 on corruption.
+    /// Verify a data directory (block log, consensus WAL and, on transfer chains, the state)
+    /// without changing it, and report what it holds. Exits 1 on corruption or a state that
+    /// does not replay to the head's state root.
     Check {
         /// The node's data directory.
         #[arg(long)]
@@ -57,6 +58,9 @@ enum DbCommand {
         /// The network's genesis file [default: genesis.toml one or two folders up].
         #[arg(long)]
         genesis: Option<PathBuf>,
+        /// Replay the state from the genesis instead of from the newest snapshot.
+        #[arg(long)]
+        full: bool,
     },
 }
 
@@ -249,7 +253,11 @@ fn main() -> ExitCode {
         Command::Node(args) => node(args),
         Command::Sim(args) => sim(args),
         Command::Testnet(args) => testnet(args),
-        Command::Db(DbCommand::Check { data, genesis }) => db_check(&data, genesis),
+        Command::Db(DbCommand::Check {
+            data,
+            genesis,
+            full,
+        }) => db_check(&data, genesis, full),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -396,7 +404,7 @@ fn node(a: NodeArgs) -> Result<(), String> {
     )
 }
 
-fn db_check(data: &std::path::Path, genesis: Option<PathBuf>) -> Result<(), String> {
+fn db_check(data: &std::path::Path, genesis: Option<PathBuf>, full: bool) -> Result<(), String> {
     use corecell::store::{self, WAL_FILE};
     if !data.is_dir() {
         return Err(format!("{} is not a directory", data.display()));
@@ -473,7 +481,77 @@ fn db_check(data: &std::path::Path, genesis: Option<PathBuf>) -> Result<(), Stri
         wal.good_len,
         tail_note(wal.tail, wal.file_len - wal.good_len)
     );
+    if genesis.execution == corecell::node::genesis::ExecutionMode::Transfer {
+        db_check_state(data, &genesis, &log.head, &log.index, full)?;
+    }
     println!("ok");
+    Ok(())
+}
+
+/// The state part of `db check`: the snapshots found, then the state replayed (from the newest
+/// usable snapshot, or the genesis with `full`) to the head, every block's root checked.
+fn db_check_state(
+    data: &std::path::Path,
+    genesis: &corecell::node::genesis::Genesis,
+    head: &corecell::types::BlockHeader,
+    index: &corecell::store::BlockIndex,
+    full: bool,
+) -> Result<(), String> {
+    use corecell::exec::snapshot;
+    let dir = data.join(snapshot::SNAPSHOT_DIR);
+    let snapshots = snapshot::list(&dir)?;
+    let heights: Vec<String> = snapshots.iter().map(|(h, _)| h.to_string()).collect();
+    println!(
+        "state      {} ({} snapshot{}{})",
+        dir.display(),
+        snapshots.len(),
+        if snapshots.len() == 1 { "" } else { "s" },
+        if heights.is_empty() {
+            String::new()
+        } else {
+            format!(" at heights {}", heights.join(", "))
+        }
+    );
+    let started = std::time::Instant::now();
+    let mut state = if full {
+        snapshot::replay_from_genesis(data, genesis, head, index)?
+    } else {
+        snapshot::load_state(data, genesis, head, index)?
+    };
+    let root = state.root();
+    if root != head.state_root {
+        return Err(format!(
+            "the state at height {} has root {}, the head's header says {}",
+            head.height,
+            to_hex(&root),
+            to_hex(&head.state_root)
+        ));
+    }
+    let supply = genesis
+        .accounts
+        .iter()
+        .fold(alloy_primitives::U256::ZERO, |s, a| {
+            s.saturating_add(a.balance)
+        });
+    let held = state.total_balance().saturating_add(state.burned());
+    if held != supply {
+        return Err(format!(
+            "balances plus burned fees are {held} wei, the genesis supply is {supply} wei"
+        ));
+    }
+    println!(
+        "  replayed {} to height {} in {:.1} s: root {} = the head's; {} accounts, {} wei burned, supply conserved",
+        if full || snapshots.is_empty() {
+            "from the genesis"
+        } else {
+            "from the newest usable snapshot"
+        },
+        state.height(),
+        started.elapsed().as_secs_f64(),
+        to_hex(&root),
+        state.len(),
+        state.burned()
+    );
     Ok(())
 }
 

@@ -213,8 +213,9 @@ fn chain_transactions(data: &Path, genesis: &Genesis) -> HashSet<Hash32> {
 /// restart does) and checks the supply.
 fn assert_state_adds_up(name: &str, data: &Path, genesis: &Genesis) -> u64 {
     let recovered = corecell::store::recover(data, &genesis.header()).expect("recovers");
-    let mut state = corecell::exec::snapshot::load_state(data, genesis, &recovered)
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let mut state =
+        corecell::exec::snapshot::load_state(data, genesis, &recovered.head, &recovered.index)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
     assert_eq!(state.height(), recovered.head.height);
     assert_eq!(
         state.root(),

@@ -292,8 +292,13 @@ fn check_state(name: &str, data: &Path, genesis: &Genesis) -> StateCheck {
     let replayed = crate::store::recover(data, &genesis.header())
         .map_err(|e| e.to_string())
         .and_then(|recovered| {
-            crate::exec::snapshot::replay_from_genesis(data, genesis, &recovered)
-                .map(|state| (state, recovered.head))
+            crate::exec::snapshot::replay_from_genesis(
+                data,
+                genesis,
+                &recovered.head,
+                &recovered.index,
+            )
+            .map(|state| (state, recovered.head))
         });
     match replayed {
         Ok((mut state, head)) => {

@@ -27,7 +27,8 @@ use crate::crypto::tx::decode_transaction;
 use crate::exec::state::State;
 use crate::exec::transfer::BASE_FEE_WEI;
 use crate::node::genesis::Genesis;
-use crate::store::Recovered;
+use crate::store::BlockIndex;
+use crate::types::BlockHeader;
 
 /// Folder of the snapshots inside the data directory.
 pub const SNAPSHOT_DIR: &str = "state";
@@ -186,6 +187,12 @@ pub fn decode_all(
     Ok(())
 }
 
+/// A data directory's block log: its head and index (from recovery or a read-only scan).
+struct ChainLog<'a> {
+    head: &'a BlockHeader,
+    index: &'a BlockIndex,
+}
+
 /// Why a replay stopped.
 enum ReplayError {
     /// The snapshot's root is not its header's: try an older one.
@@ -199,9 +206,11 @@ enum ReplayError {
 pub fn load_state(
     data_dir: &Path,
     genesis: &Genesis,
-    recovered: &Recovered,
+    head: &BlockHeader,
+    index: &BlockIndex,
 ) -> Result<State, String> {
-    let head = recovered.head.height;
+    let log = ChainLog { head, index };
+    let head = log.head.height;
     let mut snapshots = candidates(&data_dir.join(SNAPSHOT_DIR), genesis.chain_id, head)?;
     snapshots.reverse(); // popped newest first
     loop {
@@ -214,7 +223,7 @@ pub fn load_state(
         if from_genesis && state.root() != genesis.header().state_root {
             return Err("the genesis accounts do not give the genesis header's state root".into());
         }
-        match replay(data_dir, recovered, &mut state) {
+        match replay(data_dir, &log, &mut state) {
             Ok(()) => return Ok(state),
             Err(ReplayError::SnapshotMismatch) => {
                 assert!(!from_genesis, "the genesis root was checked above");
@@ -234,14 +243,16 @@ pub fn load_state(
 pub fn replay_from_genesis(
     data_dir: &Path,
     genesis: &Genesis,
-    recovered: &Recovered,
+    head: &BlockHeader,
+    index: &BlockIndex,
 ) -> Result<State, String> {
+    let log = ChainLog { head, index };
     let mut state = State::from_genesis(genesis.chain_id, &genesis.accounts)
         .map_err(|e| format!("genesis accounts: {e}"))?;
     if state.root() != genesis.header().state_root {
         return Err("the genesis accounts do not give the genesis header's state root".into());
     }
-    match replay(data_dir, recovered, &mut state) {
+    match replay(data_dir, &log, &mut state) {
         Ok(()) => Ok(state),
         Err(ReplayError::Fatal(e)) => Err(e),
         Err(ReplayError::SnapshotMismatch) => unreachable!("the genesis root was checked above"),
@@ -250,10 +261,10 @@ pub fn replay_from_genesis(
 
 /// Replays the finalized blocks after `state`'s height into it. The block at the state's own
 /// height (none for the genesis) is read first to check the state's root against its header.
-fn replay(data_dir: &Path, recovered: &Recovered, state: &mut State) -> Result<(), ReplayError> {
-    let head = recovered.head.height;
+fn replay(data_dir: &Path, log: &ChainLog<'_>, state: &mut State) -> Result<(), ReplayError> {
+    let head = log.head.height;
     let base = state.height();
-    if base == head && base > 0 && recovered.head.state_root != state.root() {
+    if base == head && base > 0 && log.head.state_root != state.root() {
         return Err(ReplayError::SnapshotMismatch);
     }
     if base >= head {
@@ -268,7 +279,7 @@ fn replay(data_dir: &Path, recovered: &Recovered, state: &mut State) -> Result<(
     let mut last_progress = Instant::now();
     let mut txs = Vec::new();
     let mut mismatch = false;
-    let result = crate::store::replay_blocks(data_dir, &recovered.index, base.max(1), |block| {
+    let result = crate::store::replay_blocks(data_dir, log.index, base.max(1), |block| {
         let header = &block.block.header;
         let height = header.height.to_native();
         if height == base {

@@ -123,7 +123,12 @@ pub fn run_cn(setup: NodeSetup, options: RunOptions, stop: Arc<AtomicBool>) -> R
     );
     let (engine, snapshots) = match genesis.execution {
         ExecutionMode::Transfer => {
-            let state = exec::snapshot::load_state(&config.data_dir, &genesis, &recovered)?;
+            let state = exec::snapshot::load_state(
+                &config.data_dir,
+                &genesis,
+                &recovered.head,
+                &recovered.index,
+            )?;
             tracing::info!(
                 height = state.height(),
                 accounts = state.len(),
