@@ -513,10 +513,14 @@ fn db_check_state(
         }
     );
     let started = std::time::Instant::now();
-    let mut state = if full {
-        snapshot::replay_from_genesis(data, genesis, head, index)?
+    let (mut state, from) = if full {
+        (
+            snapshot::replay_from_genesis(data, genesis, head, index)?,
+            None,
+        )
     } else {
-        snapshot::load_state(data, genesis, head, index)?
+        let loaded = snapshot::load_state(data, genesis, head, index)?;
+        (loaded.state, loaded.snapshot_height)
     };
     let root = state.root();
     if root != head.state_root {
@@ -541,10 +545,9 @@ fn db_check_state(
     }
     println!(
         "  replayed {} to height {} in {:.1} s: root {} = the head's; {} accounts, {} wei burned, supply conserved",
-        if full || snapshots.is_empty() {
-            "from the genesis"
-        } else {
-            "from the newest usable snapshot"
+        match from {
+            None => "from the genesis".to_string(),
+            Some(h) => format!("from the snapshot at height {h}"),
         },
         state.height(),
         started.elapsed().as_secs_f64(),

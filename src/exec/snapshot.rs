@@ -201,6 +201,15 @@ enum ReplayError {
     Fatal(String),
 }
 
+/// What [`load_state`] produced.
+#[derive(Debug)]
+pub struct LoadedState {
+    /// The state at the block log's head.
+    pub state: State,
+    /// The height of the snapshot it started from (`None`: the genesis).
+    pub snapshot_height: Option<u64>,
+}
+
 /// The state after the last finalized block of a recovered data directory: the newest usable
 /// snapshot plus a replay of the blocks after it (see the module doc).
 pub fn load_state(
@@ -208,7 +217,7 @@ pub fn load_state(
     genesis: &Genesis,
     head: &BlockHeader,
     index: &BlockIndex,
-) -> Result<State, String> {
+) -> Result<LoadedState, String> {
     let log = ChainLog { head, index };
     let head = log.head.height;
     let mut snapshots = candidates(&data_dir.join(SNAPSHOT_DIR), genesis.chain_id, head)?;
@@ -223,8 +232,14 @@ pub fn load_state(
         if from_genesis && state.root() != genesis.header().state_root {
             return Err("the genesis accounts do not give the genesis header's state root".into());
         }
+        let snapshot_height = (!from_genesis).then(|| state.height());
         match replay(data_dir, &log, &mut state) {
-            Ok(()) => return Ok(state),
+            Ok(()) => {
+                return Ok(LoadedState {
+                    state,
+                    snapshot_height,
+                })
+            }
             Err(ReplayError::SnapshotMismatch) => {
                 assert!(!from_genesis, "the genesis root was checked above");
                 tracing::warn!(
@@ -324,5 +339,201 @@ fn replay(data_dir: &Path, log: &ChainLog<'_>, state: &mut State) -> Result<(), 
             );
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::tx::{address_of_secret, sign_transfer, Transfer, TxType};
+    use crate::exec::transfer::TransferEngine;
+    use crate::node::genesis::{test_account_secret, NetworkSpec};
+    use crate::store::BlockLog;
+    use crate::types::{Block, FinalizedBlock, QuorumCertificate, VoteKind};
+
+    /// A generated genesis (5 test accounts) in `dir`.
+    fn genesis(dir: &Path) -> Genesis {
+        let spec = NetworkSpec {
+            cns: 1,
+            pns: 0,
+            ens: 0,
+            host: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            base_port: 40000,
+            committee_size: None,
+            block_period_ms: 500,
+            accounts: 5,
+            chain_id: 1001,
+            timestamp_ms: 1_700_000_000_000,
+            seed: Some(3),
+            execution: Default::default(),
+        };
+        let net = spec.generate(&dir.join("net")).expect("generate");
+        Genesis::load(&net.genesis_path).expect("genesis")
+    }
+
+    /// `count` finalized blocks of one transfer each (account 0 paying account 1), executed
+    /// by a transfer engine so their state roots are right; the engine's states after each.
+    fn chain(genesis: &Genesis, count: u64) -> (Vec<FinalizedBlock>, Vec<State>) {
+        let secret = test_account_secret(0);
+        let to = address_of_secret(&test_account_secret(1)).expect("key");
+        let state = State::from_genesis(genesis.chain_id, &genesis.accounts).expect("state");
+        let mut engine = TransferEngine::new(state);
+        let mut parent = genesis.header();
+        let (mut blocks, mut states) = (Vec::new(), Vec::new());
+        for nonce in 0..count {
+            let tx = sign_transfer(
+                &secret,
+                TxType::Eip1559,
+                &Transfer {
+                    chain_id: genesis.chain_id,
+                    nonce,
+                    to,
+                    value: alloy_primitives::U256::from(1u8),
+                    gas_limit: 21_000,
+                    max_fee_per_gas: 2 * BASE_FEE_WEI,
+                    max_priority_fee_per_gas: 1,
+                },
+            )
+            .expect("sign");
+            engine.admit_batch([tx.as_slice()].into_iter(), None, 0);
+            let (transactions, state_root) = engine.build();
+            let mut header = parent.clone();
+            header.parent_hash = parent.hash();
+            header.height += 1;
+            header.transactions_root = crate::types::chain::transactions_root(
+                transactions.iter().map(|t| t.bytes.as_slice()),
+            );
+            header.state_root = state_root;
+            let block = FinalizedBlock {
+                certificate: QuorumCertificate {
+                    kind: VoteKind::Commit,
+                    height: header.height,
+                    round: 0,
+                    block_hash: header.hash(),
+                    signers: vec![1],
+                    signature: [0; 96],
+                },
+                block: Block {
+                    header: header.clone(),
+                    transactions,
+                },
+            };
+            engine.finalize(&block).expect("finalizes");
+            let mut copy = State::decode_snapshot(&engine.final_state().encode_snapshot())
+                .expect("round trip");
+            copy.root();
+            states.push(copy);
+            blocks.push(block);
+            parent = header;
+        }
+        (blocks, states)
+    }
+
+    /// Writes `blocks` into the block log of `data`; returns the recovered head and index.
+    fn write_log(
+        data: &Path,
+        genesis: &Genesis,
+        blocks: &[FinalizedBlock],
+    ) -> crate::store::Recovered {
+        let recovered = crate::store::recover(data, &genesis.header()).expect("recover");
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(1 << 20)
+            .make()
+            .expect("executor")
+            .run(async {
+                let log = BlockLog::open(data, recovered.index, &recovered.head, 1 << 20)
+                    .await
+                    .expect("open");
+                for b in blocks {
+                    log.append(b).await.expect("append");
+                }
+                log.close().await.expect("close");
+            });
+        crate::store::recover(data, &genesis.header()).expect("recover")
+    }
+
+    #[test]
+    fn snapshots_are_kept_two_newest_first_and_leftovers_ignored() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let g = genesis(tmp.path());
+        let (_, states) = chain(&g, 4);
+        let dir = tmp.path().join("state");
+        for s in &states {
+            write(&dir, s).expect("written");
+        }
+        std::fs::write(dir.join("state-00000000000000000009.snap.tmp"), b"torn").expect("tmp");
+        std::fs::write(dir.join("notes.txt"), b"x").expect("other");
+        let listed: Vec<u64> = list(&dir).expect("list").iter().map(|(h, _)| *h).collect();
+        assert_eq!(listed, vec![4, 3], "the two newest, newest first");
+    }
+
+    #[test]
+    fn restart_uses_the_newest_good_snapshot_and_replays_the_rest() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let g = genesis(tmp.path());
+        let data = tmp.path().join("data");
+        let (blocks, mut states) = chain(&g, 6);
+        let recovered = write_log(&data, &g, &blocks);
+        assert_eq!(recovered.head.height, 6);
+        let dir = data.join(SNAPSHOT_DIR);
+        let head_root = states[5].root();
+        let load = || {
+            let mut loaded =
+                load_state(&data, &g, &recovered.head, &recovered.index).expect("loads");
+            assert_eq!(loaded.state.height(), 6);
+            assert_eq!(loaded.state.root(), head_root);
+            loaded.snapshot_height
+        };
+
+        // No snapshot: the genesis plus 6 blocks.
+        assert_eq!(load(), None);
+        // Snapshots at 2 and 4: the one at 4 plus 2 blocks.
+        write(&dir, &states[1]).expect("written");
+        write(&dir, &states[3]).expect("written");
+        assert_eq!(load(), Some(4));
+        // A corrupt newest snapshot: the one at 2 is used instead.
+        let newest = dir.join("state-00000000000000000004.snap");
+        let mut bytes = std::fs::read(&newest).expect("read");
+        let at = bytes.len() / 2;
+        bytes[at] ^= 0x40;
+        std::fs::write(&newest, &bytes).expect("write");
+        assert_eq!(load(), Some(2));
+        // A well-formed snapshot that is not this chain's state at its height (the state of
+        // height 5 filed as height 4): its root differs from header 4's, so it is skipped.
+        let mut wrong = states[4].encode_snapshot();
+        wrong[20..28].copy_from_slice(&4u64.to_be_bytes());
+        let n = wrong.len() - 8;
+        let sum = crate::crypto::hash::xxh3(&wrong[..n]);
+        wrong[n..].copy_from_slice(&sum.to_be_bytes());
+        std::fs::write(&newest, &wrong).expect("write");
+        assert_eq!(load(), Some(2));
+        // A snapshot above the head is ignored.
+        let mut above = states[5].clone();
+        above
+            .execute_block(&[], None, BASE_FEE_WEI)
+            .expect("empty block");
+        // (Written by hand: `write` would also drop the oldest snapshot.)
+        std::fs::write(dir.join(snapshot_name(7)), above.encode_snapshot()).expect("write");
+        assert_eq!(load(), Some(2), "the snapshot above the head is skipped");
+        // And the replay from the genesis agrees.
+        let mut full =
+            replay_from_genesis(&data, &g, &recovered.head, &recovered.index).expect("replays");
+        assert_eq!(full.root(), head_root);
+    }
+
+    #[test]
+    fn a_block_that_does_not_reproduce_its_state_root_stops_the_replay() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let g = genesis(tmp.path());
+        let data = tmp.path().join("data");
+        let (mut blocks, _) = chain(&g, 3);
+        // Re-seal block 2 with a wrong state root (and its child's parent hash).
+        blocks[1].block.header.state_root = [9; 32];
+        blocks[1].certificate.block_hash = blocks[1].block.hash();
+        blocks[2].block.header.parent_hash = blocks[1].block.hash();
+        blocks[2].certificate.block_hash = blocks[2].block.hash();
+        let recovered = write_log(&data, &g, &blocks);
+        let err = load_state(&data, &g, &recovered.head, &recovered.index).unwrap_err();
+        assert!(err.contains("state diverged at height 2"), "{err}");
     }
 }

@@ -123,15 +123,17 @@ pub fn run_cn(setup: NodeSetup, options: RunOptions, stop: Arc<AtomicBool>) -> R
     );
     let (engine, snapshots) = match genesis.execution {
         ExecutionMode::Transfer => {
-            let state = exec::snapshot::load_state(
+            let loaded = exec::snapshot::load_state(
                 &config.data_dir,
                 &genesis,
                 &recovered.head,
                 &recovered.index,
             )?;
+            let state = loaded.state;
             tracing::info!(
                 height = state.height(),
                 accounts = state.len(),
+                snapshot = ?loaded.snapshot_height,
                 "account state ready"
             );
             (
