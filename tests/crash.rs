@@ -215,7 +215,8 @@ fn assert_state_adds_up(name: &str, data: &Path, genesis: &Genesis) -> u64 {
     let recovered = corecell::store::recover(data, &genesis.header()).expect("recovers");
     let mut state =
         corecell::exec::snapshot::load_state(data, genesis, &recovered.head, &recovered.index)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .state;
     assert_eq!(state.height(), recovered.head.height);
     assert_eq!(
         state.root(),
