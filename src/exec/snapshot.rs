@@ -347,26 +347,13 @@ mod tests {
     use super::*;
     use crate::crypto::tx::{address_of_secret, sign_transfer, Transfer, TxType};
     use crate::exec::transfer::TransferEngine;
-    use crate::node::genesis::{test_account_secret, NetworkSpec};
+    use crate::node::genesis::test_account_secret;
     use crate::store::BlockLog;
     use crate::types::{Block, FinalizedBlock, QuorumCertificate, VoteKind};
 
     /// A generated genesis (5 test accounts) in `dir`.
     fn genesis(dir: &Path) -> Genesis {
-        let spec = NetworkSpec {
-            cns: 1,
-            pns: 0,
-            ens: 0,
-            host: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
-            base_port: 40000,
-            committee_size: None,
-            block_period_ms: 500,
-            accounts: 5,
-            chain_id: 1001,
-            timestamp_ms: 1_700_000_000_000,
-            seed: Some(3),
-            execution: Default::default(),
-        };
+        let spec = crate::node::tests::spec(1, 0, 0);
         let net = spec.generate(&dir.join("net")).expect("generate");
         Genesis::load(&net.genesis_path).expect("genesis")
     }

@@ -10,7 +10,8 @@ use super::setup::NodeSetup;
 use super::ConfigError;
 use crate::crypto::tx::address_of_secret;
 
-fn spec(cns: usize, pns: usize, ens: usize) -> NetworkSpec {
+/// A network spec for tests: loopback, 5 test accounts, reproducible keys.
+pub(crate) fn spec(cns: usize, pns: usize, ens: usize) -> NetworkSpec {
     NetworkSpec {
         cns,
         pns,
