@@ -248,14 +248,17 @@ fn a_killed_cn_restarts_from_its_snapshot_and_catches_up() {
     net.kill(3);
     let killed_at = net.heights(&[0])[0];
     client.run_for(Duration::from_secs(4), Duration::from_millis(100));
+    // The other three finalize without cn3 (slowly in a debug build on two vCPUs: a round
+    // whose proposer is cn3 times out).
+    let rest = [0, 1, 2];
+    net.wait_heights(&rest, &[killed_at + 3; 3], Duration::from_secs(90));
     let ahead = net.heights(&[0])[0];
-    assert!(ahead > killed_at, "the others finalize without cn3");
 
     net.spawn(3);
     // cn3 restarts from a snapshot (every 10 blocks) and replays the rest, then syncs.
     let target = net.heights(&[0])[0] + 3;
     client.run_for(Duration::from_secs(3), Duration::from_millis(100));
-    net.wait_heights(&all, &[target; CNS], Duration::from_secs(60));
+    net.wait_heights(&all, &[target; CNS], Duration::from_secs(120));
     client.drain(Duration::from_secs(10));
     net.stop(&all);
 
@@ -350,7 +353,7 @@ fn all_cns_killed_at_once_lose_nothing_reported_final() {
     let resumed = net.heights(&[0])[0];
     let mut after = TransferClient::new(net.nodes[2].ingress, CHAIN_ID, 32..64);
     after.run_for(Duration::from_secs(3), Duration::from_millis(100));
-    net.wait_heights(&all, &[resumed + 5; CNS], Duration::from_secs(60));
+    net.wait_heights(&all, &[resumed + 5; CNS], Duration::from_secs(120));
     after.drain(Duration::from_secs(10));
     net.stop(&all);
 
