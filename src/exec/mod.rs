@@ -275,9 +275,9 @@ impl Engine {
     }
 
     /// Builds block `height` (the next one).
-    fn build(&mut self) -> (Vec<SignedTransaction>, Hash32) {
+    fn build(&mut self, height: Height) -> (Vec<SignedTransaction>, Hash32) {
         match self {
-            Engine::Transfer(e) => e.build(),
+            Engine::Transfer(e) => e.build(height),
             Engine::Raw(p) => (p.build(MAX_BLOCK_TXS, MAX_BLOCK_TX_BYTES), [0; 32]),
         }
     }
@@ -395,7 +395,7 @@ pub async fn run(
         let start = Instant::now();
         let reply = match req {
             ExecRequest::Build { height, round, .. } => {
-                let (transactions, state_root) = engine.borrow_mut().build();
+                let (transactions, state_root) = engine.borrow_mut().build(height);
                 Some(ExecReply::Built {
                     height,
                     round,

@@ -383,7 +383,7 @@ mod tests {
             )
             .expect("sign");
             engine.admit_batch([tx.as_slice()].into_iter(), None, 0);
-            let (transactions, state_root) = engine.build();
+            let (transactions, state_root) = engine.build(parent.height + 1);
             let mut header = parent.clone();
             header.parent_hash = parent.hash();
             header.height += 1;

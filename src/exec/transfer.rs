@@ -339,7 +339,16 @@ impl TransferEngine {
 
     /// The transactions and state root of block `head + 1`. It is executed tentatively, so
     /// that finalizing it costs nothing more.
-    pub fn build(&mut self) -> (Vec<SignedTransaction>, Hash32) {
+    ///
+    /// # Panics
+    /// If `height` is not `head + 1`: consensus asks for a block only after telling exec of
+    /// its parent's finalization, on the same channel.
+    pub fn build(&mut self, height: Height) -> (Vec<SignedTransaction>, Hash32) {
+        assert_eq!(
+            height,
+            self.head + 1,
+            "asked to build a block that does not follow the finalized head"
+        );
         self.discard();
         let selected: Vec<(Vec<u8>, DecodedTx)> = self
             .pool
@@ -613,7 +622,7 @@ mod tests {
         let gossip = validator.admit_batch([t0.as_slice(), t1.as_slice()].into_iter(), None, 0);
         assert_eq!(gossip.admitted.len(), 2);
 
-        let (txs, state_root) = proposer.build();
+        let (txs, state_root) = proposer.build(1);
         assert_eq!(txs.len(), 2);
         let block = Block {
             header: header(1, &txs, state_root),
@@ -700,7 +709,7 @@ mod tests {
         let mut leader = engine(&accts);
         let tx = transfer(&accts[1].0, 0, accts[0].1, 3);
         leader.admit_batch([tx.as_slice()].into_iter(), None, 0);
-        let (txs, root) = leader.build();
+        let (txs, root) = leader.build(1);
         let fb = finalized(Block {
             header: header(1, &txs, root),
             transactions: txs,
@@ -765,7 +774,7 @@ mod tests {
         .unwrap();
         let mut leader = engine(&accts);
         leader.admit_batch([other.as_slice()].into_iter(), None, 0);
-        let (txs, root) = leader.build();
+        let (txs, root) = leader.build(1);
         let fb = finalized(Block {
             header: header(1, &txs, root),
             transactions: txs,
@@ -793,21 +802,21 @@ mod tests {
         let mut e = engine(&accts);
         let t0 = transfer(&accts[0].0, 0, accts[1].1, 1);
         e.admit_batch([t0.as_slice()].into_iter(), None, 0);
-        let (first, root1) = e.build();
+        let (first, root1) = e.build(1);
         // A round change: another proposal (empty) is checked, then this node builds again.
         let empty = Block {
             header: header(1, &[], e.final_state().root()),
             transactions: vec![],
         };
         e.verify(&empty).unwrap();
-        let (again, root2) = e.build();
+        let (again, root2) = e.build(1);
         assert_eq!(first, again);
         assert_eq!(root1, root2);
         // The empty block is finalized: the transfer stays pooled for the next height.
         let fb = finalized(empty);
         e.finalize(&fb).unwrap();
         assert_eq!(e.pooled(), 1);
-        let (next, _) = e.build();
+        let (next, _) = e.build(2);
         assert_eq!(next.len(), 1);
     }
 }
