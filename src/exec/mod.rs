@@ -9,8 +9,9 @@
 //!
 //! Transactions reach the shard two ways, through the net shard:
 //! - a client's ingress batch: admitted; refusals answered at once (one `IngressAck` per
-//!   reason); the admitted part gossiped to the other CNs as a batch so that whoever proposes
-//!   next already holds it; FINAL (and DROPPED) answers once the admitted transactions settle;
+//!   reason); the admitted part gossiped to the other CNs so that whoever proposes next already
+//!   holds it (client batches admitted within [`GOSSIP_DELAY`] go out as one batch); FINAL (and
+//!   DROPPED) answers once the admitted transactions settle;
 //! - another CN's gossip: admitted without an answer and not gossiped again.
 //!
 //! Consensus asks the shard to build a block, to check a proposed one, and tells it when a
@@ -46,6 +47,21 @@ use crate::types::{
 };
 
 pub use raw::{Admission, RawPool, DEFAULT_POOL_BYTES, DEFAULT_POOL_TXS};
+
+/// Longest time an admitted client transaction waits before it is gossiped.
+pub const GOSSIP_DELAY: std::time::Duration = std::time::Duration::from_millis(10);
+/// A gossip batch goes out at once when it holds this many transactions ...
+pub const GOSSIP_MAX_TXS: usize = 2048;
+/// ... or this many bytes (well within a `TxBatch`'s limits).
+pub const GOSSIP_MAX_BYTES: usize = 256 * 1024;
+
+const _: () = assert!(
+    GOSSIP_MAX_TXS + crate::types::network::MAX_BATCH_TXS / 2
+        <= crate::types::network::MAX_BATCH_TXS
+        && GOSSIP_MAX_BYTES + crate::types::network::MAX_BATCH_TX_BYTES / 2
+            <= crate::types::network::MAX_BATCH_TX_BYTES,
+    "a full gossip buffer plus one more client batch fits in one TxBatch"
+);
 pub use transfer::TransferEngine;
 
 /// Where an ingress connection's batch came from.
@@ -188,8 +204,13 @@ impl Engine {
         }
     }
 
-    /// Offers a batch; returns what to send to the net shard.
-    fn admit(&mut self, batch: &BatchIn, counters: &ExecCounters) -> Vec<ExecToNet> {
+    /// Offers a batch; returns the answers for the client and the transactions to gossip (a
+    /// client's admitted ones; a peer's are never gossiped again).
+    fn admit(
+        &mut self,
+        batch: &BatchIn,
+        counters: &ExecCounters,
+    ) -> (Vec<ExecToNet>, Vec<SignedTransaction>) {
         debug_assert_eq!(batch.frame.kind, FrameKind::TxBatch);
         // SAFETY: the net shard validated this payload as an ArchivedTxBatch with
         // `Frame::message` (rkyv::access + limits) before sending it here, and the bytes have
@@ -200,7 +221,8 @@ impl Engine {
             BatchOrigin::Peer => None,
         };
         let len = archived.transactions.len();
-        let mut out = Vec::new();
+        let mut acks = Vec::new();
+        let mut admitted_indices = Vec::new();
         match self {
             Engine::Transfer(engine) => {
                 let outcome = engine.admit_batch(
@@ -208,22 +230,8 @@ impl Engine {
                     client,
                     crate::node::consensus_shard::now_ms(),
                 );
-                if client.is_some() && !outcome.admitted.is_empty() {
-                    let frame = if outcome.admitted.len() == len {
-                        reframe(&batch.frame.payload)
-                    } else {
-                        let txs = outcome
-                            .admitted
-                            .iter()
-                            .map(|&i| SignedTransaction {
-                                bytes: archived.transactions[i].bytes.to_vec(),
-                            })
-                            .collect();
-                        batch_frame(archived.id.to_native(), txs)
-                    };
-                    out.push(ExecToNet::Gossip(Arc::new(frame)));
-                }
-                out.extend(
+                admitted_indices = outcome.admitted;
+                acks.extend(
                     outcome
                         .acks
                         .into_iter()
@@ -239,10 +247,10 @@ impl Engine {
                     counters.refused.fetch_add(duplicates as u64, Relaxed);
                     if let Some((connection, batch_id)) = client {
                         if admitted > 0 {
-                            out.push(ExecToNet::Gossip(Arc::new(reframe(&batch.frame.payload))));
+                            admitted_indices = (0..len).collect();
                         }
                         if duplicates > 0 {
-                            out.push(ExecToNet::Ack {
+                            acks.push(ExecToNet::Ack {
                                 connection,
                                 ack: IngressAck {
                                     batch_id,
@@ -257,7 +265,7 @@ impl Engine {
                 Admission::PoolFull => {
                     counters.refused.fetch_add(len as u64, Relaxed);
                     if let Some((connection, batch_id)) = client {
-                        out.push(ExecToNet::Ack {
+                        acks.push(ExecToNet::Ack {
                             connection,
                             ack: IngressAck {
                                 batch_id,
@@ -271,7 +279,17 @@ impl Engine {
             },
         }
         self.publish(counters);
-        out
+        let gossip = if client.is_some() {
+            admitted_indices
+                .iter()
+                .map(|&i| SignedTransaction {
+                    bytes: archived.transactions[i].bytes.to_vec(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        (acks, gossip)
     }
 
     /// Builds block `height` (the next one).
@@ -322,16 +340,39 @@ impl Engine {
     }
 }
 
-/// The frame of a `TxBatch` payload, for gossip.
-fn reframe(payload: &[u8]) -> Vec<u8> {
-    let mut frame = crate::types::frame::FrameHeader {
-        kind: FrameKind::TxBatch,
-        len: payload.len() as u32,
+/// Admitted client transactions wait here at most [`GOSSIP_DELAY`] (or until
+/// [`GOSSIP_MAX_TXS`] / [`GOSSIP_MAX_BYTES`]) and then go to the other CNs in one batch: a frame
+/// costs each of them a wake-up, a read, a validation and a channel hop whatever its size, so
+/// batching the small batches clients send cuts that per-frame cost.
+#[derive(Debug, Default)]
+struct GossipBuffer {
+    txs: Vec<SignedTransaction>,
+    bytes: usize,
+    next_id: u64,
+}
+
+impl GossipBuffer {
+    fn is_full(&self) -> bool {
+        self.txs.len() >= GOSSIP_MAX_TXS || self.bytes >= GOSSIP_MAX_BYTES
     }
-    .to_bytes()
-    .to_vec();
-    frame.extend_from_slice(payload);
-    frame
+
+    fn push(&mut self, txs: Vec<SignedTransaction>) {
+        self.bytes += txs.iter().map(|t| t.bytes.len()).sum::<usize>();
+        self.txs.extend(txs);
+    }
+
+    /// The buffered transactions as one `TxBatch` frame, if any.
+    fn take_frame(&mut self) -> Option<Arc<Vec<u8>>> {
+        if self.txs.is_empty() {
+            return None;
+        }
+        self.next_id += 1;
+        self.bytes = 0;
+        Some(Arc::new(batch_frame(
+            self.next_id,
+            std::mem::take(&mut self.txs),
+        )))
+    }
 }
 
 /// The channels of the exec shard.
@@ -365,6 +406,27 @@ pub async fn run(
     engine.publish(&counters);
     let engine = Rc::new(RefCell::new(engine));
     let to_net = Rc::new(to_net);
+    let gossip = Rc::new(RefCell::new(GossipBuffer::default()));
+    // Armed when the gossip buffer becomes non-empty; the flusher then sends it GOSSIP_DELAY
+    // later (unless it filled up and went out before).
+    let (doorbell, rings) = glommio::channels::local_channel::new_bounded::<()>(1);
+    let flusher = {
+        let gossip = gossip.clone();
+        let to_net = to_net.clone();
+        let stats = stats.clone();
+        glommio::spawn_local(async move {
+            while rings.recv().await.is_some() {
+                glommio::timer::sleep(GOSSIP_DELAY).await;
+                let frame = gossip.borrow_mut().take_frame();
+                if let Some(frame) = frame {
+                    stats.count_out();
+                    if to_net.send(ExecToNet::Gossip(frame)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        })
+    };
     let ingress = {
         let engine = engine.clone();
         let to_net = to_net.clone();
@@ -378,7 +440,18 @@ pub async fn run(
                 futures_lite::future::yield_now().await;
                 stats.count_in();
                 let start = Instant::now();
-                let out = engine.borrow_mut().admit(&batch, &counters);
+                let (acks, admitted) = engine.borrow_mut().admit(&batch, &counters);
+                let mut out = acks;
+                if !admitted.is_empty() {
+                    let mut buffer = gossip.borrow_mut();
+                    let was_empty = buffer.txs.is_empty();
+                    buffer.push(admitted);
+                    if buffer.is_full() {
+                        out.extend(buffer.take_frame().map(ExecToNet::Gossip));
+                    } else if was_empty {
+                        let _ = doorbell.try_send(());
+                    }
+                }
                 stats.add_busy(start);
                 for m in out {
                     stats.count_out();
@@ -463,10 +536,63 @@ pub async fn run(
     }
     drop(to_consensus);
     ingress.cancel().await;
+    flusher.cancel().await;
     result
 }
 
 /// Encodes a batch as a frame (clients and tests).
 pub fn batch_frame(id: u64, transactions: Vec<SignedTransaction>) -> Vec<u8> {
     encode_frame(&crate::types::network::TxBatch { id, transactions })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::frame::{FrameDecoder, Message};
+
+    fn txs(n: usize, size: usize) -> Vec<SignedTransaction> {
+        (0..n)
+            .map(|i| SignedTransaction {
+                bytes: vec![i as u8; size],
+            })
+            .collect()
+    }
+
+    #[test]
+    fn gossip_buffer_fills_by_count_or_bytes_and_empties_into_one_batch() {
+        let mut buffer = GossipBuffer::default();
+        assert!(buffer.take_frame().is_none(), "nothing to send");
+        buffer.push(txs(3, 100));
+        buffer.push(txs(2, 50));
+        assert!(!buffer.is_full());
+        let frame = buffer.take_frame().expect("a frame");
+        assert!(buffer.txs.is_empty() && buffer.bytes == 0);
+        let mut input = frame.as_slice();
+        let decoded = FrameDecoder::new()
+            .decode(&mut input)
+            .expect("valid")
+            .expect("whole");
+        let Ok(Message::TxBatch(batch)) = decoded.message() else {
+            panic!("not a batch");
+        };
+        assert_eq!(batch.id.to_native(), 1);
+        assert_eq!(batch.transactions.len(), 5);
+        assert_eq!(batch.transactions[3].bytes.len(), 50);
+
+        buffer.push(txs(GOSSIP_MAX_TXS, 1));
+        assert!(buffer.is_full(), "full by count");
+        let _ = buffer.take_frame();
+        buffer.push(txs(3, GOSSIP_MAX_BYTES / 3 + 1));
+        assert!(buffer.is_full(), "full by bytes");
+        let frame = buffer.take_frame().expect("a frame");
+        let mut input = frame.as_slice();
+        let decoded = FrameDecoder::new()
+            .decode(&mut input)
+            .expect("valid")
+            .expect("whole");
+        let Ok(Message::TxBatch(batch)) = decoded.message() else {
+            panic!("not a batch");
+        };
+        assert_eq!(batch.id.to_native(), 3, "ids increase");
+    }
 }
