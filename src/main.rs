@@ -513,36 +513,25 @@ fn db_check_state(
         }
     );
     let started = std::time::Instant::now();
-    let (mut state, from) = if full {
-        (
-            snapshot::replay_from_genesis(data, genesis, head, index)?,
-            None,
-        )
+    let start = if full {
+        snapshot::ReplayStart::Genesis
     } else {
-        let loaded = snapshot::load_state(data, genesis, head, index)?;
-        (loaded.state, loaded.snapshot_height)
+        snapshot::ReplayStart::NewestSnapshot
     };
-    let root = state.root();
-    if root != head.state_root {
+    let mut audit = snapshot::audit_state(data, genesis, head, index, start)?;
+    let root = audit.state.root();
+    if !audit.root_matches_head {
         return Err(format!(
             "the state at height {} has root {}, the head's header says {}",
-            head.height,
+            audit.state.height(),
             to_hex(&root),
             to_hex(&head.state_root)
         ));
     }
-    let supply = genesis
-        .accounts
-        .iter()
-        .fold(alloy_primitives::U256::ZERO, |s, a| {
-            s.saturating_add(a.balance)
-        });
-    let held = state.total_balance().saturating_add(state.burned());
-    if held != supply {
-        return Err(format!(
-            "balances plus burned fees are {held} wei, the genesis supply is {supply} wei"
-        ));
+    if !audit.supply_conserved {
+        return Err("balances plus burned fees are not the genesis supply".into());
     }
+    let (state, from) = (&audit.state, audit.snapshot_height);
     println!(
         "  replayed {} to height {} in {:.1} s: root {} = the head's; {} accounts, {} wei burned, supply conserved",
         match from {

@@ -289,31 +289,25 @@ fn check_state(name: &str, data: &Path, genesis: &Genesis) -> StateCheck {
         node: name.to_string(),
         ..StateCheck::default()
     };
-    let replayed = crate::store::recover(data, &genesis.header())
+    let audit = crate::store::recover(data, &genesis.header())
         .map_err(|e| e.to_string())
         .and_then(|recovered| {
-            crate::exec::snapshot::replay_from_genesis(
+            crate::exec::snapshot::audit_state(
                 data,
                 genesis,
                 &recovered.head,
                 &recovered.index,
+                crate::exec::snapshot::ReplayStart::Genesis,
             )
-            .map(|state| (state, recovered.head))
         });
-    match replayed {
-        Ok((mut state, head)) => {
-            let supply = genesis
-                .accounts
-                .iter()
-                .fold(alloy_primitives::U256::ZERO, |s, a| {
-                    s.saturating_add(a.balance)
-                });
-            check.height = head.height;
-            check.state_root = format!("0x{}", hex::encode(state.root()));
-            check.accounts = state.len() as u64;
-            check.burned_wei = state.burned().to_string();
-            check.roots_reproduced = state.root() == head.state_root;
-            check.supply_conserved = state.total_balance().saturating_add(state.burned()) == supply;
+    match audit {
+        Ok(mut audit) => {
+            check.height = audit.state.height();
+            check.state_root = format!("0x{}", hex::encode(audit.state.root()));
+            check.accounts = audit.state.len() as u64;
+            check.burned_wei = audit.state.burned().to_string();
+            check.roots_reproduced = audit.root_matches_head;
+            check.supply_conserved = audit.supply_conserved;
         }
         Err(e) => check.error = Some(e),
     }

@@ -187,6 +187,62 @@ pub fn decode_all(
     Ok(())
 }
 
+/// Where [`audit_state`] starts its replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayStart {
+    /// The genesis: every block executed (an independent check of the chain).
+    Genesis,
+    /// The newest usable snapshot, as a restart does.
+    NewestSnapshot,
+}
+
+/// What [`audit_state`] found.
+#[derive(Debug)]
+pub struct StateAudit {
+    /// The state at the block log's head.
+    pub state: State,
+    /// The snapshot the replay started from (`None`: the genesis).
+    pub snapshot_height: Option<u64>,
+    /// Whether the state's root is the head header's (every earlier block's root was checked
+    /// during the replay).
+    pub root_matches_head: bool,
+    /// Whether `Σ balances + burned` is the genesis supply.
+    pub supply_conserved: bool,
+}
+
+/// Replays a data directory's state to its head and checks it against the head's header and
+/// the genesis supply: the state check of `db check`, the testnet report and the crash tests.
+/// An error is a block that does not replay (it names the height).
+pub fn audit_state(
+    data_dir: &Path,
+    genesis: &Genesis,
+    head: &BlockHeader,
+    index: &BlockIndex,
+    start: ReplayStart,
+) -> Result<StateAudit, String> {
+    let (mut state, snapshot_height) = match start {
+        ReplayStart::Genesis => (replay_from_genesis(data_dir, genesis, head, index)?, None),
+        ReplayStart::NewestSnapshot => {
+            let loaded = load_state(data_dir, genesis, head, index)?;
+            (loaded.state, loaded.snapshot_height)
+        }
+    };
+    let supply = genesis
+        .accounts
+        .iter()
+        .fold(alloy_primitives::U256::ZERO, |s, a| {
+            s.saturating_add(a.balance)
+        });
+    let supply_conserved = state.total_balance().saturating_add(state.burned()) == supply;
+    let root_matches_head = state.height() == head.height && state.root() == head.state_root;
+    Ok(StateAudit {
+        state,
+        snapshot_height,
+        root_matches_head,
+        supply_conserved,
+    })
+}
+
 /// A data directory's block log: its head and index (from recovery or a read-only scan).
 struct ChainLog<'a> {
     head: &'a BlockHeader,

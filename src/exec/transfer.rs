@@ -54,7 +54,7 @@ use crate::crypto::hash::{keccak256, Hash32};
 use crate::crypto::tx::{decode_transaction, DecodedTx};
 use crate::exec::mempool::{Included, Mempool, MempoolConfig, DEFAULT_MIN_GAS_PRICE};
 use crate::exec::state::State;
-use crate::types::chain::SignedTransaction;
+use crate::types::chain::{transactions_root_of_hashes, SignedTransaction};
 use crate::types::network::IngressAck;
 use crate::types::{Block, FinalizedBlock, Height, MAX_BLOCK_TXS, MAX_BLOCK_TX_BYTES};
 
@@ -133,18 +133,6 @@ impl std::fmt::Debug for TransferEngine {
             .field("local_batches", &self.batches.len())
             .finish()
     }
-}
-
-/// The transactions root from the transactions' hashes (the formula of
-/// [`crate::types::chain::transactions_root`], without hashing each transaction again).
-fn transactions_root_of(hashes: impl ExactSizeIterator<Item = Hash32>) -> Hash32 {
-    let count = u32::try_from(hashes.len()).unwrap_or(u32::MAX);
-    let mut hasher = alloy_primitives::Keccak256::new();
-    hasher.update(count.to_be_bytes());
-    for hash in hashes {
-        hasher.update(hash);
-    }
-    hasher.finalize().0
 }
 
 impl TransferEngine {
@@ -364,7 +352,7 @@ impl TransferEngine {
             .collect();
         let (mut raw, mut decoded): (Vec<Vec<u8>>, Vec<DecodedTx>) = selected.into_iter().unzip();
         loop {
-            let root = transactions_root_of(decoded.iter().map(|t| t.hash));
+            let root = transactions_root_of_hashes(decoded.iter().map(|t| t.hash));
             match self.execute(root, decoded.clone()) {
                 Ok(state_root) => {
                     let txs = raw
@@ -411,7 +399,7 @@ impl TransferEngine {
                 }
             }
         }
-        let root = transactions_root_of(txs.iter().map(|t| t.hash));
+        let root = transactions_root_of_hashes(txs.iter().map(|t| t.hash));
         Ok((txs, root))
     }
 

@@ -245,11 +245,16 @@ impl ArchivedBlock {
 /// Each transaction is identified by keccak-256 of its exact bytes (its Ethereum hash), and the
 /// count prefix makes the empty list and every length distinct.
 pub fn transactions_root<'a>(txs: impl ExactSizeIterator<Item = &'a [u8]>) -> Hash32 {
-    let count = u32::try_from(txs.len()).unwrap_or(u32::MAX);
+    transactions_root_of_hashes(txs.map(keccak256))
+}
+
+/// [`transactions_root`] from the transactions' hashes (for callers that already hold them).
+pub fn transactions_root_of_hashes(hashes: impl ExactSizeIterator<Item = Hash32>) -> Hash32 {
+    let count = u32::try_from(hashes.len()).unwrap_or(u32::MAX);
     let mut hasher = alloy_primitives::Keccak256::new();
     hasher.update(count.to_be_bytes());
-    for tx in txs {
-        hasher.update(keccak256(tx));
+    for hash in hashes {
+        hasher.update(hash);
     }
     hasher.finalize().0
 }
