@@ -48,7 +48,7 @@ use crate::types::{
 
 pub use raw::{Admission, RawPool, DEFAULT_POOL_BYTES, DEFAULT_POOL_TXS};
 
-/// Longest time an admitted client transaction waits before it is gossiped.
+/// Gossip frames go out at most this often (see `GossipBuffer`).
 pub const GOSSIP_DELAY: std::time::Duration = std::time::Duration::from_millis(10);
 /// A gossip batch goes out at once when it holds this many transactions ...
 pub const GOSSIP_MAX_TXS: usize = 2048;
@@ -340,15 +340,18 @@ impl Engine {
     }
 }
 
-/// Admitted client transactions wait here at most [`GOSSIP_DELAY`] (or until
-/// [`GOSSIP_MAX_TXS`] / [`GOSSIP_MAX_BYTES`]) and then go to the other CNs in one batch: a frame
-/// costs each of them a wake-up, a read, a validation and a channel hop whatever its size, so
-/// batching the small batches clients send cuts that per-frame cost.
+/// Admitted client transactions on their way to the other CNs. A gossip frame costs each peer
+/// a wake-up, a read, a validation and a channel hop whatever its size, so frames go out at
+/// most once per [`GOSSIP_DELAY`] (sooner when [`GOSSIP_MAX_TXS`] / [`GOSSIP_MAX_BYTES`] fill
+/// up), like Nagle's algorithm: a transaction arriving after a quiet spell goes out at once,
+/// and under load the client batches that arrive within one delay share a frame.
 #[derive(Debug, Default)]
 struct GossipBuffer {
     txs: Vec<SignedTransaction>,
     bytes: usize,
     next_id: u64,
+    /// When the last frame went out.
+    last_sent: Option<Instant>,
 }
 
 impl GossipBuffer {
@@ -361,11 +364,21 @@ impl GossipBuffer {
         self.txs.extend(txs);
     }
 
+    /// How long the buffer may wait before it goes out (zero: now).
+    fn wait(&self, now: Instant) -> std::time::Duration {
+        match self.last_sent {
+            _ if self.is_full() => std::time::Duration::ZERO,
+            Some(at) => (at + GOSSIP_DELAY).saturating_duration_since(now),
+            None => std::time::Duration::ZERO,
+        }
+    }
+
     /// The buffered transactions as one `TxBatch` frame, if any.
     fn take_frame(&mut self) -> Option<Arc<Vec<u8>>> {
         if self.txs.is_empty() {
             return None;
         }
+        self.last_sent = Some(Instant::now());
         self.next_id += 1;
         self.bytes = 0;
         Some(Arc::new(batch_frame(
@@ -407,8 +420,8 @@ pub async fn run(
     let engine = Rc::new(RefCell::new(engine));
     let to_net = Rc::new(to_net);
     let gossip = Rc::new(RefCell::new(GossipBuffer::default()));
-    // Armed when the gossip buffer becomes non-empty; the flusher then sends it GOSSIP_DELAY
-    // later (unless it filled up and went out before).
+    // Armed when the gossip buffer becomes non-empty but may not go out yet; the flusher
+    // sends it when its wait is over (unless it filled up and went out before).
     let (doorbell, rings) = glommio::channels::local_channel::new_bounded::<()>(1);
     let flusher = {
         let gossip = gossip.clone();
@@ -416,7 +429,8 @@ pub async fn run(
         let stats = stats.clone();
         glommio::spawn_local(async move {
             while rings.recv().await.is_some() {
-                glommio::timer::sleep(GOSSIP_DELAY).await;
+                let wait = gossip.borrow().wait(Instant::now());
+                glommio::timer::sleep(wait).await;
                 let frame = gossip.borrow_mut().take_frame();
                 if let Some(frame) = frame {
                     stats.count_out();
@@ -446,7 +460,7 @@ pub async fn run(
                     let mut buffer = gossip.borrow_mut();
                     let was_empty = buffer.txs.is_empty();
                     buffer.push(admitted);
-                    if buffer.is_full() {
+                    if buffer.wait(Instant::now()).is_zero() {
                         out.extend(buffer.take_frame().map(ExecToNet::Gossip));
                     } else if was_empty {
                         let _ = doorbell.try_send(());
@@ -594,5 +608,21 @@ mod tests {
             panic!("not a batch");
         };
         assert_eq!(batch.id.to_native(), 3, "ids increase");
+    }
+
+    #[test]
+    fn gossip_goes_out_at_once_after_a_quiet_spell_and_at_most_once_per_delay_under_load() {
+        let mut buffer = GossipBuffer::default();
+        let start = Instant::now();
+        buffer.push(txs(1, 10));
+        assert!(buffer.wait(start).is_zero(), "first frame: no wait");
+        let _ = buffer.take_frame();
+        let sent = buffer.last_sent.expect("recorded");
+        buffer.push(txs(1, 10));
+        let wait = buffer.wait(sent);
+        assert!(wait > std::time::Duration::ZERO && wait <= GOSSIP_DELAY, "{wait:?}");
+        assert!(buffer.wait(sent + GOSSIP_DELAY).is_zero(), "after the delay: no wait");
+        buffer.push(txs(GOSSIP_MAX_TXS, 1));
+        assert!(buffer.wait(sent).is_zero(), "a full buffer goes out at once");
     }
 }

@@ -4,7 +4,7 @@
 //! chain_id = 1001
 //! timestamp_ms = 1780000000000   # genesis block time
 //! committee_size = 4             # committee drawn per height from the council
-//! block_period_ms = 500          # target time between blocks
+//! block_period_ms = 500          # target time between blocks; 0: propose as soon as the last is final
 //! execution = "transfer"         # "transfer" (signed Ethereum transfers, the default) or "raw"
 //! [[council]]                    # the consensus nodes, in council-index order
 //! name = "cn0"
@@ -48,8 +48,8 @@ use crate::types::{BlockHeader, MAX_COUNCIL_SIZE};
 pub const MAX_GENESIS_BYTES: u64 = 256 * 1024 * 1024;
 /// The most prefunded accounts a genesis may list.
 pub const MAX_GENESIS_ACCOUNTS: usize = 1_000_000;
-/// Shortest block period accepted.
-pub const MIN_BLOCK_PERIOD_MS: u64 = 10;
+/// Shortest block period accepted: 0 proposes the next block as soon as the last is final.
+pub const MIN_BLOCK_PERIOD_MS: u64 = 0;
 /// Longest block period accepted.
 pub const MAX_BLOCK_PERIOD_MS: u64 = 60_000;
 /// Default chain id of generated networks.

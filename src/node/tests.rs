@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::config::{NodeConfig, Placement, Role, Shard};
-use super::genesis::{test_account_secret, Genesis, NetworkSpec};
+use super::genesis::{test_account_secret, Genesis, NetworkSpec, MAX_BLOCK_PERIOD_MS};
 use super::setup::NodeSetup;
 use super::ConfigError;
 use crate::crypto::tx::address_of_secret;
@@ -153,7 +153,7 @@ fn bad_specs_are_refused_before_writing() {
         ),
         (
             NetworkSpec {
-                block_period_ms: 0,
+                block_period_ms: MAX_BLOCK_PERIOD_MS + 1,
                 ..spec(4, 0, 0)
             },
             "--block-period-ms",
@@ -283,7 +283,7 @@ fn genesis_errors_name_the_field() {
     let err = edited_error(
         "genesis.toml",
         "block_period_ms = 500",
-        "block_period_ms = 5",
+        "block_period_ms = 60001",
     );
     assert_eq!(err.field, "block_period_ms");
     let err = edited_error("genesis.toml", "balance = \"1", "balance = \"-1");
