@@ -620,9 +620,18 @@ mod tests {
         let sent = buffer.last_sent.expect("recorded");
         buffer.push(txs(1, 10));
         let wait = buffer.wait(sent);
-        assert!(wait > std::time::Duration::ZERO && wait <= GOSSIP_DELAY, "{wait:?}");
-        assert!(buffer.wait(sent + GOSSIP_DELAY).is_zero(), "after the delay: no wait");
+        assert!(
+            wait > std::time::Duration::ZERO && wait <= GOSSIP_DELAY,
+            "{wait:?}"
+        );
+        assert!(
+            buffer.wait(sent + GOSSIP_DELAY).is_zero(),
+            "after the delay: no wait"
+        );
         buffer.push(txs(GOSSIP_MAX_TXS, 1));
-        assert!(buffer.wait(sent).is_zero(), "a full buffer goes out at once");
+        assert!(
+            buffer.wait(sent).is_zero(),
+            "a full buffer goes out at once"
+        );
     }
 }

@@ -52,6 +52,10 @@ pub struct ConsensusCounters {
     pub rejected: AtomicU64,
     /// Equivocation evidence recorded.
     pub evidence: AtomicU64,
+    /// Time the shard waited for the store to make WAL records durable (before votes leave).
+    pub persist_wait_ns: AtomicU64,
+    /// Time the shard waited for the store to make finalized blocks durable.
+    pub commit_wait_ns: AtomicU64,
 }
 
 /// The channels of the consensus shard.
@@ -253,8 +257,12 @@ impl Driver {
                             records.push(r);
                         }
                     }
+                    let waited = Instant::now();
                     let reply = self.store(StoreRequest::Persist(records)).await?;
                     assert_eq!(reply, StoreReply::Persisted, "store answers in order");
+                    self.counters
+                        .persist_wait_ns
+                        .fetch_add(waited.elapsed().as_nanos() as u64, Relaxed);
                 }
                 Effect::Broadcast(message) => {
                     let frame = Arc::new(encode_message(&message));
@@ -292,7 +300,11 @@ impl Driver {
                     let height = block.header.height;
                     let txs = block.transactions.len() as u64;
                     let finalized = Arc::new(FinalizedBlock { block, certificate });
+                    let waited = Instant::now();
                     let reply = self.store(StoreRequest::Commit(finalized.clone())).await?;
+                    self.counters
+                        .commit_wait_ns
+                        .fetch_add(waited.elapsed().as_nanos() as u64, Relaxed);
                     assert_eq!(
                         reply,
                         StoreReply::Committed(height),

@@ -120,6 +120,18 @@ pub fn render(counters: &NodeCounters, tps: f64) -> String {
         "Equivocation evidence recorded",
         &c.evidence,
     );
+    gauge(
+        &mut r,
+        "persist_wait_seconds",
+        "Seconds consensus waited for WAL records to be durable (votes wait for this)",
+        c.persist_wait_ns.load(Relaxed) as f64 / 1e9,
+    );
+    gauge(
+        &mut r,
+        "commit_wait_seconds",
+        "Seconds consensus waited for finalized blocks to be durable",
+        c.commit_wait_ns.load(Relaxed) as f64 / 1e9,
+    );
     let n = &counters.net;
     gauge(
         &mut r,
