@@ -375,7 +375,7 @@ summarize() {
 }
 
 render() {
-    local name=$1 title=$2 data="$out/$1.perf.data"
+    local name=$1 title=$2 subtitle=${3:-} data="$out/$1.perf.data"
     [[ -s $data ]] || { say "$name: no profile data ($data)"; return 1; }
     say "$name: unwinding and folding stacks"
     # --no-inline: resolving inlined frames runs addr2line per address (very slow); the
@@ -390,7 +390,8 @@ render() {
         grep -E -- "$FOCUS" "$folded" >"$out/$name.focus.folded" || true
         folded="$out/$name.focus.folded"
     fi
-    if ! timeout 300 inferno-flamegraph --title "$title" <"$folded" >"$out/$name.svg"; then
+    if ! timeout 300 inferno-flamegraph --title "$title" --subtitle "$subtitle" \
+        <"$folded" >"$out/$name.svg"; then
         say "$name: inferno-flamegraph failed (no samples?)"
         return 1
     fi
@@ -419,7 +420,7 @@ bench)
         perf record -F "$freq" -e "$event" -g --call-graph "dwarf,$stack_bytes" -m "$mmap_pages" \
             -o "$out/$name.perf.data" -- "$exe" --bench --profile-time "$record_seconds" "$filter" \
         >"$out/$name.record.log" 2>&1 || die "perf record failed: see $out/$name.record.log"
-    render "$name" "$bench $filter"
+    render "$name" "bench $bench: $filter" "${FOCUS:+stacks matching $FOCUS}"
     cat "$out/$name.top.txt"
     ;;
 
@@ -431,7 +432,7 @@ pid)
     say "recording $name (pid $pid) for $record_seconds s at $freq Hz ($event, dwarf,$stack_bytes)"
     start_record "$name" "$pid"
     finish_records "$name"
-    render "$name" "corecell $name (pid $pid), $record_seconds s"
+    render "$name" "corecell $name (pid $pid): $record_seconds s of $event"
     cp "$out/$name.top.txt" "$out/summary.txt"
     cat "$out/summary.txt"
     ;;
@@ -480,6 +481,12 @@ testnet)
         if ! alive "$testnet_pid"; then
             tail -n 20 "$out/testnet.log" >&2 || true
             grep -H '^error' "$net_dir"/*/node.log >&2 2>/dev/null || true
+            if grep -qs 'already in use' "$net_dir"/*/node.log; then
+                say "a port is taken: node k uses base+k (p2p), base+2000+k (metrics) and"
+                say "base+3000+k (ingress); another testnet may hold them. Try another --base-port."
+                say "If 'ss -tan' shows a socket connected to itself on that port, the port is in"
+                say "the ephemeral range and a readiness probe caught it; it clears within 60 s."
+            fi
             die "the testnet exited before its nodes were up (log: $out/testnet.log)"
         fi
         (( SECONDS < startup_deadline )) || die "the nodes were not up within 600 s"
@@ -556,13 +563,13 @@ testnet)
         echo
     } >"$out/summary.txt"
     for name in "${names[@]}"; do
-        render "$name" "corecell $name: testnet ${testnet_args[*]}, $record_seconds s after $warmup s" \
-            || continue
+        render "$name" "corecell $name: $record_seconds s of $event after a $warmup s warm-up" \
+            "testnet ${testnet_args[*]}" || continue
         cat "$out/$name.top.txt" >>"$out/summary.txt"
     done
     cat "$out/summary.txt"
-    for name in "${names[@]}"; do
-        if [[ -s $out/$name.svg ]]; then say "flamegraph: $out/$name.svg"; fi
-    done
+    say "done: $(for name in "${names[@]}"; do
+        if [[ -s $out/$name.svg ]]; then printf '%s.svg ' "$name"; fi
+    done)in $out"
     ;;
 esac
