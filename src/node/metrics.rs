@@ -330,6 +330,12 @@ fn answer(
 pub fn scrape(addr: SocketAddr, timeout: Duration) -> Result<Vec<(String, f64)>, String> {
     let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)
         .map_err(|e| format!("metrics {addr}: {e}"))?;
+    // A connection to a loopback port nobody listens on can connect to itself when the port
+    // lies in the ephemeral range and the kernel picks it as the source port (TCP
+    // simultaneous open); it would then hold the port a node is about to bind.
+    if stream.local_addr().ok() == Some(addr) {
+        return Err(format!("metrics {addr}: nothing listens there yet"));
+    }
     stream
         .set_read_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;

@@ -83,8 +83,14 @@ pub fn assert_ports_free(base: u16, nodes: usize) {
     for k in 0..nodes as u16 {
         for port in [base + k, base + 2000 + k, base + 3000 + k] {
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            if TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
-                panic!("something already listens on {addr}; is another network running there?");
+            if let Ok(stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+                // A connection to itself (ephemeral-range port, nothing listening) is not a
+                // listener; dropping it frees the port.
+                if stream.local_addr().ok() != Some(addr) {
+                    panic!(
+                        "something already listens on {addr}; is another network running there?"
+                    );
+                }
             }
         }
     }
