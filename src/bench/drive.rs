@@ -148,6 +148,7 @@ pub fn drive(
         ..LoadOutcome::default()
     };
     let idle = LoadStats::default();
+    let has_load = load.is_some();
     let stats = load.as_ref().map_or(&idle, |l| &*l.stats);
     let mut last_line = Instant::now();
     let mut last_finalized = 0u64;
@@ -198,13 +199,15 @@ pub fn drive(
                 round_changes: sample.round_changes.unwrap_or(0),
                 rejected: stats.rejected_total(),
                 dropped: stats.dropped.load(Relaxed),
-                behind_ms: stats.take_behind_window(),
+                behind_ms: has_load.then(|| stats.take_behind_window()),
             }
             .render()
         );
         last_finalized = finalized;
     }
     outcome.duration_s = start.elapsed().as_secs_f64();
+    // A sender stuck in a write right now counts with its lag so far.
+    stats.take_behind_window();
     let Some(load) = load else {
         return Ok(outcome);
     };
@@ -313,6 +316,64 @@ mod tests {
         assert_eq!(report.finalized_txs, outcome.finalized);
         assert_eq!(report.offered_rate, 400);
         assert!(report.block_interval_ms.p50 > 0.0 && report.block_interval_ms.p50 < 50.0);
+    }
+
+    #[test]
+    fn a_sender_stuck_on_a_node_that_does_not_read_shows_its_lag_and_stops() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let release = std::sync::Arc::new(AtomicBool::new(false));
+        let released = release.clone();
+        // Accepts, never reads; holds the connection until released (at most 20 s).
+        let node = std::thread::spawn(move || {
+            let conn = listener.accept();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !released.load(Relaxed) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            drop(conn);
+        });
+        // 32 MB/s: the socket buffers fill within a fraction of a second.
+        let load = Load::start(LoadSpec {
+            targets: vec![addr],
+            workload: LoadWorkload::Raw {
+                rate: 2_000,
+                tx_size: 16 * 1024,
+            },
+        })
+        .expect("starts");
+        let lags = std::sync::Mutex::new(Vec::new());
+        let stats = load.stats.clone();
+        let started = Instant::now();
+        let outcome = drive(
+            Some(load),
+            RunLength::For(Duration::from_secs(2)),
+            &AtomicBool::new(false),
+            |_| {
+                lags.lock().expect("lock").push(stats.lag_now_ms());
+                Ok(NodeSample::default())
+            },
+        )
+        .expect("runs");
+        // Stopping did not wait on the node: one write poll at most.
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        release.store(true, Relaxed);
+        node.join().expect("node");
+        let lags = lags.lock().expect("lock").clone();
+        // Measured while the sender was stuck, growing.
+        assert!(lags[2] >= 1_000 && lags[2] > lags[1], "{lags:?}");
+        assert!(outcome.behind_ms >= 1_000, "{}", outcome.behind_ms);
+        assert!(behind_warning(outcome.behind_ms).is_some());
+        let mut report = outcome.report("raw", 2_000, 16 * 1024);
+        report.targets = vec![addr.to_string()];
+        assert!(report
+            .summary_table()
+            .contains("FELL BEHIND its schedule by up to"));
+        assert!(outcome.submitted < 2_000, "{}", outcome.submitted);
     }
 
     #[test]

@@ -14,7 +14,12 @@
 //! network does; a batch's transactions are due at the schedule's time, and when the sender
 //! falls behind its schedule (the socket blocks, or the machine is saturated) the lag is
 //! measured and reported, never hidden: latency is counted from the scheduled time, so a
-//! late sender shows as latency, and `behind_ms` says by how much it ran late.
+//! late sender shows as latency, and `behind_ms` says by how much it ran late. Each sender
+//! also publishes how far through its schedule it has sent, so a sender stuck in a write (a
+//! node that stopped reading) shows its growing lag while it is stuck
+//! ([`LoadStats::take_behind_window`]), not only once it gets going again. Writes wait at most
+//! [`WRITE_POLL`] at a time and give up once the load is stopped, so stopping never waits on a
+//! node that does not read.
 //!
 //! Answers: one batch may get several [`IngressAck`]s (immediate refusals, one per reason with
 //! a count; later one FINAL and one DROPPED with their counts); the [`AckLedger`] tracks each
@@ -47,6 +52,10 @@ use crate::types::network::{IngressAck, MAX_BATCH_TXS, MAX_BATCH_TX_BYTES};
 
 /// How often a target gets a batch.
 pub const BATCH_INTERVAL: Duration = Duration::from_millis(5);
+/// A blocked write to a target is retried at this interval, and abandoned once the load stops.
+pub const WRITE_POLL: Duration = Duration::from_millis(200);
+/// A sender's published progress once it has nothing more to send (finished or failed).
+const SENDER_DONE: u64 = u64::MAX;
 /// Smallest raw transaction (room for the uniqueness prefix).
 pub const MIN_TX_SIZE: usize = 20;
 /// The most transfers a run may pre-sign (about 150 bytes of memory each).
@@ -490,6 +499,11 @@ pub struct LoadStats {
     /// Largest lag of a sender behind its schedule since the last
     /// [`LoadStats::take_behind_window`], in ms.
     behind_window_ms: AtomicU64,
+    /// When the load started: the senders' schedules count from here.
+    epoch: Instant,
+    /// Per sender: the scheduled time, in microseconds since `epoch`, up to which it has sent
+    /// everything ([`SENDER_DONE`] once it has nothing more to send).
+    sent_through_us: Vec<AtomicU64>,
     /// Lowest block height a FINAL answer named (`u64::MAX` before the first).
     lowest_final_height: AtomicU64,
     /// Highest block height a FINAL answer named (0 before the first).
@@ -506,7 +520,16 @@ pub struct LoadStats {
 
 impl Default for LoadStats {
     fn default() -> Self {
+        LoadStats::for_senders(0)
+    }
+}
+
+impl LoadStats {
+    /// Figures of a load of `senders` senders (one per target) starting now.
+    pub fn for_senders(senders: usize) -> LoadStats {
         LoadStats {
+            epoch: Instant::now(),
+            sent_through_us: (0..senders).map(|_| AtomicU64::new(0)).collect(),
             submitted: AtomicU64::new(0),
             finalized: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
@@ -522,18 +545,52 @@ impl Default for LoadStats {
             errors_not_kept: AtomicU64::new(0),
         }
     }
-}
 
-impl LoadStats {
     /// The latency histogram of the last window, reset.
     pub fn take_window(&self) -> LatencyHistogram {
         let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
         std::mem::take(&mut *w)
     }
 
-    /// The largest lag behind schedule since the last call, in ms, reset.
+    /// The largest lag behind schedule since the last call, in ms, reset; a sender stuck in
+    /// a write counts with its lag so far ([`LoadStats::lag_now_ms`]), which also goes into
+    /// `behind_ms`.
     pub fn take_behind_window(&self) -> u64 {
-        self.behind_window_ms.swap(0, Relaxed)
+        let now = self.lag_now_ms();
+        self.behind_ms.fetch_max(now, Relaxed);
+        self.behind_window_ms.swap(0, Relaxed).max(now)
+    }
+
+    /// How far the most belated sender is behind its schedule right now, in ms: the time since
+    /// the first batch it has not finished sending was due (0 for senders that keep up, have
+    /// finished or have failed).
+    pub fn lag_now_ms(&self) -> u64 {
+        let now_us = self.epoch.elapsed().as_micros() as u64;
+        let interval_us = BATCH_INTERVAL.as_micros() as u64;
+        self.sent_through_us
+            .iter()
+            .map(|s| s.load(Relaxed))
+            .filter(|&through| through != SENDER_DONE)
+            .map(|through| now_us.saturating_sub(through.saturating_add(interval_us)) / 1000)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Records that sender `sender` has sent everything due by `due`.
+    fn sent_through(&self, sender: usize, due: Instant) {
+        if let Some(slot) = self.sent_through_us.get(sender) {
+            slot.store(
+                due.saturating_duration_since(self.epoch).as_micros() as u64,
+                Relaxed,
+            );
+        }
+    }
+
+    /// Records that sender `sender` has nothing more to send.
+    fn sender_done(&self, sender: usize) {
+        if let Some(slot) = self.sent_through_us.get(sender) {
+            slot.store(SENDER_DONE, Relaxed);
+        }
     }
 
     /// Records that a sender ran `ms` behind its schedule.
@@ -735,18 +792,28 @@ impl Load {
                     .collect()
             }
         };
-        let stats = Arc::new(LoadStats::default());
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut threads = Vec::new();
-        for (t, (addr, (rate, source))) in spec.targets.iter().zip(sources).enumerate() {
+        // Connect everywhere first, so every schedule starts at the same moment.
+        let mut streams = Vec::with_capacity(spec.targets.len());
+        for addr in &spec.targets {
             let stream = TcpStream::connect_timeout(addr, Duration::from_secs(5))
                 .map_err(|e| format!("connecting to ingress {addr}: {e}"))?;
             let _ = stream.set_nodelay(true);
+            stream
+                .set_write_timeout(Some(WRITE_POLL))
+                .map_err(|e| format!("ingress {addr}: {e}"))?;
+            streams.push(stream);
+        }
+        let stats = Arc::new(LoadStats::for_senders(spec.targets.len()));
+        let start = stats.epoch;
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for (t, ((addr, stream), (rate, source))) in
+            spec.targets.iter().zip(streams).zip(sources).enumerate()
+        {
             let reader = stream
                 .try_clone()
                 .map_err(|e| format!("ingress {addr}: {e}"))?;
             let ledger: Arc<Mutex<AckLedger>> = Arc::default();
-            let start = Instant::now();
             let sender = Sender {
                 stream,
                 target: t as u32,
@@ -862,7 +929,13 @@ struct Sender {
 }
 
 impl Sender {
-    fn run(mut self) {
+    fn run(self) {
+        let (stats, target) = (self.stats.clone(), self.target as usize);
+        self.send();
+        stats.sender_done(target);
+    }
+
+    fn send(mut self) {
         let max_per_batch = self.source.max_per_batch();
         let limit = self.source.limit();
         let mut seq: u64 = 0;
@@ -877,6 +950,7 @@ impl Sender {
                         self.target
                     ));
                 }
+                self.stats.sender_done(self.target as usize);
                 while !self.stop.load(Relaxed) {
                     std::thread::sleep(BATCH_INTERVAL);
                 }
@@ -901,19 +975,57 @@ impl Sender {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .sent(batch_id, due, n as u32);
-                if let Err(e) = self.stream.write_all(&frame) {
-                    self.stats
-                        .note_error(format!("sending to target {}: {e}", self.target));
-                    return;
+                match write_until_stopped(&mut self.stream, &frame, &self.stop) {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(e) => {
+                        self.stats
+                            .note_error(format!("sending to target {}: {e}", self.target));
+                        return;
+                    }
                 }
                 self.stats.submitted.fetch_add(n as u64, Relaxed);
                 seq += n as u64;
                 batch_id += 1;
                 owed -= n as u64;
             }
+            self.stats.sent_through(self.target as usize, due);
         }
         let _ = self.stream.shutdown(std::net::Shutdown::Write);
     }
+}
+
+/// Writes all of `bytes`, waiting on a node that does not read [`WRITE_POLL`] at a time:
+/// `Ok(true)` when written, `Ok(false)` when the load was stopped first (the rest is not
+/// sent), an error when the connection failed.
+fn write_until_stopped(
+    stream: &mut TcpStream,
+    bytes: &[u8],
+    stop: &AtomicBool,
+) -> std::io::Result<bool> {
+    let mut written = 0;
+    // Each pass writes something or waits at most WRITE_POLL; the loop ends at the latest one
+    // poll after the stop.
+    while written < bytes.len() {
+        match stream.write(&bytes[written..]) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => written += n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                if stop.load(Relaxed) {
+                    return Ok(false);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
 }
 
 fn receive(

@@ -96,6 +96,8 @@ pub struct BenchPlan {
     pub transfer: Option<TransferPlan>,
     /// The genesis used, when one was.
     pub genesis_path: Option<PathBuf>,
+    /// The chain's block period from the genesis, ms (0 when unknown).
+    pub block_period_ms: u64,
     /// Notes for the operator (what was not checked, and why).
     pub notes: Vec<String>,
 }
@@ -317,6 +319,7 @@ pub fn plan(options: &BenchOptions) -> Result<BenchPlan, String> {
         metrics,
         transfer,
         genesis_path,
+        block_period_ms: genesis.as_ref().map_or(0, |g| g.block_period_ms),
         notes,
     })
 }
@@ -400,12 +403,21 @@ pub fn probe(targets: &[SocketAddr]) -> Result<(), String> {
     Ok(())
 }
 
-/// Hints about refusals that point at the run's set-up rather than the network.
+/// Hints about refusals that point at the run's set-up rather than the network. `plan` is the
+/// transfer plan of a transfer run (`None` for raw).
+///
+/// A rerun of a transfer plan against the same chain sends the very transactions of the
+/// first run (signatures are deterministic, RFC 6979): the pools refuse those they still
+/// remember as `duplicate` and the older ones as `nonce-too-low`; both say the senders' nonces
+/// are used up.
 pub fn refusal_hints(rejected: &BTreeMap<String, u64>, plan: Option<&TransferPlan>) -> Vec<String> {
     let mut hints = Vec::new();
     let count = |reason: &str| rejected.get(reason).copied().unwrap_or(0);
-    let too_low = count("nonce-too-low");
-    if too_low > 0 {
+    let used_up = match plan {
+        Some(_) => count("nonce-too-low").saturating_add(count("duplicate")),
+        None => count("nonce-too-low"),
+    };
+    if used_up > 0 {
         let next = plan.map_or_else(String::new, |p| {
             format!(
                 " (for example --first-account {})",
@@ -413,9 +425,10 @@ pub fn refusal_hints(rejected: &BTreeMap<String, u64>, plan: Option<&TransferPla
             )
         });
         hints.push(format!(
-            "{too_low} transactions were refused as nonce-too-low: their senders had already used \
-             those nonces on this chain (an earlier run with the same accounts?). Run again with \
-             other test accounts{next}, or with --nonce-start past the nonces they used"
+            "{used_up} transactions were refused as nonce-too-low or duplicate: their senders had \
+             already used those nonces on this chain (an earlier run with the same accounts \
+             sends the very same signed transactions). Run again with other test \
+             accounts{next}, or with --nonce-start past the nonces they used"
         ));
     }
     if count("chain-id") > 0 {
@@ -511,6 +524,7 @@ pub fn run(options: &BenchOptions, interrupted: &AtomicBool) -> Result<RunReport
     report.cns = plan.targets.len();
     report.targets = targets;
     report.agreement_checked = false;
+    report.block_period_ms = plan.block_period_ms;
     report.nodes = scraper.node_reports();
     report.blocks = match (outcome.first_sample.height, scraper.height()) {
         (Some(before), Some(after)) => after.saturating_sub(before),
@@ -946,14 +960,18 @@ mod tests {
         };
         let rejected: BTreeMap<String, u64> = [
             ("nonce-too-low".to_string(), 42),
+            ("duplicate".to_string(), 8),
             ("sender-full".to_string(), 3),
         ]
         .into_iter()
         .collect();
         let hints = refusal_hints(&rejected, Some(&plan));
         assert_eq!(hints.len(), 1, "{hints:?}");
-        assert!(hints[0].starts_with("42 transactions were refused as nonce-too-low"));
+        assert!(hints[0].starts_with("50 transactions were refused as nonce-too-low or duplicate"));
         assert!(hints[0].contains("--first-account 300") && hints[0].contains("--nonce-start"));
+        // Raw transactions are unique per run: a duplicate says nothing about nonces.
+        let raw = refusal_hints(&rejected, None);
+        assert!(raw[0].starts_with("42 transactions"), "{raw:?}");
         let other: BTreeMap<String, u64> = [
             ("chain-id".to_string(), 1),
             ("insufficient-funds".to_string(), 1),

@@ -343,7 +343,7 @@ pub struct RunReport {
     pub targets: Vec<String>,
     /// Size of one transaction, bytes (the mean size for signed transfers).
     pub tx_size: usize,
-    /// Configured block period, ms.
+    /// Configured block period, ms; 0 when unknown (a bench without the chain's genesis).
     pub block_period_ms: u64,
     /// CPU time of all nodes per finalized transaction, microseconds; `None` when unknown.
     pub cpu_us_per_tx: Option<f64>,
@@ -418,10 +418,14 @@ impl RunReport {
         row(
             "offered load",
             format!(
-                "{} tx/s  tx size {} B  block period {} ms",
+                "{} tx/s  tx size {} B  block period {}",
                 group(self.offered_rate),
                 group(self.tx_size as u64),
-                group(self.block_period_ms)
+                if self.block_period_ms == 0 {
+                    "unknown".to_string()
+                } else {
+                    format!("{} ms", group(self.block_period_ms))
+                }
             ),
         );
         row(
@@ -514,6 +518,9 @@ impl RunReport {
             );
         }
 
+        if self.nodes.is_empty() {
+            return out;
+        }
         let names: Vec<String> = self.nodes.iter().map(|n| printable(&n.name)).collect();
         let w = names
             .iter()
@@ -571,9 +578,10 @@ pub struct StatusLine {
     pub rejected: u64,
     /// Transactions dropped by the pools since the run started.
     pub dropped: u64,
-    /// The load generator's largest lag behind its schedule over the last period, ms.
+    /// The load generator's largest lag behind its schedule over the last period, ms; `None`
+    /// when there is no load.
     #[serde(default)]
-    pub behind_ms: u64,
+    pub behind_ms: Option<u64>,
 }
 
 impl StatusLine {
@@ -581,15 +589,18 @@ impl StatusLine {
     /// `[  12s] height 140  tps 9,980  interval p50 101 ms  finality p50 38 ms p99 95 ms  rejected 12  dropped 0  round changes 0  gen lag 0 ms`.
     /// Milliseconds below 10 keep one decimal; non-finite values print as `n/a`. A generator
     /// lag of [`BEHIND_WARNING_MS`] or more ends the line with
-    /// `GENERATOR BEHIND SCHEDULE by N ms` instead of `gen lag N ms`.
+    /// `GENERATOR BEHIND SCHEDULE by N ms` instead of `gen lag N ms`; without a load there is
+    /// no lag to show.
     pub fn render(&self) -> String {
-        let lag = if self.behind_ms >= BEHIND_WARNING_MS {
-            format!("GENERATOR BEHIND SCHEDULE by {} ms", group(self.behind_ms))
-        } else {
-            format!("gen lag {} ms", group(self.behind_ms))
+        let lag = match self.behind_ms {
+            Some(ms) if ms >= BEHIND_WARNING_MS => {
+                format!("  GENERATOR BEHIND SCHEDULE by {} ms", group(ms))
+            }
+            Some(ms) => format!("  gen lag {} ms", group(ms)),
+            None => String::new(),
         };
         format!(
-            "[{:>4}s] height {}  tps {}  interval p50 {} ms  finality p50 {} ms p99 {} ms  rejected {}  dropped {}  round changes {}  {lag}",
+            "[{:>4}s] height {}  tps {}  interval p50 {} ms  finality p50 {} ms p99 {} ms  rejected {}  dropped {}  round changes {}{lag}",
             fixed(self.elapsed_s.floor(), 0),
             group(self.height),
             fixed(self.tps, 0),
@@ -1045,6 +1056,7 @@ mod tests {
         assert!(table.contains(&format!("{:<16}yes", "agree")));
         assert!(table.contains("598,800 txs in 600 blocks"));
         assert!(table.contains("9,980.0 tx/s"));
+        assert!(table.contains("tx size 110 B  block period 100 ms"));
         assert!(table.contains("p50 38.0 ms  p99 95.0 ms"));
         assert!(table.contains("1,234,567"));
         assert!(table.contains("600,000 txs  rejected 1,200  dropped 12"));
@@ -1079,11 +1091,17 @@ mod tests {
             "{:<16}FELL BEHIND its schedule by up to 1,500 ms",
             "generator"
         )));
-        // Without node metrics (a bench given only ingress targets) round changes are unknown.
+        // Without node metrics (a bench given only ingress targets) round changes are unknown,
+        // and without its genesis the chain's block period too.
         r.nodes.clear();
-        assert!(r
-            .summary_table()
-            .contains(&format!("{:<16}n/a (no node metrics)", "round changes")));
+        r.block_period_ms = 0;
+        assert!(r.summary_table().contains("block period unknown"));
+        let table = r.summary_table();
+        assert!(table.contains(&format!("{:<16}n/a (no node metrics)", "round changes")));
+        assert!(
+            !table.contains("max rss MiB"),
+            "no node table without nodes"
+        );
     }
 
     #[test]
@@ -1098,14 +1116,23 @@ mod tests {
             round_changes: 0,
             rejected: 1_234,
             dropped: 5,
-            behind_ms: 2,
+            behind_ms: Some(2),
         };
         assert_eq!(
             s.render(),
             "[  12s] height 140  tps 9,980  interval p50 101 ms  finality p50 38 ms p99 95 ms  rejected 1,234  dropped 5  round changes 0  gen lag 2 ms"
         );
+        let idle = StatusLine {
+            behind_ms: None,
+            ..s
+        };
+        assert!(
+            idle.render().ends_with("round changes 0"),
+            "{}",
+            idle.render()
+        );
         let late = StatusLine {
-            behind_ms: BEHIND_WARNING_MS + 150,
+            behind_ms: Some(BEHIND_WARNING_MS + 150),
             ..s
         };
         assert!(

@@ -467,6 +467,46 @@ mod tests {
     }
 
     #[test]
+    fn a_failing_rate_stops_the_sweep_and_an_interrupt_stops_it_before_the_next() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // The nodes cannot start: the first run fails, the other rates are not run.
+        let o = TestnetOptions {
+            cns: 1,
+            workload: Workload::Raw,
+            binary: dir.path().join("no-such-corecell"),
+            ..options(&dir.path().join("sweep"))
+        };
+        let sweep = run(&o, &[1_000, 2_000, 3_000], Arc::new(AtomicBool::new(false)))
+            .expect("the sweep itself runs");
+        assert_eq!(sweep.points.len(), 1);
+        assert!(
+            sweep.points[0].result.starts_with("error: starting cn0"),
+            "{}",
+            sweep.points[0].result
+        );
+        assert!(sweep.points[0].report.is_none());
+        let why = sweep.stopped_early.clone().expect("stopped early");
+        assert!(
+            why.contains("rate 1000 failed") && why.contains("2 rates not run"),
+            "{why}"
+        );
+        assert!(table(&sweep.points).contains("error: starting cn0"));
+        write_outputs(&o.dir, &sweep).expect("writes");
+        assert!(o.dir.join(SWEEP_SVG).is_file() && o.dir.join(SWEEP_JSON).is_file());
+
+        let o = TestnetOptions {
+            dir: dir.path().join("interrupted"),
+            ..o
+        };
+        let sweep = run(&o, &[1_000, 2_000], Arc::new(AtomicBool::new(true))).expect("runs");
+        assert!(sweep.points.is_empty());
+        assert!(sweep
+            .stopped_early
+            .expect("stopped")
+            .contains("interrupted before rate 1000"));
+    }
+
+    #[test]
     fn the_table_has_a_row_per_run_in_aligned_columns() {
         let mut failed = point(9_000, f64::NAN, 0.0, 0.0, "no block was finalized");
         if let Some(r) = failed.report.as_mut() {

@@ -21,7 +21,12 @@
 //! transaction is durable at the node it was sent to); refusals are counted by reason and pool
 //! drops apart (both from the nodes' acks); block intervals come from the block headers'
 //! timestamps of the blocks finalized under load; CPU is each node's own user+system time
-//! (from its metrics), so `cpu_us_per_tx` carries to other machines.
+//! (from its metrics), so `cpu_us_per_tx` carries to other machines. The load and the status
+//! lines run in the loop `corecell bench` uses too ([`drive`](super::drive)), which shows the
+//! generator's lag behind its schedule on every line and in the summary.
+//!
+//! [`check`] validates the options without touching anything (`--sweep` checks every rate
+//! with it first); [`verdict`] says whether a finished run passed.
 
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
@@ -440,43 +445,55 @@ fn start_nodes(
 ) -> Result<Vec<NodeProcess>, String> {
     let mut nodes = Vec::new();
     for node in network.nodes.iter().filter(|n| n.role == Role::Cn) {
-        let dir = node.config_path.parent().unwrap_or(Path::new("."));
-        let log = std::fs::File::create(dir.join("node.log"))
-            .map_err(|e| format!("creating {}: {e}", dir.join("node.log").display()))?;
-        let log2 = log.try_clone().map_err(|e| e.to_string())?;
-        // Own process group: a Ctrl-C in the terminal reaches the testnet only, which then
-        // stops every node with SIGTERM and still checks and reports. If the testnet itself
-        // dies (kill -9), the kernel sends each node SIGTERM (PR_SET_PDEATHSIG), so no node
-        // outlives it.
-        let mut command = Command::new(&options.binary);
-        command.process_group(0);
-        // SAFETY: the hook runs in the forked child before exec and only calls prctl(2), which
-        // is async-signal-safe.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
+        match start_node(options, node) {
+            Ok(started) => nodes.push(started),
+            Err(e) => {
+                // The nodes already started would outlive a failed run (a sweep goes on).
+                let _ = stop_nodes(&mut nodes);
+                return Err(e);
+            }
         }
-        let child = command
-            .arg("node")
-            .arg("--config")
-            .arg(&node.config_path)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .spawn()
-            .map_err(|e| format!("starting {}: {e}", node.name))?;
-        nodes.push(NodeProcess {
-            node: node.clone(),
-            child,
-            metrics: node.metrics,
-            killed: false,
-        });
     }
     Ok(nodes)
+}
+
+/// Starts one CN process (see [`start_nodes`]).
+fn start_node(options: &TestnetOptions, node: &PlannedNode) -> Result<NodeProcess, String> {
+    let dir = node.config_path.parent().unwrap_or(Path::new("."));
+    let log = std::fs::File::create(dir.join("node.log"))
+        .map_err(|e| format!("creating {}: {e}", dir.join("node.log").display()))?;
+    let log2 = log.try_clone().map_err(|e| e.to_string())?;
+    // Own process group: a Ctrl-C in the terminal reaches the testnet only, which then
+    // stops every node with SIGTERM and still checks and reports. If the testnet itself
+    // dies (kill -9), the kernel sends each node SIGTERM (PR_SET_PDEATHSIG), so no node
+    // outlives it.
+    let mut command = Command::new(&options.binary);
+    command.process_group(0);
+    // SAFETY: the hook runs in the forked child before exec and only calls prctl(2), which
+    // is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = command
+        .arg("node")
+        .arg("--config")
+        .arg(&node.config_path)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .spawn()
+        .map_err(|e| format!("starting {}: {e}", node.name))?;
+    Ok(NodeProcess {
+        node: node.clone(),
+        child,
+        metrics: node.metrics,
+        killed: false,
+    })
 }
 
 fn metric(samples: &[(String, f64)], name: &str) -> f64 {
