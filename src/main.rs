@@ -102,7 +102,8 @@ struct TestnetArgs {
     /// First port (p2p base+k, metrics base+2000+k, ingress base+3000+k).
     #[arg(long, default_value_t = 30000)]
     base_port: u16,
-    /// Also write the report as one JSON object to this file.
+    /// Also write the report as one JSON object to this file (with --sweep: the sweep's,
+    /// as in sweep.json).
     #[arg(long)]
     json: Option<PathBuf>,
     /// Kill -9 the last CN this many seconds into the load and report the block gaps after.
@@ -156,7 +157,7 @@ struct BenchArgs {
     #[arg(long, default_value_t = 0)]
     first_account: u64,
     /// Every sender's first nonce (0 for accounts that never sent; past the nonces a previous
-    /// run got finalized, or the nodes refuse them as nonce-too-low).
+    /// run got finalized, or the nodes refuse them as duplicate or nonce-too-low).
     #[arg(long, default_value_t = 0)]
     nonce_start: u64,
     /// The chain's genesis: its chain id, and the senders are checked against its accounts

@@ -55,6 +55,8 @@ pub const SCRAPE_TIMEOUT: Duration = Duration::from_millis(500);
 pub const MAX_ENDPOINTS_BYTES: u64 = 1024 * 1024;
 /// The most ingress targets one run drives.
 pub const MAX_TARGETS: usize = 1024;
+/// Targets probed at once before the load ([`probe`]).
+pub const PROBE_PARALLELISM: usize = 64;
 
 /// What `corecell bench` was asked to do.
 #[derive(Debug, Clone, PartialEq)]
@@ -389,16 +391,38 @@ fn check_accounts(plan: &TransferPlan, genesis: &Genesis) -> Result<(), String> 
     Ok(())
 }
 
-/// Connects to every target once and closes the connection: a wrong address or a network
-/// that is not running fails here, in at most [`CONNECT_TIMEOUT`] per target.
+/// Connects to every target once (up to [`PROBE_PARALLELISM`] at a time) and closes the
+/// connections: a wrong address or a network that is not running fails here, within
+/// [`CONNECT_TIMEOUT`] per group of targets. The error names the first target (in order) that
+/// could not be reached.
 pub fn probe(targets: &[SocketAddr]) -> Result<(), String> {
-    for target in targets {
-        TcpStream::connect_timeout(target, CONNECT_TIMEOUT).map_err(|e| {
-            format!(
-                "cannot reach ingress {target}: {e} (is the network running, and is this a CN's \
-                 ingress address: base port + 3000 + k for a testnet?)"
-            )
-        })?;
+    for group in targets.chunks(PROBE_PARALLELISM) {
+        let results: Vec<Result<(), String>> = std::thread::scope(|scope| {
+            let probes: Vec<_> = group
+                .iter()
+                .map(|target| {
+                    scope.spawn(move || {
+                        TcpStream::connect_timeout(target, CONNECT_TIMEOUT)
+                            .map(drop)
+                            .map_err(|e| {
+                                format!(
+                                    "cannot reach ingress {target}: {e} (is the network \
+                                     running, and is this a CN's ingress address: base port + \
+                                     3000 + k for a testnet?)"
+                                )
+                            })
+                    })
+                })
+                .collect();
+            probes
+                .into_iter()
+                .map(|p| {
+                    p.join()
+                        .unwrap_or_else(|_| Err("a probe thread panicked".into()))
+                })
+                .collect()
+        });
+        results.into_iter().collect::<Result<(), String>>()?;
     }
     Ok(())
 }
@@ -939,7 +963,10 @@ mod tests {
             .and_then(|l| l.local_addr())
             .expect("a free port");
         let started = std::time::Instant::now();
-        let err = probe(&[addr]).expect_err("refused");
+        let open = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let open_addr = open.local_addr().expect("address");
+        assert_eq!(probe(&[open_addr]), Ok(()));
+        let err = probe(&[open_addr, addr]).expect_err("refused");
         assert!(
             err.contains(&format!("cannot reach ingress {addr}")),
             "{err}"
