@@ -1,4 +1,5 @@
-//! The `corecell` command: keys, genesis, node.
+//! The `corecell` command: keys, genesis, node, the simulator, local testnets (and sweeps of
+//! them), benchmarks of running networks, data directory checks.
 //!
 //! Every failure prints one `error: …` line that names what is wrong (and for files, which
 //! file and field) and exits with status 1; usage errors exit with status 2.
@@ -39,8 +40,12 @@ enum Command {
     /// Run the deterministic consensus simulator over many seeds and check its invariants.
     Sim(SimArgs),
     /// Start a local network of node processes on loopback, drive a workload, check that
-    /// every node agrees, and report throughput and latency.
+    /// every node agrees, and report throughput and latency (--sweep: at several rates in
+    /// turn, with a table and a plot).
     Testnet(TestnetArgs),
+    /// Drive the load generator against a network that is already running (here or on other
+    /// machines) and report throughput, finality and refusals.
+    Bench(BenchArgs),
     /// Inspect a node's data directory.
     #[command(subcommand)]
     Db(DbCommand),
@@ -97,7 +102,8 @@ struct TestnetArgs {
     /// First port (p2p base+k, metrics base+2000+k, ingress base+3000+k).
     #[arg(long, default_value_t = 30000)]
     base_port: u16,
-    /// Also write the report as one JSON object to this file.
+    /// Also write the report as one JSON object to this file (with --sweep: the sweep's,
+    /// as in sweep.json).
     #[arg(long)]
     json: Option<PathBuf>,
     /// Kill -9 the last CN this many seconds into the load and report the block gaps after.
@@ -108,6 +114,66 @@ struct TestnetArgs {
     /// from the first CPU up) or unbound (the kernel schedules them).
     #[arg(long, default_value = "spread")]
     placement: String,
+    /// Run once per offered rate of this comma-separated list (e.g. 10000,50000,100000),
+    /// each a fresh network in its own subfolder of --dir; print a table and write sweep.json
+    /// and sweep.svg (throughput against offered load, finality against throughput) into
+    /// --dir. Stops at the first rate that fails. Replaces --rate.
+    #[arg(long, value_name = "RATES", conflicts_with = "rate")]
+    sweep: Option<String>,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// A CN's native ingress address, HOST:PORT (as in a testnet's endpoints.json); repeat
+    /// it, or list several separated by commas, to load several CNs.
+    #[arg(long = "target", value_name = "ADDR", value_parser = parse_target, num_args = 1.., value_delimiter = ',')]
+    targets: Vec<std::net::SocketAddr>,
+    /// A testnet's endpoints.json instead of --target: its CNs' ingress addresses, their
+    /// metrics addresses and the genesis.
+    #[arg(long, value_name = "FILE", conflicts_with = "targets")]
+    endpoints: Option<PathBuf>,
+    /// A node's metrics address, HOST:PORT (repeatable): height, round changes and CPU per
+    /// transaction over the run [default: those in --endpoints, else none].
+    #[arg(long = "metrics", value_name = "ADDR", value_parser = parse_target, num_args = 1.., value_delimiter = ',')]
+    metrics: Vec<std::net::SocketAddr>,
+    /// Workload: transfer (signed Ethereum transfers between the genesis test accounts, all
+    /// signed before the load) or raw (opaque transactions, for a chain with execution = "raw").
+    #[arg(long, default_value = "transfer")]
+    workload: String,
+    /// Offered load, transactions per second in total.
+    #[arg(long, default_value_t = 4_000)]
+    rate: u64,
+    /// Seconds of load.
+    #[arg(long, default_value_t = 30)]
+    duration: u64,
+    /// Bytes per raw transaction.
+    #[arg(long, default_value_t = 512)]
+    tx_size: usize,
+    /// Test accounts sending transfers (each sends rate/accounts tx/s: keep that under ~32).
+    #[arg(long, default_value_t = DEFAULT_TEST_ACCOUNTS as u64)]
+    accounts: u64,
+    /// The first test account sending (a second run on the same chain: use accounts the
+    /// first did not, e.g. --first-account 1000 after a run with --accounts 1000).
+    #[arg(long, default_value_t = 0)]
+    first_account: u64,
+    /// Every sender's first nonce (0 for accounts that never sent; past the nonces a previous
+    /// run got finalized, or the nodes refuse them as duplicate or nonce-too-low).
+    #[arg(long, default_value_t = 0)]
+    nonce_start: u64,
+    /// The chain's genesis: its chain id, and the senders are checked against its accounts
+    /// [default: the one --endpoints names, when readable].
+    #[arg(long, value_name = "FILE")]
+    genesis: Option<PathBuf>,
+    /// The chain id to sign for, without a genesis at hand.
+    #[arg(long)]
+    chain_id: Option<u64>,
+    /// Also write the report as one JSON object to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+}
+
+fn parse_target(text: &str) -> Result<std::net::SocketAddr, String> {
+    corecell::bench::remote::parse_target(text)
 }
 
 #[derive(Subcommand)]
@@ -253,6 +319,7 @@ fn main() -> ExitCode {
         Command::Node(args) => node(args),
         Command::Sim(args) => sim(args),
         Command::Testnet(args) => testnet(args),
+        Command::Bench(args) => bench(args),
         Command::Db(DbCommand::Check {
             data,
             genesis,
@@ -565,36 +632,31 @@ fn tail_note(tail: corecell::store::Tail, bytes: u64) -> String {
     }
 }
 
-fn testnet(a: TestnetArgs) -> Result<(), String> {
-    use corecell::bench::testnet::{self, TestnetOptions, Workload};
-    if !(1..=corecell::types::MAX_COUNCIL_SIZE).contains(&a.cns) {
-        return Err(format!("--cns {} is outside 1..=1024", a.cns));
-    }
-    let workload = Workload::parse(&a.workload)?;
-    if workload != Workload::None && (a.rate == 0 || a.duration == 0) {
-        return Err(format!(
-            "--workload {} needs --rate and --duration above 0",
-            workload.name()
-        ));
-    }
-    if workload == Workload::Transfer && a.accounts == 0 {
-        return Err("--workload transfer needs --accounts of at least 1".into());
-    }
-    let dir = match a.dir {
-        Some(d) => d,
-        None => {
-            let base =
-                std::env::temp_dir().join(format!("corecell-testnet-{}", std::process::id()));
-            base.join("net")
-        }
-    };
-    let binary =
-        std::env::current_exe().map_err(|e| format!("finding the corecell binary: {e}"))?;
+/// Sets `SIGINT` and `SIGTERM` to raise the returned flag instead of killing the process.
+fn interrupt_flag() -> Result<std::sync::Arc<std::sync::atomic::AtomicBool>, String> {
     let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, interrupted.clone())
             .map_err(|e| format!("installing the signal handler: {e}"))?;
     }
+    Ok(interrupted)
+}
+
+fn testnet(a: TestnetArgs) -> Result<(), String> {
+    use corecell::bench::sweep;
+    use corecell::bench::testnet::{self, TestnetOptions, Workload};
+    let workload = Workload::parse(&a.workload)?;
+    let rates = a.sweep.as_deref().map(sweep::parse_rates).transpose()?;
+    let dir = match a.dir {
+        Some(d) => d,
+        None => {
+            let base =
+                std::env::temp_dir().join(format!("corecell-testnet-{}", std::process::id()));
+            base.join(if rates.is_some() { "sweep" } else { "net" })
+        }
+    };
+    let binary =
+        std::env::current_exe().map_err(|e| format!("finding the corecell binary: {e}"))?;
     let options = TestnetOptions {
         dir,
         cns: a.cns,
@@ -610,6 +672,34 @@ fn testnet(a: TestnetArgs) -> Result<(), String> {
         kill_at: a.kill_at.map(std::time::Duration::from_secs),
         placement: a.placement.clone(),
     };
+    if let Some(rates) = rates {
+        sweep::check(&options, &rates)?;
+        let interrupted = interrupt_flag()?;
+        let result = sweep::run(&options, &rates, interrupted)?;
+        println!();
+        println!(
+            "sweep: {} of {} rates run ({} workload, {} CNs, {} s each)",
+            result.points.len(),
+            rates.len(),
+            result.workload,
+            result.cns,
+            result.duration_s
+        );
+        print!("{}", sweep::table(&result.points));
+        let (json, svg) = sweep::write_outputs(&options.dir, &result)?;
+        println!("sweep written to {} and {}", json.display(), svg.display());
+        if let Some(path) = &a.json {
+            std::fs::write(path, result.to_json())
+                .map_err(|e| format!("writing {}: {e}", path.display()))?;
+            println!("sweep written to {}", path.display());
+        }
+        if let Some(why) = &result.stopped_early {
+            return Err(format!("the sweep stopped early: {why}"));
+        }
+        return Ok(());
+    }
+    testnet::check(&options)?;
+    let interrupted = interrupt_flag()?;
     let report = testnet::run(&options, interrupted)?;
     println!();
     print!("{}", report.summary_table());
@@ -618,19 +708,43 @@ fn testnet(a: TestnetArgs) -> Result<(), String> {
             .map_err(|e| format!("writing {}: {e}", path.display()))?;
         println!("report written to {}", path.display());
     }
-    if !report.agree {
-        return Err("nodes disagree on the finalized chain".into());
+    testnet::verdict(&report)
+}
+
+fn bench(a: BenchArgs) -> Result<(), String> {
+    use corecell::bench::remote::{self, BenchOptions};
+    use corecell::bench::testnet::Workload;
+    let options = BenchOptions {
+        targets: a.targets,
+        endpoints: a.endpoints,
+        metrics: a.metrics,
+        workload: Workload::parse(&a.workload)?,
+        rate: a.rate,
+        duration: std::time::Duration::from_secs(a.duration),
+        tx_size: a.tx_size,
+        accounts: a.accounts,
+        first_account: a.first_account,
+        nonce_start: a.nonce_start,
+        genesis: a.genesis,
+        chain_id: a.chain_id,
+    };
+    // Bad options fail before the signal handler or any connection.
+    remote::plan(&options)?;
+    let interrupted = interrupt_flag()?;
+    let report = remote::run(&options, &interrupted)?;
+    println!();
+    print!("{}", report.summary_table());
+    if let Some(path) = &a.json {
+        std::fs::write(path, report.to_json())
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        println!("report written to {}", path.display());
     }
-    if report.blocks == 0 {
-        return Err("no block was finalized".into());
-    }
-    if let Some(state) = report.state.as_ref().filter(|s| !s.passed()) {
+    if report.finalized_txs == 0 {
         return Err(format!(
-            "the final state check failed: {}",
-            state
-                .error
-                .clone()
-                .unwrap_or_else(|| "state roots or supply do not add up".into())
+            "nothing was finalized ({} submitted, {} refused, {} dropped)",
+            report.submitted,
+            report.rejected_total(),
+            report.dropped
         ));
     }
     Ok(())

@@ -1,4 +1,5 @@
-//! The `corecell` binary as an operator uses it: keys, genesis, node --check.
+//! The `corecell` binary as an operator uses it: keys, genesis, node --check, and the argument
+//! checks of testnet, testnet --sweep and bench (which fail fast, before any network or file).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -197,4 +198,145 @@ fn testnet_refuses_bad_workloads_before_writing_anything() {
         text(&out)
     );
     assert!(!net.exists(), "nothing written for a refused run");
+}
+
+/// A loopback port nothing listens on (it was free a moment ago).
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+#[test]
+fn bench_against_a_closed_port_fails_fast_and_names_the_target() {
+    let target = format!("127.0.0.1:{}", closed_port());
+    for workload in [
+        &["--workload", "raw"][..],
+        // Transfers are signed only after every target answered: no signing here.
+        &[
+            "--workload",
+            "transfer",
+            "--chain-id",
+            "1001",
+            "--rate",
+            "20000",
+        ][..],
+    ] {
+        let started = std::time::Instant::now();
+        let mut args = vec!["bench", "--target", &target, "--duration", "10"];
+        args.extend_from_slice(workload);
+        let out = corecell(&args);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        let msg = text(&out);
+        assert!(
+            msg.contains(&format!("error: cannot reach ingress {target}"))
+                && msg.contains("is the network running"),
+            "{msg}"
+        );
+        assert!(!msg.contains("signed"), "{msg}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+}
+
+#[test]
+fn bench_refuses_bad_arguments() {
+    // Not HOST:PORT, port 0, unspecified: usage errors from the parser.
+    for bad in ["nonsense", "127.0.0.1:0", "0.0.0.0:33000"] {
+        let out = corecell(&["bench", "--target", bad, "--workload", "raw"]);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {}", text(&out));
+        assert!(text(&out).contains("--target"), "{bad}: {}", text(&out));
+    }
+    let target = format!("127.0.0.1:{}", closed_port());
+    let out = corecell(&[
+        "bench",
+        "--target",
+        &target,
+        "--endpoints",
+        "/nonexistent/endpoints.json",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    // Checked before any connection: the closed port is never tried.
+    for (args, expected) in [
+        (&["bench"][..], "no target"),
+        (
+            &["bench", "--target", &target, "--workload", "none"][..],
+            "sends nothing",
+        ),
+        (
+            &["bench", "--target", &target, "--rate", "0"][..],
+            "above 0",
+        ),
+        (&["bench", "--target", &target], "--chain-id"),
+        (
+            &[
+                "bench",
+                "--target",
+                &format!("{target},{target}"),
+                "--workload",
+                "raw",
+            ][..],
+            "listed twice",
+        ),
+        (
+            &["bench", "--endpoints", "/nonexistent/endpoints.json"][..],
+            "/nonexistent/endpoints.json",
+        ),
+    ] {
+        let out = corecell(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out));
+        assert!(text(&out).contains(expected), "{args:?}: {}", text(&out));
+        assert!(
+            !text(&out).contains("cannot reach"),
+            "{args:?}: {}",
+            text(&out)
+        );
+    }
+}
+
+#[test]
+fn testnet_sweep_refuses_bad_rate_lists_before_writing_anything() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out_dir = dir.path().join("sweep");
+    let out_arg = out_dir.to_str().expect("utf-8");
+    for (list, expected) in [
+        ("", "at least one rate"),
+        ("2000,0", "0 tx/s"),
+        ("2000,,4000", "empty entry"),
+        ("2000,lots", "`lots`"),
+        ("2000,1000000", "lower --rate or --duration"),
+    ] {
+        let out = corecell(&[
+            "testnet",
+            "--dir",
+            out_arg,
+            "--sweep",
+            list,
+            "--duration",
+            "60",
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{list}: {}", text(&out));
+        assert!(text(&out).contains(expected), "{list}: {}", text(&out));
+    }
+    let out = corecell(&[
+        "testnet",
+        "--dir",
+        out_arg,
+        "--sweep",
+        "2000",
+        "--workload",
+        "none",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("not none"), "{}", text(&out));
+    // --sweep replaces --rate.
+    let out = corecell(&[
+        "testnet", "--dir", out_arg, "--sweep", "2000", "--rate", "10",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(!out_dir.exists(), "nothing written for a refused sweep");
 }

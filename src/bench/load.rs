@@ -14,7 +14,12 @@
 //! network does; a batch's transactions are due at the schedule's time, and when the sender
 //! falls behind its schedule (the socket blocks, or the machine is saturated) the lag is
 //! measured and reported, never hidden: latency is counted from the scheduled time, so a
-//! late sender shows as latency, and `behind_ms` says by how much it ran late.
+//! late sender shows as latency, and `behind_ms` says by how much it ran late. Each sender
+//! also publishes how far through its schedule it has sent, so a sender stuck in a write (a
+//! node that stopped reading) shows its growing lag while it is stuck
+//! ([`LoadStats::take_behind_window`]), not only once it gets going again. Writes wait at most
+//! [`WRITE_POLL`] at a time and give up once the load is stopped, so stopping never waits on a
+//! node that does not read.
 //!
 //! Answers: one batch may get several [`IngressAck`]s (immediate refusals, one per reason with
 //! a count; later one FINAL and one DROPPED with their counts); the [`AckLedger`] tracks each
@@ -47,6 +52,10 @@ use crate::types::network::{IngressAck, MAX_BATCH_TXS, MAX_BATCH_TX_BYTES};
 
 /// How often a target gets a batch.
 pub const BATCH_INTERVAL: Duration = Duration::from_millis(5);
+/// A blocked write to a target is retried at this interval, and abandoned once the load stops.
+pub const WRITE_POLL: Duration = Duration::from_millis(200);
+/// A sender's published progress once it has nothing more to send (finished or failed).
+const SENDER_DONE: u64 = u64::MAX;
 /// Smallest raw transaction (room for the uniqueness prefix).
 pub const MIN_TX_SIZE: usize = 20;
 /// The most transfers a run may pre-sign (about 150 bytes of memory each).
@@ -72,6 +81,9 @@ pub const MAX_QUIET_SENDER_RATE: u64 = {
     };
     limit / 2
 };
+/// A sender this far behind its schedule is worth a warning: the generator, not only the
+/// network, may be what limits the run (its lag is part of the measured latency).
+pub const BEHIND_WARNING_MS: u64 = 100;
 /// The most error messages a run keeps (the rest are only counted).
 pub const MAX_NOTED_ERRORS: usize = 64;
 /// Pre-signing hands out work in chunks of this many transactions.
@@ -103,21 +115,32 @@ pub enum LoadWorkload {
 
 /// Who sends what to whom in the `transfer` workload, and how fast.
 ///
-/// - Test account `i` (of `accounts`) sends to account `(i + 1) mod accounts`, 1 wei, gas limit
-///   21000, max fee [`TRANSFER_MAX_FEE_PER_GAS`], priority fee
-///   [`TRANSFER_MAX_PRIORITY_FEE_PER_GAS`], signed for `chain_id`; the type rotates with the
-///   nonce (legacy EIP-155, EIP-2930, EIP-1559). Nonces start at 0 (a fresh genesis).
-/// - Account `i` always goes to target `i mod targets`, so one sender's nonces arrive in order
+/// The senders are the test accounts `first_account .. first_account + accounts`
+/// ([`test_account_secret`]); below, sender `i` (in `0..accounts`) is test account
+/// `first_account + i`.
+///
+/// - Sender `i` sends to sender `(i + 1) mod accounts`, 1 wei, gas limit 21000, max fee
+///   [`TRANSFER_MAX_FEE_PER_GAS`], priority fee [`TRANSFER_MAX_PRIORITY_FEE_PER_GAS`], signed
+///   for `chain_id`; the type rotates with the nonce (legacy EIP-155, EIP-2930, EIP-1559).
+///   Nonces start at `nonce_start` (0 on a fresh genesis; an account that already sent `n`
+///   transactions on the chain needs `n`, or the nodes refuse the run's first ones as
+///   `nonce-too-low`).
+/// - Sender `i` always goes to target `i mod targets`, so one sender's nonces arrive in order
 ///   at one CN. Target `g`'s senders are `g, g + targets, g + 2 targets, ...` (fewer than
 ///   `accounts`); call their number `m`.
 /// - Transaction `t` of target `g` is sent by its sender number `t mod m` with nonce
-///   `t div m`: round robin over the target's senders.
+///   `nonce_start + t div m`: round robin over the target's senders.
 /// - Target `g` gets `rate * m / accounts` transactions per second, so every sender sends at
 ///   `rate / accounts`; a target without senders gets none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TransferPlan {
-    /// Genesis test accounts taking part (`test_account_secret(0..accounts)`).
+    /// Genesis test accounts taking part
+    /// (`test_account_secret(first_account..first_account + accounts)`).
     pub accounts: u64,
+    /// The first test account taking part (0 for a fresh chain's first run).
+    pub first_account: u64,
+    /// Every sender's first nonce (0 for accounts that never sent).
+    pub nonce_start: u64,
     /// Chain id the transfers are signed for (the genesis's).
     pub chain_id: u64,
     /// Ingress targets the senders are split over.
@@ -146,6 +169,12 @@ impl TransferPlan {
         if self.rate == 0 || self.duration.is_zero() {
             return Err("the transfer workload needs a rate and a duration above 0".into());
         }
+        if self.first_account.checked_add(self.accounts).is_none() {
+            return Err(format!(
+                "test accounts {} + {} are beyond the last one",
+                self.first_account, self.accounts
+            ));
+        }
         let total = self.total();
         if total > MAX_PRESIGNED_TXS {
             return Err(format!(
@@ -157,7 +186,18 @@ impl TransferPlan {
                 SCHEDULE_SLACK.as_secs()
             ));
         }
+        if self.nonce_start.checked_add(total).is_none() {
+            return Err(format!(
+                "--nonce-start {} leaves no room for {total} more nonces",
+                self.nonce_start
+            ));
+        }
         Ok(())
+    }
+
+    /// The test account indexes of the senders, in sender order.
+    pub fn account_range(&self) -> std::ops::Range<u64> {
+        self.first_account..self.first_account.saturating_add(self.accounts)
     }
 
     /// How many senders target `target` has.
@@ -194,14 +234,18 @@ impl TransferPlan {
             .fold(0u64, u64::saturating_add)
     }
 
-    /// The sender (test account index) and nonce of transaction `t` of target `target`;
-    /// `None` when the target has no senders.
+    /// The sender (test account index, `first_account` included) and nonce (`nonce_start`
+    /// included) of transaction `t` of target `target`; `None` when the target has no senders.
     pub fn slot(&self, target: u64, t: u64) -> Option<(u64, u64)> {
         let senders = self.senders(target);
         if senders == 0 {
             return None;
         }
-        Some((target + (t % senders) * self.targets, t / senders))
+        let sender = target + (t % senders) * self.targets;
+        Some((
+            self.first_account.saturating_add(sender),
+            self.nonce_start.saturating_add(t / senders),
+        ))
     }
 
     /// The transaction type of a nonce: legacy, EIP-2930, EIP-1559 in turn.
@@ -249,10 +293,12 @@ impl TransferPlan {
         self.check()?;
         let started = Instant::now();
         let accounts = usize::try_from(self.accounts).map_err(|e| e.to_string())?;
+        // keys[i] is sender i's: test account first_account + i.
         let keys = run_parallel(accounts, None, |i| {
-            let secret = test_account_secret(i as u64);
+            let account = self.first_account + i as u64;
+            let secret = test_account_secret(account);
             let address =
-                address_of_secret(&secret).map_err(|e| format!("test account {i}: {e}"))?;
+                address_of_secret(&secret).map_err(|e| format!("test account {account}: {e}"))?;
             Ok((secret, address))
         })?;
         // Target g's transactions are entries starts[g]..starts[g + 1] of one flat list.
@@ -269,6 +315,7 @@ impl TransferPlan {
             let (sender, nonce) = self
                 .slot(target, k - starts[target as usize])
                 .ok_or_else(|| format!("target {target} has transactions but no sender"))?;
+            let sender = sender - self.first_account;
             let (secret, _) = &keys[sender as usize];
             let (_, recipient) = keys[((sender + 1) % self.accounts) as usize];
             let bytes = sign_transfer(
@@ -276,7 +323,12 @@ impl TransferPlan {
                 Self::tx_type(nonce),
                 &self.transfer(nonce, recipient),
             )
-            .map_err(|e| format!("signing nonce {nonce} of test account {sender}: {e}"))?;
+            .map_err(|e| {
+                format!(
+                    "signing nonce {nonce} of test account {}: {e}",
+                    self.first_account + sender
+                )
+            })?;
             Ok(SignedTransaction { bytes })
         })?;
         let bytes: u64 = flat.iter().map(|t| t.bytes.len() as u64).sum();
@@ -291,8 +343,10 @@ impl TransferPlan {
         targets.reverse();
         if progress {
             println!(
-                "signed {total} transfers from {} accounts in {:.1} s",
-                self.accounts,
+                "signed {total} transfers from test accounts {}..{} (nonces from {}) in {:.1} s",
+                self.first_account,
+                self.first_account + self.accounts,
+                self.nonce_start,
                 started.elapsed().as_secs_f64()
             );
         }
@@ -440,8 +494,20 @@ pub struct LoadStats {
     /// Acknowledged transactions that belong to no open batch (a node answered a batch that
     /// was never sent or was already settled); counted nowhere else.
     pub unmatched: AtomicU64,
-    /// Largest lag of a sender behind its schedule, in ms.
+    /// Largest lag of a sender behind its schedule since the start, in ms.
     pub behind_ms: AtomicU64,
+    /// Largest lag of a sender behind its schedule since the last
+    /// [`LoadStats::take_behind_window`], in ms.
+    behind_window_ms: AtomicU64,
+    /// When the load started: the senders' schedules count from here.
+    epoch: Instant,
+    /// Per sender: the scheduled time, in microseconds since `epoch`, up to which it has sent
+    /// everything ([`SENDER_DONE`] once it has nothing more to send).
+    sent_through_us: Vec<AtomicU64>,
+    /// Lowest block height a FINAL answer named (`u64::MAX` before the first).
+    lowest_final_height: AtomicU64,
+    /// Highest block height a FINAL answer named (0 before the first).
+    highest_final_height: AtomicU64,
     /// Finality latency of every final transaction since the start.
     pub latency: Mutex<LatencyHistogram>,
     /// Finality latency since the last [`LoadStats::take_window`].
@@ -454,26 +520,91 @@ pub struct LoadStats {
 
 impl Default for LoadStats {
     fn default() -> Self {
+        LoadStats::for_senders(0)
+    }
+}
+
+impl LoadStats {
+    /// Figures of a load of `senders` senders (one per target) starting now.
+    pub fn for_senders(senders: usize) -> LoadStats {
         LoadStats {
+            epoch: Instant::now(),
+            sent_through_us: (0..senders).map(|_| AtomicU64::new(0)).collect(),
             submitted: AtomicU64::new(0),
             finalized: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             rejected: std::array::from_fn(|_| AtomicU64::new(0)),
             unmatched: AtomicU64::new(0),
             behind_ms: AtomicU64::new(0),
+            behind_window_ms: AtomicU64::new(0),
+            lowest_final_height: AtomicU64::new(u64::MAX),
+            highest_final_height: AtomicU64::new(0),
             latency: Mutex::default(),
             window: Mutex::default(),
             errors: Mutex::default(),
             errors_not_kept: AtomicU64::new(0),
         }
     }
-}
 
-impl LoadStats {
     /// The latency histogram of the last window, reset.
     pub fn take_window(&self) -> LatencyHistogram {
         let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
         std::mem::take(&mut *w)
+    }
+
+    /// The largest lag behind schedule since the last call, in ms, reset; a sender stuck in
+    /// a write counts with its lag so far ([`LoadStats::lag_now_ms`]), which also goes into
+    /// `behind_ms`.
+    pub fn take_behind_window(&self) -> u64 {
+        let now = self.lag_now_ms();
+        self.behind_ms.fetch_max(now, Relaxed);
+        self.behind_window_ms.swap(0, Relaxed).max(now)
+    }
+
+    /// How far the most belated sender is behind its schedule right now, in ms: the time since
+    /// the first batch it has not finished sending was due (0 for senders that keep up, have
+    /// finished or have failed).
+    pub fn lag_now_ms(&self) -> u64 {
+        let now_us = self.epoch.elapsed().as_micros() as u64;
+        let interval_us = BATCH_INTERVAL.as_micros() as u64;
+        self.sent_through_us
+            .iter()
+            .map(|s| s.load(Relaxed))
+            .filter(|&through| through != SENDER_DONE)
+            .map(|through| now_us.saturating_sub(through.saturating_add(interval_us)) / 1000)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Records that sender `sender` has sent everything due by `due`.
+    fn sent_through(&self, sender: usize, due: Instant) {
+        if let Some(slot) = self.sent_through_us.get(sender) {
+            slot.store(
+                due.saturating_duration_since(self.epoch).as_micros() as u64,
+                Relaxed,
+            );
+        }
+    }
+
+    /// Records that sender `sender` has nothing more to send.
+    fn sender_done(&self, sender: usize) {
+        if let Some(slot) = self.sent_through_us.get(sender) {
+            slot.store(SENDER_DONE, Relaxed);
+        }
+    }
+
+    /// Records that a sender ran `ms` behind its schedule.
+    fn note_behind(&self, ms: u64) {
+        self.behind_ms.fetch_max(ms, Relaxed);
+        self.behind_window_ms.fetch_max(ms, Relaxed);
+    }
+
+    /// The lowest and highest block heights the nodes' FINAL answers named; `None` before the
+    /// first.
+    pub fn final_heights(&self) -> Option<(u64, u64)> {
+        let highest = self.highest_final_height.load(Relaxed);
+        let lowest = self.lowest_final_height.load(Relaxed);
+        (lowest <= highest).then_some((lowest, highest))
     }
 
     /// Transactions refused, all reasons together.
@@ -509,12 +640,17 @@ impl LoadStats {
         }
     }
 
-    /// Counts one answer of a node, given what the ledger made of it, at `now`.
-    fn record(&self, status: u8, answered: &Answered, now: Instant) {
+    /// Counts one answer of a node, given what the ledger made of it, at `now`; `height` is
+    /// the answer's block height (meaningful for FINAL).
+    fn record(&self, status: u8, height: u64, answered: &Answered, now: Instant) {
         let count = u64::from(answered.counted);
         match status {
             IngressAck::FINAL => {
                 self.finalized.fetch_add(count, Relaxed);
+                if count > 0 {
+                    self.lowest_final_height.fetch_min(height, Relaxed);
+                    self.highest_final_height.fetch_max(height, Relaxed);
+                }
                 if let Some(due) = answered.due {
                     let us = now.saturating_duration_since(due).as_micros() as u64;
                     if let Ok(mut h) = self.latency.lock() {
@@ -656,18 +792,28 @@ impl Load {
                     .collect()
             }
         };
-        let stats = Arc::new(LoadStats::default());
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut threads = Vec::new();
-        for (t, (addr, (rate, source))) in spec.targets.iter().zip(sources).enumerate() {
+        // Connect everywhere first, so every schedule starts at the same moment.
+        let mut streams = Vec::with_capacity(spec.targets.len());
+        for addr in &spec.targets {
             let stream = TcpStream::connect_timeout(addr, Duration::from_secs(5))
                 .map_err(|e| format!("connecting to ingress {addr}: {e}"))?;
             let _ = stream.set_nodelay(true);
+            stream
+                .set_write_timeout(Some(WRITE_POLL))
+                .map_err(|e| format!("ingress {addr}: {e}"))?;
+            streams.push(stream);
+        }
+        let stats = Arc::new(LoadStats::for_senders(spec.targets.len()));
+        let start = stats.epoch;
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for (t, ((addr, stream), (rate, source))) in
+            spec.targets.iter().zip(streams).zip(sources).enumerate()
+        {
             let reader = stream
                 .try_clone()
                 .map_err(|e| format!("ingress {addr}: {e}"))?;
             let ledger: Arc<Mutex<AckLedger>> = Arc::default();
-            let start = Instant::now();
             let sender = Sender {
                 stream,
                 target: t as u32,
@@ -700,12 +846,20 @@ impl Load {
     }
 
     /// Stops sending (answers still in flight are not waited for) and joins the threads.
-    pub fn stop(self) -> Arc<LoadStats> {
+    pub fn stop(mut self) -> Arc<LoadStats> {
         self.stop.store(true, Relaxed);
-        for t in self.threads {
+        for t in std::mem::take(&mut self.threads) {
             let _ = t.join();
         }
-        self.stats
+        self.stats.clone()
+    }
+}
+
+impl Drop for Load {
+    /// A load dropped without [`Load::stop`] (a run that failed half-way) still stops: its
+    /// threads see the flag within a batch interval or a read timeout and end on their own.
+    fn drop(&mut self) {
+        self.stop.store(true, Relaxed);
     }
 }
 
@@ -775,7 +929,13 @@ struct Sender {
 }
 
 impl Sender {
-    fn run(mut self) {
+    fn run(self) {
+        let (stats, target) = (self.stats.clone(), self.target as usize);
+        self.send();
+        stats.sender_done(target);
+    }
+
+    fn send(mut self) {
         let max_per_batch = self.source.max_per_batch();
         let limit = self.source.limit();
         let mut seq: u64 = 0;
@@ -790,6 +950,7 @@ impl Sender {
                         self.target
                     ));
                 }
+                self.stats.sender_done(self.target as usize);
                 while !self.stop.load(Relaxed) {
                     std::thread::sleep(BATCH_INTERVAL);
                 }
@@ -801,8 +962,7 @@ impl Sender {
             if due > now {
                 std::thread::sleep(due - now);
             } else {
-                let behind = (now - due).as_millis() as u64;
-                self.stats.behind_ms.fetch_max(behind, Relaxed);
+                self.stats.note_behind((now - due).as_millis() as u64);
             }
             // Transactions due by this tick, minus those already sent.
             let target_total = due_by(self.rate, BATCH_INTERVAL * tick).min(limit);
@@ -815,19 +975,57 @@ impl Sender {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .sent(batch_id, due, n as u32);
-                if let Err(e) = self.stream.write_all(&frame) {
-                    self.stats
-                        .note_error(format!("sending to target {}: {e}", self.target));
-                    return;
+                match write_until_stopped(&mut self.stream, &frame, &self.stop) {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(e) => {
+                        self.stats
+                            .note_error(format!("sending to target {}: {e}", self.target));
+                        return;
+                    }
                 }
                 self.stats.submitted.fetch_add(n as u64, Relaxed);
                 seq += n as u64;
                 batch_id += 1;
                 owed -= n as u64;
             }
+            self.stats.sent_through(self.target as usize, due);
         }
         let _ = self.stream.shutdown(std::net::Shutdown::Write);
     }
+}
+
+/// Writes all of `bytes`, waiting on a node that does not read [`WRITE_POLL`] at a time:
+/// `Ok(true)` when written, `Ok(false)` when the load was stopped first (the rest is not
+/// sent), an error when the connection failed.
+fn write_until_stopped(
+    stream: &mut TcpStream,
+    bytes: &[u8],
+    stop: &AtomicBool,
+) -> std::io::Result<bool> {
+    let mut written = 0;
+    // Each pass writes something or waits at most WRITE_POLL; the loop ends at the latest one
+    // poll after the stop.
+    while written < bytes.len() {
+        match stream.write(&bytes[written..]) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => written += n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                if stop.load(Relaxed) {
+                    return Ok(false);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
 }
 
 fn receive(
@@ -912,7 +1110,7 @@ fn account_answer(
             IngressAck::status_name(ack.status)
         ));
     }
-    stats.record(ack.status, &answered, now);
+    stats.record(ack.status, ack.height, &answered, now);
 }
 
 #[cfg(test)]
@@ -924,6 +1122,8 @@ mod tests {
     fn plan(accounts: u64, targets: u64, rate: u64, secs: u64) -> TransferPlan {
         TransferPlan {
             accounts,
+            first_account: 0,
+            nonce_start: 0,
             chain_id: 1001,
             targets,
             rate,
@@ -1015,6 +1215,81 @@ mod tests {
         let mean = schedule.mean_tx_bytes();
         assert!((100..130).contains(&mean), "mean transfer size {mean}");
         assert!(schedule.target(2).is_empty());
+    }
+
+    #[test]
+    fn a_plan_can_start_at_other_accounts_and_nonces() {
+        let p = TransferPlan {
+            first_account: 50,
+            nonce_start: 7,
+            ..plan(4, 2, 40, 1)
+        };
+        // Target 1's senders are accounts 51 and 53, from nonce 7.
+        let slots: Vec<_> = (0..4).map(|t| p.slot(1, t).expect("senders")).collect();
+        assert_eq!(slots, [(51, 7), (53, 7), (51, 8), (53, 8)]);
+        assert_eq!(p.account_range(), 50..54);
+        let schedule = p.sign(false).expect("signs");
+        let address = |i: u64| address_of_secret(&test_account_secret(i)).expect("valid key");
+        for g in 0..2u64 {
+            for (t, tx) in schedule.target(g as usize).iter().enumerate() {
+                let (sender, nonce) = p.slot(g, t as u64).expect("senders");
+                let d = decode_transaction(&tx.bytes).expect("decodes");
+                assert_eq!(d.sender, address(sender));
+                assert_eq!(d.nonce, nonce);
+                // Recipients stay inside the plan's accounts: 53 pays 50.
+                let next = 50 + (sender - 50 + 1) % 4;
+                assert_eq!(d.to, Some(address(next)));
+                assert_eq!(d.tx_type, TransferPlan::tx_type(nonce));
+            }
+        }
+        let past_the_end = TransferPlan {
+            first_account: u64::MAX - 2,
+            ..p
+        };
+        assert!(past_the_end.check().is_err());
+        let no_nonces_left = TransferPlan {
+            nonce_start: u64::MAX - 5,
+            ..p
+        };
+        assert!(no_nonces_left
+            .check()
+            .expect_err("overflow")
+            .contains("--nonce-start"));
+    }
+
+    #[test]
+    fn lag_windows_reset_and_final_heights_span_the_answers() {
+        let stats = LoadStats::default();
+        assert_eq!(stats.final_heights(), None);
+        stats.note_behind(30);
+        stats.note_behind(12);
+        assert_eq!(stats.take_behind_window(), 30);
+        assert_eq!(stats.take_behind_window(), 0);
+        stats.note_behind(5);
+        assert_eq!(stats.take_behind_window(), 5);
+        assert_eq!(
+            stats.behind_ms.load(Relaxed),
+            30,
+            "the run's largest lag stays"
+        );
+
+        let ledger = Mutex::new(AckLedger::default());
+        let addr: SocketAddr = "127.0.0.1:1".parse().expect("address");
+        let t0 = Instant::now();
+        for id in 0..3 {
+            ledger.lock().expect("lock").sent(id, t0, 2);
+        }
+        let ack = |batch_id, status, height| IngressAck {
+            batch_id,
+            status,
+            height,
+            count: 2,
+        };
+        account_answer(&ack(0, IngressAck::FINAL, 12), t0, &ledger, &stats, addr);
+        account_answer(&ack(1, IngressAck::FINAL, 10), t0, &ledger, &stats, addr);
+        // Refusals and drops carry no block height that counts.
+        account_answer(&ack(2, IngressAck::DROPPED, 99), t0, &ledger, &stats, addr);
+        assert_eq!(stats.final_heights(), Some((10, 12)));
     }
 
     #[test]

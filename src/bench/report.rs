@@ -1,4 +1,4 @@
-//! Measurements and reports of a load run (`corecell testnet`, later `corecell bench`).
+//! Measurements and reports of a load run (`corecell testnet`, `corecell bench`).
 //!
 //! # Job
 //! [`LatencyHistogram`] records latencies (block intervals, transaction finality) in
@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::load::BEHIND_WARNING_MS;
 use crate::node::config::Role;
 
 /// The largest latency a histogram tracks: one hour, in microseconds. Larger values are
@@ -313,8 +314,13 @@ pub struct RunReport {
     pub finality_ms: Percentiles,
     /// Round changes during the run (consensus view changes, council-wide).
     pub round_changes: u64,
-    /// Whether every node holds the same chain (same hash at every common height).
+    /// Whether every node holds the same chain (same hash at every common height); meaningful
+    /// only when `agreement_checked`.
     pub agree: bool,
+    /// Whether the nodes' chains were compared (`testnet` reads every node's block log;
+    /// `bench` sees the network from outside and does not).
+    #[serde(default = "yes")]
+    pub agreement_checked: bool,
     /// Transactions per second the load generator tried to submit.
     pub offered_rate: u64,
     /// Transactions the load generator sent.
@@ -327,9 +333,17 @@ pub struct RunReport {
     /// Transactions a node admitted, then dropped from its pool before any block included them.
     #[serde(default)]
     pub dropped: u64,
+    /// The largest lag of the load generator behind its own schedule, ms. Latency counts from
+    /// the scheduled send time, so the lag is inside the finality figures; above
+    /// [`BEHIND_WARNING_MS`] the generator, not only the network, limited the run.
+    #[serde(default)]
+    pub generator_behind_ms: u64,
+    /// The ingress addresses the load was sent to (empty for an idle run).
+    #[serde(default)]
+    pub targets: Vec<String>,
     /// Size of one transaction, bytes (the mean size for signed transfers).
     pub tx_size: usize,
-    /// Configured block period, ms.
+    /// Configured block period, ms; 0 when unknown (a bench without the chain's genesis).
     pub block_period_ms: u64,
     /// CPU time of all nodes per finalized transaction, microseconds; `None` when unknown.
     pub cpu_us_per_tx: Option<f64>,
@@ -397,13 +411,21 @@ impl RunReport {
             ),
         );
         row("duration", format!("{} s", fixed(self.duration_s, 1)));
+        if !self.targets.is_empty() {
+            let targets: Vec<String> = self.targets.iter().map(|t| printable(t)).collect();
+            row("ingress", targets.join(", "));
+        }
         row(
             "offered load",
             format!(
-                "{} tx/s  tx size {} B  block period {} ms",
+                "{} tx/s  tx size {} B  block period {}",
                 group(self.offered_rate),
                 group(self.tx_size as u64),
-                group(self.block_period_ms)
+                if self.block_period_ms == 0 {
+                    "unknown".to_string()
+                } else {
+                    format!("{} ms", group(self.block_period_ms))
+                }
             ),
         );
         row(
@@ -453,10 +475,22 @@ impl RunReport {
         }
         row("block interval", percentiles(&self.block_interval_ms));
         row("finality", percentiles(&self.finality_ms));
-        row("round changes", group(self.round_changes));
+        if !self.targets.is_empty() {
+            row("generator", generator_verdict(self.generator_behind_ms));
+        }
+        row(
+            "round changes",
+            if self.nodes.is_empty() {
+                "n/a (no node metrics)".to_string()
+            } else {
+                group(self.round_changes)
+            },
+        );
         row(
             "agree",
-            if self.agree {
+            if !self.agreement_checked {
+                "not checked (the nodes' block logs were not read)".to_string()
+            } else if self.agree {
                 "yes (all nodes hold the same chain)".to_string()
             } else {
                 "NO (nodes disagree on the chain)".to_string()
@@ -484,6 +518,9 @@ impl RunReport {
             );
         }
 
+        if self.nodes.is_empty() {
+            return out;
+        }
         let names: Vec<String> = self.nodes.iter().map(|n| printable(&n.name)).collect();
         let w = names
             .iter()
@@ -541,15 +578,29 @@ pub struct StatusLine {
     pub rejected: u64,
     /// Transactions dropped by the pools since the run started.
     pub dropped: u64,
+    /// The load generator's largest lag behind its schedule over the last period, ms; `None`
+    /// when there is no load.
+    #[serde(default)]
+    pub behind_ms: Option<u64>,
 }
 
 impl StatusLine {
     /// One compact line without a newline, e.g.
-    /// `[  12s] height 140  tps 9,980  interval p50 101 ms  finality p50 38 ms p99 95 ms  rejected 12  dropped 0  round changes 0`.
-    /// Milliseconds below 10 keep one decimal; non-finite values print as `n/a`.
+    /// `[  12s] height 140  tps 9,980  interval p50 101 ms  finality p50 38 ms p99 95 ms  rejected 12  dropped 0  round changes 0  gen lag 0 ms`.
+    /// Milliseconds below 10 keep one decimal; non-finite values print as `n/a`. A generator
+    /// lag of [`BEHIND_WARNING_MS`] or more ends the line with
+    /// `GENERATOR BEHIND SCHEDULE by N ms` instead of `gen lag N ms`; without a load there is
+    /// no lag to show.
     pub fn render(&self) -> String {
+        let lag = match self.behind_ms {
+            Some(ms) if ms >= BEHIND_WARNING_MS => {
+                format!("  GENERATOR BEHIND SCHEDULE by {} ms", group(ms))
+            }
+            Some(ms) => format!("  gen lag {} ms", group(ms)),
+            None => String::new(),
+        };
         format!(
-            "[{:>4}s] height {}  tps {}  interval p50 {} ms  finality p50 {} ms p99 {} ms  rejected {}  dropped {}  round changes {}",
+            "[{:>4}s] height {}  tps {}  interval p50 {} ms  finality p50 {} ms p99 {} ms  rejected {}  dropped {}  round changes {}{lag}",
             fixed(self.elapsed_s.floor(), 0),
             group(self.height),
             fixed(self.tps, 0),
@@ -560,6 +611,24 @@ impl StatusLine {
             group(self.dropped),
             group(self.round_changes)
         )
+    }
+}
+
+/// `true`, the serde default of fields that older reports did not have.
+fn yes() -> bool {
+    true
+}
+
+/// The summary's verdict on the load generator's schedule.
+fn generator_verdict(behind_ms: u64) -> String {
+    if behind_ms >= BEHIND_WARNING_MS {
+        format!(
+            "FELL BEHIND its schedule by up to {} ms: the generator, not only the network, \
+             limited this run (the lag is inside the finality figures)",
+            group(behind_ms)
+        )
+    } else {
+        format!("kept its schedule (largest lag {} ms)", group(behind_ms))
     }
 }
 
@@ -839,6 +908,7 @@ mod tests {
             finality_ms: Percentiles::from_histogram(&fin),
             round_changes: 0,
             agree: true,
+            agreement_checked: true,
             offered_rate: 10_000,
             submitted: 600_000,
             rejected: [
@@ -848,6 +918,8 @@ mod tests {
             .into_iter()
             .collect(),
             dropped: 12,
+            generator_behind_ms: 3,
+            targets: vec!["127.0.0.1:33000".into(), "127.0.0.1:33001".into()],
             tx_size: 110,
             block_period_ms: 100,
             cpu_us_per_tx: Some(12.5),
@@ -910,11 +982,14 @@ mod tests {
             "max",
             "round_changes",
             "agree",
+            "agreement_checked",
             "offered_rate",
             "submitted",
             "rejected",
             "nonce-too-high",
             "dropped",
+            "generator_behind_ms",
+            "targets",
             "tx_size",
             "block_period_ms",
             "cpu_us_per_tx",
@@ -981,6 +1056,7 @@ mod tests {
         assert!(table.contains(&format!("{:<16}yes", "agree")));
         assert!(table.contains("598,800 txs in 600 blocks"));
         assert!(table.contains("9,980.0 tx/s"));
+        assert!(table.contains("tx size 110 B  block period 100 ms"));
         assert!(table.contains("p50 38.0 ms  p99 95.0 ms"));
         assert!(table.contains("1,234,567"));
         assert!(table.contains("600,000 txs  rejected 1,200  dropped 12"));
@@ -996,8 +1072,36 @@ mod tests {
             .collect();
         assert_eq!(rows.len(), 1 + r.nodes.len());
         assert!(rows.iter().all(|l| l.len() == rows[0].len()));
+        assert!(table.contains(&format!(
+            "{:<16}127.0.0.1:33000, 127.0.0.1:33001",
+            "ingress"
+        )));
+        assert!(table.contains(&format!(
+            "{:<16}kept its schedule (largest lag 3 ms)",
+            "generator"
+        )));
         r.agree = false;
         assert!(r.summary_table().contains(&format!("{:<16}NO", "agree")));
+        r.agreement_checked = false;
+        assert!(r
+            .summary_table()
+            .contains(&format!("{:<16}not checked", "agree")));
+        r.generator_behind_ms = 1_500;
+        assert!(r.summary_table().contains(&format!(
+            "{:<16}FELL BEHIND its schedule by up to 1,500 ms",
+            "generator"
+        )));
+        // Without node metrics (a bench given only ingress targets) round changes are unknown,
+        // and without its genesis the chain's block period too.
+        r.nodes.clear();
+        r.block_period_ms = 0;
+        assert!(r.summary_table().contains("block period unknown"));
+        let table = r.summary_table();
+        assert!(table.contains(&format!("{:<16}n/a (no node metrics)", "round changes")));
+        assert!(
+            !table.contains("max rss MiB"),
+            "no node table without nodes"
+        );
     }
 
     #[test]
@@ -1012,10 +1116,30 @@ mod tests {
             round_changes: 0,
             rejected: 1_234,
             dropped: 5,
+            behind_ms: Some(2),
         };
         assert_eq!(
             s.render(),
-            "[  12s] height 140  tps 9,980  interval p50 101 ms  finality p50 38 ms p99 95 ms  rejected 1,234  dropped 5  round changes 0"
+            "[  12s] height 140  tps 9,980  interval p50 101 ms  finality p50 38 ms p99 95 ms  rejected 1,234  dropped 5  round changes 0  gen lag 2 ms"
+        );
+        let idle = StatusLine {
+            behind_ms: None,
+            ..s
+        };
+        assert!(
+            idle.render().ends_with("round changes 0"),
+            "{}",
+            idle.render()
+        );
+        let late = StatusLine {
+            behind_ms: Some(BEHIND_WARNING_MS + 150),
+            ..s
+        };
+        assert!(
+            late.render()
+                .ends_with("round changes 0  GENERATOR BEHIND SCHEDULE by 250 ms"),
+            "{}",
+            late.render()
         );
         let fast = StatusLine {
             elapsed_s: 3_601.0,

@@ -21,7 +21,12 @@
 //! transaction is durable at the node it was sent to); refusals are counted by reason and pool
 //! drops apart (both from the nodes' acks); block intervals come from the block headers'
 //! timestamps of the blocks finalized under load; CPU is each node's own user+system time
-//! (from its metrics), so `cpu_us_per_tx` carries to other machines.
+//! (from its metrics), so `cpu_us_per_tx` carries to other machines. The load and the status
+//! lines run in the loop `corecell bench` uses too ([`drive`](super::drive)), which shows the
+//! generator's lag behind its schedule on every line and in the summary.
+//!
+//! [`check`] validates the options without touching anything (`--sweep` checks every rate
+//! with it first); [`verdict`] says whether a finished run passed.
 
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
@@ -31,8 +36,9 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use super::drive::{NodeSample, RunLength};
 use super::load::{Load, LoadSpec, LoadWorkload, TransferPlan, TransferSchedule};
-use super::report::{LatencyHistogram, NodeReport, Percentiles, RunReport, StateCheck, StatusLine};
+use super::report::{LatencyHistogram, NodeReport, Percentiles, RunReport, StateCheck};
 use crate::node::config::Role;
 use crate::node::genesis::{ExecutionMode, GeneratedNetwork, Genesis, NetworkSpec, PlannedNode};
 use crate::node::metrics::scrape;
@@ -128,6 +134,51 @@ struct NodeProcess {
     killed: bool,
 }
 
+/// The `transfer` workload's plan for `options` (`None` for the other workloads): the first
+/// `accounts` test accounts of a fresh genesis, nonces from 0, one target per CN.
+fn transfer_plan(options: &TestnetOptions) -> Option<TransferPlan> {
+    (options.workload == Workload::Transfer).then_some(TransferPlan {
+        accounts: options.accounts as u64,
+        first_account: 0,
+        nonce_start: 0,
+        chain_id: crate::node::genesis::DEFAULT_CHAIN_ID,
+        targets: options.cns as u64,
+        rate: options.rate,
+        duration: options.duration,
+    })
+}
+
+/// Checks a run's options without touching anything: the council size, a rate and duration
+/// for a load, test accounts and a transfer plan within the pre-signing bound, the placement.
+pub fn check(options: &TestnetOptions) -> Result<(), String> {
+    if !(1..=crate::types::MAX_COUNCIL_SIZE).contains(&options.cns) {
+        return Err(format!(
+            "--cns {} is outside 1..={}",
+            options.cns,
+            crate::types::MAX_COUNCIL_SIZE
+        ));
+    }
+    if options.workload != Workload::None && (options.rate == 0 || options.duration.is_zero()) {
+        return Err(format!(
+            "--workload {} needs --rate and --duration above 0",
+            options.workload.name()
+        ));
+    }
+    if options.workload == Workload::Transfer && options.accounts == 0 {
+        return Err("--workload transfer needs --accounts of at least 1".into());
+    }
+    if !matches!(options.placement.as_str(), "auto" | "unbound" | "spread") {
+        return Err(format!(
+            "--placement must be `spread`, `auto` or `unbound`, not `{}`",
+            options.placement
+        ));
+    }
+    match transfer_plan(options) {
+        Some(plan) => plan.check(),
+        None => Ok(()),
+    }
+}
+
 /// Runs a testnet; returns the report (agreement is in it) or an error.
 pub fn run(options: &TestnetOptions, interrupted: Arc<AtomicBool>) -> Result<RunReport, String> {
     let timestamp_ms = SystemTime::now()
@@ -148,24 +199,12 @@ pub fn run(options: &TestnetOptions, interrupted: Arc<AtomicBool>) -> Result<Run
         seed: None,
         execution: options.workload.execution(),
     };
-    // The transfer plan is checked (size bound, sender rate) before anything is written.
-    let plan = match options.workload {
-        Workload::Transfer => {
-            let plan = TransferPlan {
-                accounts: options.accounts as u64,
-                chain_id: spec.chain_id,
-                targets: options.cns as u64,
-                rate: options.rate,
-                duration: options.duration,
-            };
-            plan.check()?;
-            if let Some(warning) = plan.sender_rate_warning() {
-                println!("testnet: warning: {warning}");
-            }
-            Some(plan)
-        }
-        Workload::Raw | Workload::None => None,
-    };
+    // The options and the transfer plan (size bound) are checked before anything is written.
+    check(options)?;
+    let plan = transfer_plan(options);
+    if let Some(warning) = plan.as_ref().and_then(TransferPlan::sender_rate_warning) {
+        println!("testnet: warning: {warning}");
+    }
     let network = spec.generate(&options.dir)?;
     if options.placement != "auto" {
         set_placement(&network, &options.placement)?;
@@ -281,6 +320,27 @@ pub fn run(options: &TestnetOptions, interrupted: Arc<AtomicBool>) -> Result<Run
     Ok(report)
 }
 
+/// Whether a finished run passed: the nodes agree, at least one block was finalized and the
+/// final state check (when made) passed; the error says what failed.
+pub fn verdict(report: &RunReport) -> Result<(), String> {
+    if !report.agree {
+        return Err("nodes disagree on the finalized chain".into());
+    }
+    if report.blocks == 0 {
+        return Err("no block was finalized".into());
+    }
+    if let Some(state) = report.state.as_ref().filter(|s| !s.passed()) {
+        return Err(format!(
+            "the final state check failed: {}",
+            state
+                .error
+                .clone()
+                .unwrap_or_else(|| "state roots or supply do not add up".into())
+        ));
+    }
+    Ok(())
+}
+
 /// The final state check (see [`StateCheck`]) of the node whose data directory is `data`.
 fn check_state(name: &str, data: &Path, genesis: &Genesis) -> StateCheck {
     let started = Instant::now();
@@ -385,43 +445,55 @@ fn start_nodes(
 ) -> Result<Vec<NodeProcess>, String> {
     let mut nodes = Vec::new();
     for node in network.nodes.iter().filter(|n| n.role == Role::Cn) {
-        let dir = node.config_path.parent().unwrap_or(Path::new("."));
-        let log = std::fs::File::create(dir.join("node.log"))
-            .map_err(|e| format!("creating {}: {e}", dir.join("node.log").display()))?;
-        let log2 = log.try_clone().map_err(|e| e.to_string())?;
-        // Own process group: a Ctrl-C in the terminal reaches the testnet only, which then
-        // stops every node with SIGTERM and still checks and reports. If the testnet itself
-        // dies (kill -9), the kernel sends each node SIGTERM (PR_SET_PDEATHSIG), so no node
-        // outlives it.
-        let mut command = Command::new(&options.binary);
-        command.process_group(0);
-        // SAFETY: the hook runs in the forked child before exec and only calls prctl(2), which
-        // is async-signal-safe.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
+        match start_node(options, node) {
+            Ok(started) => nodes.push(started),
+            Err(e) => {
+                // The nodes already started would outlive a failed run (a sweep goes on).
+                let _ = stop_nodes(&mut nodes);
+                return Err(e);
+            }
         }
-        let child = command
-            .arg("node")
-            .arg("--config")
-            .arg(&node.config_path)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .spawn()
-            .map_err(|e| format!("starting {}: {e}", node.name))?;
-        nodes.push(NodeProcess {
-            node: node.clone(),
-            child,
-            metrics: node.metrics,
-            killed: false,
-        });
     }
     Ok(nodes)
+}
+
+/// Starts one CN process (see [`start_nodes`]).
+fn start_node(options: &TestnetOptions, node: &PlannedNode) -> Result<NodeProcess, String> {
+    let dir = node.config_path.parent().unwrap_or(Path::new("."));
+    let log = std::fs::File::create(dir.join("node.log"))
+        .map_err(|e| format!("creating {}: {e}", dir.join("node.log").display()))?;
+    let log2 = log.try_clone().map_err(|e| e.to_string())?;
+    // Own process group: a Ctrl-C in the terminal reaches the testnet only, which then
+    // stops every node with SIGTERM and still checks and reports. If the testnet itself
+    // dies (kill -9), the kernel sends each node SIGTERM (PR_SET_PDEATHSIG), so no node
+    // outlives it.
+    let mut command = Command::new(&options.binary);
+    command.process_group(0);
+    // SAFETY: the hook runs in the forked child before exec and only calls prctl(2), which
+    // is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = command
+        .arg("node")
+        .arg("--config")
+        .arg(&node.config_path)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .spawn()
+        .map_err(|e| format!("starting {}: {e}", node.name))?;
+    Ok(NodeProcess {
+        node: node.clone(),
+        child,
+        metrics: node.metrics,
+        killed: false,
+    })
 }
 
 fn metric(samples: &[(String, f64)], name: &str) -> f64 {
@@ -487,7 +559,10 @@ fn drive(
         (Workload::None, _) => None,
     };
     let load = match workload {
-        Some(workload) => Some(Load::start(LoadSpec { targets, workload })?),
+        Some(workload) => Some(Load::start(LoadSpec {
+            targets: targets.clone(),
+            workload,
+        })?),
         None => None,
     };
     let forever = options.duration.is_zero() && options.workload == Workload::None;
@@ -498,19 +573,16 @@ fn drive(
             network.accounts_path.display()
         );
     }
-    let load_start = Instant::now();
-    let mut last = (Instant::now(), 0u64, 0u64);
-    let mut start_txs = None;
-    let mut round_changes = 0u64;
+    let length = if forever {
+        RunLength::UntilInterrupted
+    } else {
+        RunLength::For(options.duration)
+    };
     let mut samples: Vec<Vec<(String, f64)>> = vec![Vec::new(); nodes.len()];
     let mut killed_at_ms = None;
-    while forever || load_start.elapsed() < options.duration {
-        if interrupted.load(Relaxed) {
-            println!("testnet: interrupted; stopping");
-            break;
-        }
+    let observe = |elapsed: Duration| -> Result<NodeSample, String> {
         if let (Some(at), None) = (options.kill_at, killed_at_ms) {
-            if load_start.elapsed() >= at {
+            if elapsed >= at {
                 if let Some(victim) = nodes.last_mut() {
                     let _ = victim.child.kill();
                     let _ = victim.child.wait();
@@ -524,7 +596,6 @@ fn drive(
                 }
             }
         }
-        std::thread::sleep(Duration::from_secs(1).saturating_sub(last.0.elapsed()));
         for (i, n) in nodes.iter_mut().enumerate() {
             if n.killed {
                 continue;
@@ -536,53 +607,20 @@ fn drive(
                 samples[i] = s;
             }
         }
-        let height = samples
-            .iter()
-            .map(|s| metric(s, "corecell_height") as u64)
-            .max()
-            .unwrap_or(0);
-        round_changes = samples
-            .iter()
-            .map(|s| metric(s, "corecell_round_changes_total") as u64)
-            .max()
-            .unwrap_or(0);
-        let (finalized, rejected, dropped, window) = match &load {
-            Some(l) => (
-                l.stats.finalized.load(Relaxed),
-                l.stats.rejected_total(),
-                l.stats.dropped.load(Relaxed),
-                l.stats.take_window(),
-            ),
-            None => (0, 0, 0, LatencyHistogram::new()),
+        let highest = |name: &str| {
+            samples
+                .iter()
+                .map(|s| metric(s, name) as u64)
+                .max()
+                .unwrap_or(0)
         };
-        start_txs.get_or_insert(0);
-        let dt = last.0.elapsed().as_secs_f64();
-        let tps = finalized.saturating_sub(last.1) as f64 / dt.max(1e-3);
-        let interval = if height > last.2 {
-            dt * 1000.0 / (height - last.2) as f64
-        } else {
-            0.0
-        };
-        let w = Percentiles::from_histogram(&window);
-        println!(
-            "{}",
-            StatusLine {
-                elapsed_s: load_start.elapsed().as_secs_f64(),
-                height,
-                tps,
-                block_interval_ms_p50: interval,
-                finality_ms_p50: w.p50,
-                finality_ms_p99: w.p99,
-                round_changes,
-                rejected,
-                dropped,
-            }
-            .render()
-        );
-        last = (Instant::now(), finalized, height);
-    }
-    let duration_s = load_start.elapsed().as_secs_f64();
-    let stats = load.map(|l| l.stop());
+        Ok(NodeSample {
+            height: Some(highest("corecell_height")),
+            round_changes: Some(highest("corecell_round_changes_total")),
+        })
+    };
+    let outcome = super::drive::drive(load, length, interrupted, observe)?;
+    outcome.print_warnings("load");
     // Final scrape for CPU and memory.
     for (i, n) in nodes.iter().enumerate().filter(|(_, n)| !n.killed) {
         if let Ok(s) = scrape(n.metrics, Duration::from_millis(500)) {
@@ -604,72 +642,32 @@ fn drive(
             block_txs_recovered: metric(s, "corecell_block_txs_recovered_total") as u64,
         })
         .collect();
-    let (submitted, finalized, rejected, dropped, finality, behind, errors) = match &stats {
-        Some(s) => (
-            s.submitted.load(Relaxed),
-            s.finalized.load(Relaxed),
-            s.rejected_by_reason(),
-            s.dropped.load(Relaxed),
-            s.latency.lock().map(|h| h.clone()).unwrap_or_default(),
-            s.behind_ms.load(Relaxed),
-            s.errors.lock().map(|e| e.clone()).unwrap_or_default(),
-        ),
-        None => (
-            0,
-            0,
-            Default::default(),
-            0,
-            LatencyHistogram::new(),
-            0,
-            Vec::new(),
-        ),
-    };
-    for e in &errors {
-        eprintln!("load: {e}");
-    }
-    if let Some(s) = &stats {
-        let more = s.errors_not_kept.load(Relaxed);
-        if more > 0 {
-            eprintln!("load: {more} more errors not shown");
-        }
-    }
-    if behind > 100 {
-        eprintln!("load: the generator fell behind its schedule by up to {behind} ms (the machine is saturated; latency includes it)");
-    }
     let cpu: f64 = node_reports.iter().map(|n| n.cpu_seconds).sum();
     *killed_at = killed_at_ms;
-    Ok(RunReport {
-        workload: options.workload.name().into(),
-        cns: options.cns,
-        pns: 0,
-        ens: 0,
-        duration_s,
-        blocks: nodes
-            .iter()
-            .zip(&node_reports)
-            .filter(|(n, _)| !n.killed)
-            .map(|(_, r)| r.height)
-            .min()
-            .unwrap_or(0),
-        finalized_txs: finalized,
-        tps: finalized as f64 / duration_s.max(1e-3),
-        block_interval_ms: Percentiles::default(),
-        finality_ms: Percentiles::from_histogram(&finality),
-        round_changes,
-        agree: false,
-        offered_rate: match options.workload {
-            Workload::Transfer | Workload::Raw => options.rate,
-            Workload::None => 0,
-        },
-        submitted,
-        rejected,
-        dropped,
-        tx_size: options.tx_size,
-        block_period_ms: options.block_period_ms,
-        cpu_us_per_tx: (finalized > 0).then(|| cpu * 1e6 / finalized as f64),
-        state: None,
-        nodes: node_reports,
-    })
+    let offered_rate = match options.workload {
+        Workload::Transfer | Workload::Raw => options.rate,
+        Workload::None => 0,
+    };
+    let mut report = outcome.report(options.workload.name(), offered_rate, options.tx_size);
+    report.cns = options.cns;
+    report.agreement_checked = true;
+    report.blocks = nodes
+        .iter()
+        .zip(&node_reports)
+        .filter(|(n, _)| !n.killed)
+        .map(|(_, r)| r.height)
+        .min()
+        .unwrap_or(0);
+    report.round_changes = outcome.last_sample.round_changes.unwrap_or(0);
+    report.block_period_ms = options.block_period_ms;
+    report.cpu_us_per_tx = (outcome.finalized > 0).then(|| cpu * 1e6 / outcome.finalized as f64);
+    report.targets = if offered_rate > 0 {
+        targets.iter().map(|t| t.to_string()).collect()
+    } else {
+        Vec::new()
+    };
+    report.nodes = node_reports;
+    Ok(report)
 }
 
 /// Percentiles of the intervals between consecutive blocks' header timestamps, over the last
@@ -733,7 +731,15 @@ fn stop_nodes(nodes: &mut [NodeProcess]) -> Result<(), String> {
     }
 }
 
+/// Writes `endpoints.json`: the genesis and accounts files and every CN's addresses, paths
+/// made absolute so that `corecell bench --endpoints` works from any folder.
 fn write_endpoints(dir: &Path, network: &GeneratedNetwork) -> Result<(), String> {
+    let absolute = |p: &Path| {
+        std::fs::canonicalize(p)
+            .unwrap_or_else(|_| p.to_path_buf())
+            .display()
+            .to_string()
+    };
     let nodes: Vec<serde_json::Value> = network
         .nodes
         .iter()
@@ -746,13 +752,13 @@ fn write_endpoints(dir: &Path, network: &GeneratedNetwork) -> Result<(), String>
                 "ingress": n.ingress.map(|a| a.to_string()),
                 "metrics": n.metrics.to_string(),
                 "rpc": n.rpc.map(|a| a.to_string()),
-                "config": n.config_path.display().to_string(),
+                "config": absolute(&n.config_path),
             })
         })
         .collect();
     let text = serde_json::to_string_pretty(&serde_json::json!({
-        "genesis": network.genesis_path.display().to_string(),
-        "accounts": network.accounts_path.display().to_string(),
+        "genesis": absolute(&network.genesis_path),
+        "accounts": absolute(&network.accounts_path),
         "nodes": nodes,
     }))
     .map_err(|e| e.to_string())?;
