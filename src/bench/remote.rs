@@ -40,7 +40,7 @@ use serde::Deserialize;
 
 use super::drive::{self, NodeSample, RunLength};
 use super::load::{Load, LoadSpec, LoadWorkload, TransferPlan, MIN_TX_SIZE};
-use super::report::{NodeReport, RunReport};
+use super::report::{shard_metric, NodeReport, RunReport, CN_SHARDS};
 use super::testnet::Workload;
 use crate::crypto::tx::address_of_secret;
 use crate::node::config::Role;
@@ -665,6 +665,15 @@ impl Scraper {
                     signature_recoveries: delta("corecell_signature_recoveries_total") as u64,
                     block_txs_pooled: delta("corecell_block_txs_pooled_total") as u64,
                     block_txs_recovered: delta("corecell_block_txs_recovered_total") as u64,
+                    shard_busy_s: CN_SHARDS
+                        .iter()
+                        .map(|shard| {
+                            let busy = delta(&shard_metric("corecell_shard_busy_seconds", shard));
+                            (shard.to_string(), busy)
+                        })
+                        .collect(),
+                    // Queue peaks need every sample; `bench` keeps only the first and last.
+                    shard_queue_peak: Default::default(),
                 })
             })
             .collect()

@@ -286,6 +286,46 @@ pub struct NodeReport {
     /// Transactions of blocks it checked or finalized that it had to decode and recover then.
     #[serde(default)]
     pub block_txs_recovered: u64,
+    /// Per shard (by name): seconds the shard spent handling messages during the run (its
+    /// `corecell_shard_busy_seconds`; a shard that awaits I/O in a handler, the store's fsyncs,
+    /// counts that wait too).
+    #[serde(default)]
+    pub shard_busy_s: BTreeMap<String, f64>,
+    /// Per shard: the deepest inbox seen at the once-a-second samples.
+    #[serde(default)]
+    pub shard_queue_peak: BTreeMap<String, u64>,
+}
+
+/// The sample name of a per-shard metric, e.g. `corecell_shard_busy_seconds{shard="exec"}`.
+pub fn shard_metric(name: &str, shard: &str) -> String {
+    format!("{name}{{shard=\"{shard}\"}}")
+}
+
+/// Names of a CN's shards, in the order the report lists them.
+pub const CN_SHARDS: [&str; 4] = ["net", "consensus", "exec", "store"];
+
+/// Busy share of each shard (busy seconds over the run's duration, mean over the nodes that
+/// report it), busiest first.
+pub fn shard_shares(nodes: &[NodeReport], duration_s: f64) -> Vec<(String, f64)> {
+    let mut sums: BTreeMap<&str, (f64, u32)> = BTreeMap::new();
+    for n in nodes {
+        for (shard, busy) in &n.shard_busy_s {
+            let e = sums.entry(shard.as_str()).or_default();
+            e.0 += busy;
+            e.1 += 1;
+        }
+    }
+    let mut out: Vec<(String, f64)> = sums
+        .into_iter()
+        .map(|(shard, (busy, n))| {
+            (
+                shard.to_string(),
+                busy / f64::from(n) / duration_s.max(1e-3),
+            )
+        })
+        .collect();
+    out.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    out
 }
 
 /// The result of a load run: what was offered, what got finalized, how fast, and whether the
@@ -470,6 +510,36 @@ impl RunReport {
                     fixed(recoveries as f64 / self.finalized_txs as f64, 2),
                     fixed(100.0 * pooled as f64 / (pooled + recovered) as f64, 1),
                     group(recovered)
+                ),
+            );
+        }
+        let shares = shard_shares(&self.nodes, self.duration_s);
+        if let Some((busiest, _)) = shares.first() {
+            let peak = |shard: &str| {
+                self.nodes
+                    .iter()
+                    .filter_map(|n| n.shard_queue_peak.get(shard))
+                    .max()
+                    .copied()
+                    .unwrap_or(0)
+            };
+            let parts: Vec<String> = shares
+                .iter()
+                .map(|(shard, share)| {
+                    format!(
+                        "{} {}% (queue peak {})",
+                        printable(shard),
+                        fixed(share * 100.0, 0),
+                        group(peak(shard))
+                    )
+                })
+                .collect();
+            row(
+                "shards",
+                format!(
+                    "busy share of a core, mean over nodes: {}; busiest: {}",
+                    parts.join(", "),
+                    printable(busiest)
                 ),
             );
         }
@@ -887,6 +957,36 @@ mod tests {
         }
     }
 
+    #[test]
+    fn shard_shares_average_over_nodes_and_name_the_busiest() {
+        let mut r = report();
+        r.duration_s = 10.0;
+        let busy = |pairs: &[(&str, f64)]| -> BTreeMap<String, f64> {
+            pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+        };
+        r.nodes[0].shard_busy_s = busy(&[("net", 1.0), ("exec", 6.0), ("consensus", 2.0)]);
+        r.nodes[1].shard_busy_s = busy(&[("net", 3.0), ("exec", 4.0), ("consensus", 2.0)]);
+        r.nodes[0].shard_queue_peak = [("exec".to_string(), 17u64)].into_iter().collect();
+        r.nodes[1].shard_queue_peak = [("exec".to_string(), 40u64)].into_iter().collect();
+        let shares = shard_shares(&r.nodes, r.duration_s);
+        assert_eq!(shares[0], ("exec".to_string(), 0.5));
+        assert_eq!(shares[1].0, "consensus");
+        assert!((shares[1].1 - 0.2).abs() < 1e-9);
+        assert_eq!(shares[2].0, "net");
+        let text = r.summary_table();
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("shards"))
+            .expect("a shards row");
+        assert!(line.contains("exec 50% (queue peak 40)"), "{line}");
+        assert!(line.ends_with("busiest: exec"), "{line}");
+        // No shard figures (e.g. nodes that exported none): no row.
+        for n in &mut r.nodes {
+            n.shard_busy_s.clear();
+        }
+        assert!(!r.summary_table().contains("busiest"));
+    }
+
     fn report() -> RunReport {
         let mut fin = LatencyHistogram::new();
         fin.record_n(38_000, 900);
@@ -935,6 +1035,8 @@ mod tests {
                     signature_recoveries: 0,
                     block_txs_pooled: 0,
                     block_txs_recovered: 0,
+                    shard_busy_s: BTreeMap::new(),
+                    shard_queue_peak: BTreeMap::new(),
                 },
                 NodeReport {
                     name: "proxy-node-long-name-1".into(),
@@ -946,6 +1048,8 @@ mod tests {
                     signature_recoveries: 0,
                     block_txs_pooled: 0,
                     block_txs_recovered: 0,
+                    shard_busy_s: BTreeMap::new(),
+                    shard_queue_peak: BTreeMap::new(),
                 },
                 NodeReport {
                     name: "en-0".into(),
@@ -957,6 +1061,8 @@ mod tests {
                     signature_recoveries: 0,
                     block_txs_pooled: 0,
                     block_txs_recovered: 0,
+                    shard_busy_s: BTreeMap::new(),
+                    shard_queue_peak: BTreeMap::new(),
                 },
             ],
         }

@@ -28,6 +28,7 @@
 //! [`check`] validates the options without touching anything (`--sweep` checks every rate
 //! with it first); [`verdict`] says whether a finished run passed.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -38,7 +39,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::drive::{NodeSample, RunLength};
 use super::load::{Load, LoadSpec, LoadWorkload, TransferPlan, TransferSchedule};
-use super::report::{LatencyHistogram, NodeReport, Percentiles, RunReport, StateCheck};
+use super::report::{
+    shard_metric, LatencyHistogram, NodeReport, Percentiles, RunReport, StateCheck, CN_SHARDS,
+};
 use crate::node::config::Role;
 use crate::node::genesis::{ExecutionMode, GeneratedNetwork, Genesis, NetworkSpec, PlannedNode};
 use crate::node::metrics::scrape;
@@ -579,6 +582,7 @@ fn drive(
         RunLength::For(options.duration)
     };
     let mut samples: Vec<Vec<(String, f64)>> = vec![Vec::new(); nodes.len()];
+    let mut queue_peaks: Vec<BTreeMap<String, u64>> = vec![BTreeMap::new(); nodes.len()];
     let mut killed_at_ms = None;
     let observe = |elapsed: Duration| -> Result<NodeSample, String> {
         if let (Some(at), None) = (options.kill_at, killed_at_ms) {
@@ -604,6 +608,11 @@ fn drive(
                 return Err(format!("{} exited under load ({status})", n.node.name));
             }
             if let Ok(s) = scrape(n.metrics, Duration::from_millis(500)) {
+                for shard in CN_SHARDS {
+                    let depth = metric(&s, &shard_metric("corecell_shard_queue_depth", shard));
+                    let peak = queue_peaks[i].entry(shard.to_string()).or_default();
+                    *peak = (*peak).max(depth as u64);
+                }
                 samples[i] = s;
             }
         }
@@ -630,7 +639,8 @@ fn drive(
     let node_reports: Vec<NodeReport> = nodes
         .iter()
         .zip(&samples)
-        .map(|(n, s)| NodeReport {
+        .enumerate()
+        .map(|(i, (n, s))| NodeReport {
             name: n.node.name.clone(),
             role: n.node.role,
             height: metric(s, "corecell_height") as u64,
@@ -640,6 +650,14 @@ fn drive(
             signature_recoveries: metric(s, "corecell_signature_recoveries_total") as u64,
             block_txs_pooled: metric(s, "corecell_block_txs_pooled_total") as u64,
             block_txs_recovered: metric(s, "corecell_block_txs_recovered_total") as u64,
+            shard_busy_s: CN_SHARDS
+                .iter()
+                .map(|shard| {
+                    let busy = metric(s, &shard_metric("corecell_shard_busy_seconds", shard));
+                    (shard.to_string(), busy)
+                })
+                .collect(),
+            shard_queue_peak: queue_peaks[i].clone(),
         })
         .collect();
     let cpu: f64 = node_reports.iter().map(|n| n.cpu_seconds).sum();
