@@ -83,7 +83,16 @@ pub struct BatchIn {
     pub origin: BatchOrigin,
     /// The frame; the net shard validated it as a `TxBatch` (`Frame::message`).
     pub frame: Frame,
+    /// When the net shard received it.
+    pub received: Instant,
 }
+
+/// A batch that waited longer than this in the exec shard's inbox is not admitted: a client's
+/// is answered `REFUSED_BUSY` at once, a peer's gossip is dropped (a block holding its
+/// transactions recovers them then). Under a load beyond what the node can verify, this keeps
+/// the inbox from growing into seconds of signature recoveries that starve consensus, and
+/// tells clients to back off.
+pub const ADMISSION_DEADLINE: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// What consensus asks of exec.
 // A header travels inline in `Build` (one per block); boxing it would buy nothing.
@@ -153,6 +162,8 @@ pub struct ExecCounters {
     pub refused: AtomicU64,
     /// Admitted transactions dropped before any block included them.
     pub dropped: AtomicU64,
+    /// Transactions not admitted because their batch waited past [`ADMISSION_DEADLINE`].
+    pub shed: AtomicU64,
     /// Transactions in finalized blocks.
     pub finalized: AtomicU64,
     /// Transactions pending in the pool.
@@ -223,6 +234,21 @@ impl Engine {
         let len = archived.transactions.len();
         let mut acks = Vec::new();
         let mut admitted_indices = Vec::new();
+        if batch.received.elapsed() > ADMISSION_DEADLINE {
+            counters.shed.fetch_add(len as u64, Relaxed);
+            if let Some((connection, batch_id)) = client {
+                acks.push(ExecToNet::Ack {
+                    connection,
+                    ack: IngressAck {
+                        batch_id,
+                        status: IngressAck::REFUSED_BUSY,
+                        height: 0,
+                        count: len as u32,
+                    },
+                });
+            }
+            return (acks, Vec::new());
+        }
         match self {
             Engine::Transfer(engine) => {
                 let outcome = engine.admit_batch(
@@ -608,6 +634,48 @@ mod tests {
             panic!("not a batch");
         };
         assert_eq!(batch.id.to_native(), 3, "ids increase");
+    }
+
+    #[test]
+    fn a_batch_that_waited_past_the_deadline_is_answered_busy_and_not_admitted() {
+        let mut engine = Engine::Raw(RawPool::new(1 << 20, 1000));
+        let counters = ExecCounters::default();
+        let frame = |id| {
+            let bytes = batch_frame(id, txs(4, 40));
+            let mut input = bytes.as_slice();
+            FrameDecoder::new()
+                .decode(&mut input)
+                .expect("valid")
+                .expect("whole")
+        };
+        let late = BatchIn {
+            origin: BatchOrigin::Client { connection: 7 },
+            frame: frame(1),
+            received: Instant::now() - ADMISSION_DEADLINE - std::time::Duration::from_millis(1),
+        };
+        let (acks, gossip) = engine.admit(&late, &counters);
+        assert!(gossip.is_empty());
+        match acks.as_slice() {
+            [ExecToNet::Ack { connection: 7, ack }] => {
+                assert_eq!(
+                    (ack.batch_id, ack.status, ack.count),
+                    (1, IngressAck::REFUSED_BUSY, 4)
+                );
+            }
+            other => panic!("unexpected answers {other:?}"),
+        }
+        assert_eq!(counters.shed.load(Relaxed), 4);
+        assert!(matches!(&engine, Engine::Raw(p) if p.pending() == 0));
+        // The same batch on time is admitted and gossiped.
+        let fresh = BatchIn {
+            origin: BatchOrigin::Client { connection: 7 },
+            frame: frame(2),
+            received: Instant::now(),
+        };
+        let (acks, gossip) = engine.admit(&fresh, &counters);
+        assert!(acks.is_empty());
+        assert_eq!(gossip.len(), 4);
+        assert!(matches!(&engine, Engine::Raw(p) if p.pending() == 4));
     }
 
     #[test]

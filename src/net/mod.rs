@@ -802,6 +802,7 @@ fn dispatch_peer_frame(
                 .try_send(BatchIn {
                     origin: BatchOrigin::Peer,
                     frame,
+                    received: start,
                 })
                 .is_err()
             {
@@ -899,6 +900,7 @@ async fn run_client(state: Shared, stream: TcpStream, connection: u64) {
             let batch = BatchIn {
                 origin: BatchOrigin::Client { connection },
                 frame,
+                received: Instant::now(),
             };
             if to_exec.send(batch).await.is_err() {
                 break 'read;

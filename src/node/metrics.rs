@@ -180,6 +180,12 @@ pub fn render(counters: &NodeCounters, tps: f64) -> String {
     );
     counter(
         &mut r,
+        "admission_shed",
+        "Transactions not admitted because their batch waited too long (overload)",
+        &e.shed,
+    );
+    counter(
+        &mut r,
         "pool_dropped",
         "Admitted transactions dropped before any block included them",
         &e.dropped,

@@ -82,6 +82,8 @@ impl IngressAck {
     pub const REFUSED_DUPLICATE: u8 = 3;
     /// Admitted, then dropped by the pool before any block included them.
     pub const DROPPED: u8 = 4;
+    /// Refused: the node is behind on admissions (overloaded); back off and retry.
+    pub const REFUSED_BUSY: u8 = 5;
     /// Refused: larger than a transaction may be.
     pub const REFUSED_OVERSIZED: u8 = 16;
     /// Refused: not a valid, supported, validly signed Ethereum transaction.
@@ -113,6 +115,7 @@ impl IngressAck {
             IngressAck::REFUSED_UNAVAILABLE => "unavailable",
             IngressAck::REFUSED_DUPLICATE => "duplicate",
             IngressAck::DROPPED => "dropped",
+            IngressAck::REFUSED_BUSY => "busy",
             IngressAck::REFUSED_OVERSIZED => "oversized",
             IngressAck::REFUSED_INVALID => "invalid",
             IngressAck::REFUSED_CHAIN_ID => "chain-id",
