@@ -234,19 +234,21 @@ impl Engine {
         let len = archived.transactions.len();
         let mut acks = Vec::new();
         let mut admitted_indices = Vec::new();
+        // The answer refusing `count` transactions of a client's batch for `status`.
+        let refusal = |status: u8, count: u32| {
+            client.map(|(connection, batch_id)| ExecToNet::Ack {
+                connection,
+                ack: IngressAck {
+                    batch_id,
+                    status,
+                    height: 0,
+                    count,
+                },
+            })
+        };
         if batch.received.elapsed() > ADMISSION_DEADLINE {
             counters.shed.fetch_add(len as u64, Relaxed);
-            if let Some((connection, batch_id)) = client {
-                acks.push(ExecToNet::Ack {
-                    connection,
-                    ack: IngressAck {
-                        batch_id,
-                        status: IngressAck::REFUSED_BUSY,
-                        height: 0,
-                        count: len as u32,
-                    },
-                });
-            }
+            acks.extend(refusal(IngressAck::REFUSED_BUSY, len as u32));
             return (acks, Vec::new());
         }
         match self {
@@ -271,36 +273,16 @@ impl Engine {
                 } => {
                     counters.admitted.fetch_add(admitted as u64, Relaxed);
                     counters.refused.fetch_add(duplicates as u64, Relaxed);
-                    if let Some((connection, batch_id)) = client {
-                        if admitted > 0 {
-                            admitted_indices = (0..len).collect();
-                        }
-                        if duplicates > 0 {
-                            acks.push(ExecToNet::Ack {
-                                connection,
-                                ack: IngressAck {
-                                    batch_id,
-                                    status: IngressAck::REFUSED_DUPLICATE,
-                                    height: 0,
-                                    count: duplicates,
-                                },
-                            });
-                        }
+                    if client.is_some() && admitted > 0 {
+                        admitted_indices = (0..len).collect();
+                    }
+                    if duplicates > 0 {
+                        acks.extend(refusal(IngressAck::REFUSED_DUPLICATE, duplicates));
                     }
                 }
                 Admission::PoolFull => {
                     counters.refused.fetch_add(len as u64, Relaxed);
-                    if let Some((connection, batch_id)) = client {
-                        acks.push(ExecToNet::Ack {
-                            connection,
-                            ack: IngressAck {
-                                batch_id,
-                                status: IngressAck::REFUSED_POOL_FULL,
-                                height: 0,
-                                count: len as u32,
-                            },
-                        });
-                    }
+                    acks.extend(refusal(IngressAck::REFUSED_POOL_FULL, len as u32));
                 }
             },
         }
