@@ -699,6 +699,8 @@ async fn run_peer(state: Shared, stream: TcpStream, index: CouncilIndex, identit
             Ok(n) => n,
         };
         counters.bytes_in.fetch_add(n as u64, Relaxed);
+        // Busy time: decoding, checking and handing on what this read brought.
+        let handling = Instant::now();
         let mut input = &buf[..n];
         loop {
             let frame = match decoder.decode(&mut input) {
@@ -729,6 +731,7 @@ async fn run_peer(state: Shared, stream: TcpStream, index: CouncilIndex, identit
                 break 'read Some(reason);
             }
         }
+        state.borrow().stats.add_busy(handling);
         if state.borrow().stop.load(Relaxed) {
             break None;
         }
@@ -768,7 +771,6 @@ fn dispatch_peer_frame(
 ) -> Result<(), String> {
     let s = state.borrow();
     s.stats.count_in();
-    let start = Instant::now();
     let message = frame.message().map_err(|e| e.to_string())?;
     let de = |e: rkyv::rancor::Error| format!("decoding: {e}");
     let inbound = match message {
@@ -802,13 +804,12 @@ fn dispatch_peer_frame(
                 .try_send(BatchIn {
                     origin: BatchOrigin::Peer,
                     frame,
-                    received: start,
+                    received: Instant::now(),
                 })
                 .is_err()
             {
                 s.counters.dropped.fetch_add(1, Relaxed);
             }
-            s.stats.add_busy(start);
             return Ok(());
         }
         Message::SyncRequest(r) => {
@@ -828,7 +829,6 @@ fn dispatch_peer_frame(
             {
                 s.counters.dropped.fetch_add(1, Relaxed);
             }
-            s.stats.add_busy(start);
             return Ok(());
         }
         Message::IngressAck(_) => return Err("ingress ack from a council member".into()),
@@ -842,7 +842,6 @@ fn dispatch_peer_frame(
     {
         s.counters.dropped.fetch_add(1, Relaxed);
     }
-    s.stats.add_busy(start);
     Ok(())
 }
 
@@ -879,6 +878,8 @@ async fn run_client(state: Shared, stream: TcpStream, connection: u64) {
         counters.bytes_in.fetch_add(n as u64, Relaxed);
         let mut input = &buf[..n];
         loop {
+            // Busy time: decoding and checking (not the wait for room in exec's inbox).
+            let handling = Instant::now();
             let frame = match decoder.decode(&mut input) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
@@ -897,6 +898,7 @@ async fn run_client(state: Shared, stream: TcpStream, connection: u64) {
                 break 'read;
             }
             state.borrow().stats.count_in();
+            state.borrow().stats.add_busy(handling);
             let batch = BatchIn {
                 origin: BatchOrigin::Client { connection },
                 frame,
