@@ -580,6 +580,15 @@ mod tests {
             .collect()
     }
 
+    /// The one whole, valid frame in `bytes`.
+    fn decode(bytes: &[u8]) -> Frame {
+        let mut input = bytes;
+        FrameDecoder::new()
+            .decode(&mut input)
+            .expect("valid")
+            .expect("whole")
+    }
+
     #[test]
     fn gossip_buffer_fills_by_count_or_bytes_and_empties_into_one_batch() {
         let mut buffer = GossipBuffer::default();
@@ -589,11 +598,7 @@ mod tests {
         assert!(!buffer.is_full());
         let frame = buffer.take_frame().expect("a frame");
         assert!(buffer.txs.is_empty() && buffer.bytes == 0);
-        let mut input = frame.as_slice();
-        let decoded = FrameDecoder::new()
-            .decode(&mut input)
-            .expect("valid")
-            .expect("whole");
+        let decoded = decode(&frame);
         let Ok(Message::TxBatch(batch)) = decoded.message() else {
             panic!("not a batch");
         };
@@ -607,11 +612,7 @@ mod tests {
         buffer.push(txs(3, GOSSIP_MAX_BYTES / 3 + 1));
         assert!(buffer.is_full(), "full by bytes");
         let frame = buffer.take_frame().expect("a frame");
-        let mut input = frame.as_slice();
-        let decoded = FrameDecoder::new()
-            .decode(&mut input)
-            .expect("valid")
-            .expect("whole");
+        let decoded = decode(&frame);
         let Ok(Message::TxBatch(batch)) = decoded.message() else {
             panic!("not a batch");
         };
@@ -622,14 +623,7 @@ mod tests {
     fn a_batch_that_waited_past_the_deadline_is_answered_busy_and_not_admitted() {
         let mut engine = Engine::Raw(RawPool::new(1 << 20, 1000));
         let counters = ExecCounters::default();
-        let frame = |id| {
-            let bytes = batch_frame(id, txs(4, 40));
-            let mut input = bytes.as_slice();
-            FrameDecoder::new()
-                .decode(&mut input)
-                .expect("valid")
-                .expect("whole")
-        };
+        let frame = |id| decode(&batch_frame(id, txs(4, 40)));
         let late = BatchIn {
             origin: BatchOrigin::Client { connection: 7 },
             frame: frame(1),
