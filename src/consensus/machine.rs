@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::finality;
 use super::scheme::SignatureScheme;
 use super::types::{Effect, Evidence, Input, Message, Millis, Rejection, Timer, WalRecord};
 use super::votes::{Added, VoteSet};
@@ -932,7 +933,13 @@ impl<S: SignatureScheme> Machine<S> {
     /// Certificate checks: kind, height, canonical bitmap of committee members, a quorum, and
     /// the aggregate signature.
     fn check_certificate(&self, cert: &QuorumCertificate, kind: VoteKind) -> Result<(), Rejection> {
-        if !self.certificate_shape_ok(cert, kind, self.height, &self.committee) {
+        if !finality::certificate_shape_ok(
+            cert,
+            kind,
+            self.height,
+            self.config.council_size,
+            &self.committee,
+        ) {
             return Err(Rejection::BadCertificate);
         }
         let message = cert.signing_message(self.config.chain_id);
@@ -943,22 +950,6 @@ impl<S: SignatureScheme> Machine<S> {
             return Err(Rejection::BadCertificate);
         }
         Ok(())
-    }
-
-    /// Everything about a certificate but its signature: kind, height, a canonical bitmap of
-    /// committee members only, at least a quorum of them.
-    fn certificate_shape_ok(
-        &self,
-        cert: &QuorumCertificate,
-        kind: VoteKind,
-        height: Height,
-        committee: &Committee,
-    ) -> bool {
-        cert.kind == kind
-            && cert.height == height
-            && signers::check_canonical(&cert.signers, self.config.council_size).is_ok()
-            && signers::iter(&cert.signers).all(|s| committee.contains(s))
-            && signers::count(&cert.signers) >= committee.quorum()
     }
 
     fn on_round_change(&mut self, now: Millis, rc: RoundChange, out: &mut Vec<Effect>) {
@@ -1118,9 +1109,15 @@ impl<S: SignatureScheme> Machine<S> {
         while let Some(next) = self.take_buffered_successor(&run[run.len() - 1].block.header) {
             run.push(next);
         }
-        let batch_ok = run.len() > 1 && self.check_commit_certificates_batch(&run);
-        let mut run = run.into_iter();
-        while let Some(f) = run.next() {
+        let valid = finality::final_prefix(
+            &self.scheme,
+            &self.config,
+            &self.head,
+            &self.committee,
+            &run,
+        );
+        let mut run = run.into_iter().enumerate();
+        while let Some((i, f)) = run.next() {
             // Finalizing a block replays the messages buffered for the next height, which may
             // hold a copy of the next block of the run (another peer's sync answer), already
             // finalized then.
@@ -1129,17 +1126,13 @@ impl<S: SignatureScheme> Machine<S> {
             {
                 break;
             }
-            if !batch_ok
-                && self
-                    .check_certificate(&f.certificate, VoteKind::Commit)
-                    .is_err()
-            {
+            if i >= valid {
                 out.push(Effect::Rejected {
                     from: f.block.header.proposer,
                     reason: Rejection::BadCertificate,
                 });
                 // The blocks after it wait for a valid block at its height.
-                for later in run {
+                for (_, later) in run {
                     self.future
                         .entry(later.block.header.height)
                         .or_default()
@@ -1165,43 +1158,5 @@ impl<S: SignatureScheme> Machine<S> {
             Message::Finalized(g) => Some(*g),
             _ => unreachable!("matched a finalized block above"),
         }
-    }
-
-    /// Checks the commit certificates of a run of finalized blocks, the first at the current
-    /// height and each extending the one before, with one batched signature check. Each
-    /// height's committee is elected from the header before it.
-    fn check_commit_certificates_batch(&self, run: &[FinalizedBlock]) -> bool {
-        let chain_id = self.config.chain_id;
-        let mut messages = Vec::with_capacity(run.len());
-        let mut committee = self.committee.clone();
-        let mut parent_mix = self.head.mix;
-        for (i, f) in run.iter().enumerate() {
-            let height = self.height + i as u64;
-            if i > 0 {
-                committee = Committee::elect(
-                    self.config.council_size,
-                    self.config.committee_size,
-                    height,
-                    &parent_mix,
-                );
-            }
-            if !self.certificate_shape_ok(&f.certificate, VoteKind::Commit, height, &committee) {
-                return false;
-            }
-            messages.push(f.certificate.signing_message(chain_id));
-            parent_mix = f.block.header.mix;
-        }
-        let items: Vec<(&[u8], &[u8], &crate::types::BlsSignatureBytes)> = run
-            .iter()
-            .zip(&messages)
-            .map(|(f, m)| {
-                (
-                    f.certificate.signers.as_slice(),
-                    m.as_slice(),
-                    &f.certificate.signature,
-                )
-            })
-            .collect();
-        self.scheme.verify_aggregates_batch(Domain::Vote, &items)
     }
 }

@@ -83,11 +83,14 @@
 //! ([`Effect::RequestSync`]). A [`crate::types::FinalizedBlock`] for the current height with a
 //! valid commit certificate of the committee is adopted at once.
 
+pub mod finality;
+pub mod follower;
 pub mod machine;
 pub mod scheme;
 pub mod types;
 pub mod votes;
 
+pub use follower::{Follower, FollowerEffect, FollowerInput};
 pub use machine::{ConsensusConfig, Machine, Weakening};
 pub use scheme::{BlsScheme, FastScheme, SignatureScheme};
 pub use types::{Effect, Evidence, Input, Message, Millis, Rejection, Timer, WalRecord};

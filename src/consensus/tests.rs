@@ -415,3 +415,180 @@ fn a_bad_certificate_in_a_synced_run_stops_it_there() {
         "then 1, 2, 3 and the bad 4 alone"
     );
 }
+
+// ---- follower ------------------------------------------------------------------------------
+
+/// The first `n` finalized blocks of a four-node network.
+fn finalized_chain(n: usize) -> Vec<crate::types::FinalizedBlock> {
+    let mut net = Net::new(config());
+    net.run_until(n as Height, 120_000);
+    net.assert_agreement();
+    net.finalized[0]
+        .iter()
+        .take(n)
+        .map(|(block, certificate)| crate::types::FinalizedBlock {
+            block: block.clone(),
+            certificate: certificate.clone(),
+        })
+        .collect()
+}
+
+fn follower() -> Follower<CountingScheme> {
+    let scheme = CountingScheme {
+        inner: FastScheme::new(0, N),
+        single: Default::default(),
+        batches: Default::default(),
+    };
+    Follower::new(config(), scheme, genesis(), 0)
+}
+
+fn deliver(
+    f: &mut Follower<CountingScheme>,
+    now: Millis,
+    from: crate::types::PeerSlot,
+    block: &crate::types::FinalizedBlock,
+) -> Vec<FollowerEffect> {
+    f.handle(
+        now,
+        FollowerInput::Finalized {
+            from,
+            block: Box::new(block.clone()),
+        },
+    )
+}
+
+fn adopted(effects: &[FollowerEffect]) -> Vec<Height> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            FollowerEffect::Commit(f) => Some(f.block.header.height),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_follower_adopts_final_blocks_in_order_and_ignores_duplicates() {
+    let chain = finalized_chain(4);
+    let mut f = follower();
+    for (i, b) in chain.iter().enumerate() {
+        let effects = deliver(&mut f, 10, 7, b);
+        assert_eq!(adopted(&effects), vec![i as Height + 1]);
+        assert!(!effects
+            .iter()
+            .any(|e| matches!(e, FollowerEffect::RequestSync { .. })));
+    }
+    let checks = f.scheme().single.get();
+    assert_eq!(checks, 4, "one aggregate check per block");
+    // A second copy (another PN's) costs nothing and changes nothing.
+    assert!(deliver(&mut f, 20, 8, &chain[2]).is_empty());
+    assert_eq!(f.scheme().single.get(), checks);
+    assert_eq!(f.head().height, 4);
+}
+
+#[test]
+fn a_follower_refuses_forged_certificates_and_names_the_sender() {
+    let chain = finalized_chain(2);
+    type Forge = fn(&mut crate::types::FinalizedBlock);
+    let forgeries: [(&str, Forge); 5] = [
+        ("wrong signature", |b| b.certificate.signature[5] ^= 1),
+        ("below quorum", |b| {
+            // Drop signers until one short of the quorum (3 of 4).
+            let set: Vec<CouncilIndex> = crate::types::signers::iter(&b.certificate.signers)
+                .take(2)
+                .collect();
+            let mut bitmap = crate::types::signers::empty(N);
+            for i in set {
+                crate::types::signers::set(&mut bitmap, i);
+            }
+            b.certificate.signers = bitmap;
+        }),
+        ("wrong message (round)", |b| b.certificate.round += 1),
+        ("certificate of another block", |b| {
+            b.certificate.block_hash[0] ^= 1
+        }),
+        ("a prepare certificate", |b| {
+            b.certificate.kind = crate::types::VoteKind::Prepare
+        }),
+    ];
+    for (what, forge) in forgeries {
+        let mut f = follower();
+        let mut bad = chain[0].clone();
+        forge(&mut bad);
+        let effects = deliver(&mut f, 10, 9, &bad);
+        assert!(
+            effects.contains(&FollowerEffect::Reject { from: 9, height: 1 }),
+            "{what}: {effects:?}"
+        );
+        assert_eq!(f.head().height, 0, "{what}: nothing adopted");
+        // The real block from an honest peer is still adopted.
+        assert_eq!(
+            adopted(&deliver(&mut f, 11, 3, &chain[0])),
+            vec![1],
+            "{what}"
+        );
+    }
+}
+
+#[test]
+fn a_follower_buffers_blocks_ahead_asks_for_the_gap_and_checks_the_run_in_one_batch() {
+    let chain = finalized_chain(6);
+    let mut f = follower();
+    let effects = deliver(&mut f, 10, 4, &chain[5]);
+    assert_eq!(
+        effects,
+        vec![FollowerEffect::RequestSync { from_height: 1 }],
+        "a block ahead asks for the gap"
+    );
+    // The sync answer's blocks arrive; requests are not repeated within the retry interval.
+    for b in &chain[1..5] {
+        let effects = deliver(&mut f, 20, 4, b);
+        assert!(adopted(&effects).is_empty());
+        assert!(effects.is_empty(), "no second request at once: {effects:?}");
+    }
+    assert_eq!(f.buffered(), 5);
+    let effects = deliver(&mut f, 30, 4, &chain[0]);
+    assert_eq!(adopted(&effects), vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(f.scheme().batches.get(), 1, "the run is one batch");
+    assert_eq!(f.scheme().single.get(), 0);
+    assert_eq!(f.buffered(), 0);
+}
+
+#[test]
+fn a_forged_block_ahead_does_not_hide_the_real_one_and_a_quiet_follower_polls() {
+    let chain = finalized_chain(3);
+    let mut f = follower();
+    let mut forged = chain[1].clone();
+    forged.certificate.signature[0] ^= 1;
+    // A liar's block 2 arrives first, then the real 2, then 1.
+    deliver(&mut f, 10, 66, &forged);
+    deliver(&mut f, 10, 5, &chain[1]);
+    let effects = deliver(&mut f, 10, 5, &chain[0]);
+    assert_eq!(adopted(&effects), vec![1, 2]);
+    assert!(effects.contains(&FollowerEffect::Reject {
+        from: 66,
+        height: 2
+    }));
+    // Buffers are bounded: candidates per height, heights ahead.
+    for i in 0..10 {
+        let mut b = chain[2].clone();
+        b.block.header.height = 40;
+        b.certificate.signature[1] = i;
+        deliver(&mut f, 11, 1, &b);
+    }
+    assert_eq!(f.buffered(), follower::MAX_BLOCKS_PER_HEIGHT);
+    let mut far = chain[2].clone();
+    far.block.header.height = 10_000;
+    deliver(&mut f, 12, 1, &far);
+    assert_eq!(
+        f.buffered(),
+        follower::MAX_BLOCKS_PER_HEIGHT,
+        "too far: not kept"
+    );
+    // Quiet: a tick after the poll interval asks for blocks.
+    let effects = f.handle(10 + follower::SYNC_POLL_MS, FollowerInput::Tick);
+    assert_eq!(
+        effects,
+        vec![FollowerEffect::RequestSync { from_height: 3 }]
+    );
+}

@@ -33,6 +33,12 @@ pub type Height = u64;
 pub type Round = u32;
 /// The position of a validator in the genesis council (0-based).
 pub type CouncilIndex = u32;
+/// The net shard's number for a connected peer. A council member's slot is its council index
+/// (so consensus addresses CNs by index); any other peer (PN, EN) gets a slot from
+/// [`TIER_SLOT_BASE`] up, kept for its node id while the node runs.
+pub type PeerSlot = u32;
+/// The first slot of a peer that is not a council member (above every council index).
+pub const TIER_SLOT_BASE: PeerSlot = 1 << 24;
 /// A compressed BLS12-381 G1 public key (`min_pk`).
 pub type BlsPublicKeyBytes = [u8; 48];
 /// A compressed BLS12-381 G2 signature (`min_pk`).
