@@ -72,8 +72,11 @@ pub enum BatchOrigin {
         /// The net shard's number of the connection.
         connection: u64,
     },
-    /// Another CN's gossip.
+    /// Another CN's gossip (admitted without an answer, not gossiped again).
     Peer,
+    /// A client's transactions relayed by a PN (admitted without an answer, and gossiped to
+    /// the other CNs like a client's).
+    Relay,
 }
 
 /// A validated `TxBatch` frame from the net shard.
@@ -142,7 +145,8 @@ pub enum ExecReply {
 /// What exec asks of the net shard.
 #[derive(Debug)]
 pub enum ExecToNet {
-    /// Send this frame to every other CN.
+    /// Pass these admitted transactions on: a CN sends the frame to every other CN, an EN to
+    /// one of its PNs.
     Gossip(Arc<Vec<u8>>),
     /// Answer a client's batch.
     Ack {
@@ -216,7 +220,7 @@ impl Engine {
     }
 
     /// Offers a batch; returns the answers for the client and the transactions to gossip (a
-    /// client's admitted ones; a peer's are never gossiped again).
+    /// client's or a PN's admitted ones; a CN peer's are never gossiped again).
     fn admit(
         &mut self,
         batch: &BatchIn,
@@ -229,8 +233,9 @@ impl Engine {
         let archived = unsafe { rkyv::access_unchecked::<ArchivedTxBatch>(&batch.frame.payload) };
         let client = match batch.origin {
             BatchOrigin::Client { connection } => Some((connection, archived.id.to_native())),
-            BatchOrigin::Peer => None,
+            BatchOrigin::Peer | BatchOrigin::Relay => None,
         };
+        let gossips = batch.origin != BatchOrigin::Peer;
         let len = archived.transactions.len();
         let mut acks = Vec::new();
         let mut admitted_indices = Vec::new();
@@ -273,7 +278,7 @@ impl Engine {
                 } => {
                     counters.admitted.fetch_add(admitted as u64, Relaxed);
                     counters.refused.fetch_add(duplicates as u64, Relaxed);
-                    if client.is_some() && admitted > 0 {
+                    if gossips && admitted > 0 {
                         admitted_indices = (0..len).collect();
                     }
                     if duplicates > 0 {
@@ -287,7 +292,7 @@ impl Engine {
             },
         }
         self.publish(counters);
-        let gossip = if client.is_some() {
+        let gossip = if gossips {
             admitted_indices
                 .iter()
                 .map(|&i| SignedTransaction {

@@ -1,35 +1,72 @@
-//! The net shard: the CN mesh and the client ingress port.
+//! The net shard: peer connections of every tier, and the client ingress port.
 //!
-//! **Mesh.** Every connection starts with the authenticated handshake of [`handshake`]; the
-//! listener admits only council members other than itself (the allowlist is the genesis
-//! council: an empty council admits no one). Between two CNs the one with the lower council
-//! index dials, so each pair holds one connection; a newer connection from the same peer
-//! replaces the older. Dialing retries with backoff from [`DIAL_BACKOFF_MIN`] doubling to
-//! [`DIAL_BACKOFF_MAX`].
+//! **Who talks to whom.** Every connection starts with the authenticated handshake of
+//! [`handshake`] (each side proves its node key and says its role). A node admits only peers
+//! whose node id is on its allowlist (fail closed: an empty list admits no one), in the roles
+//! its own role talks to:
+//!
+//! | this node | admits and dials | dial rule |
+//! |---|---|---|
+//! | CN | other council members (the CN mesh); its cell's PNs (inbound only) | of two CNs, the lower council index dials |
+//! | PN | its CN; other PNs; ENs (inbound) | a PN dials its CN; of two PNs, the lower node id dials |
+//! | EN | PNs | an EN dials its PNs |
+//!
+//! A peer claiming the CN role must be a genesis council member. A newer connection from the
+//! same peer replaces the older. Dialing retries with backoff from [`DIAL_BACKOFF_MIN`]
+//! doubling to [`DIAL_BACKOFF_MAX`]. Peers have a *slot* ([`PeerSlot`]): a CN's is its council
+//! index, anyone else's is assigned from [`TIER_SLOT_BASE`] up.
+//!
+//! **What flows** (anything else from a peer is a violation):
+//!
+//! | from → to | frames | handling |
+//! |---|---|---|
+//! | CN → CN | proposal, vote, round change, finalized block, tx batch, sync request | consensus / exec (gossip) / store |
+//! | PN → CN | tx batch, sync request | exec (admitted and gossiped to the CNs like a client's, no answer) / store |
+//! | CN, PN → PN | finalized block | the follower (consensus shard); once adopted, relayed |
+//! | EN, PN → PN | tx batch | relayed to the PN's CN |
+//! | PN, EN → PN; PN → CN | sync request | store (blocks from the given height) |
+//! | PN → EN | finalized block | the follower |
+//!
+//! **Relay and fan-out (PN).** A PN forwards the bytes it received, never a re-encoding:
+//! - *blocks*: a finalized block from the PN's CN or another PN is handed to the follower; its
+//!   frame bytes are kept (at most [`MAX_RELAY_PENDING`]) until the follower adopts the block,
+//!   then sent to every connected EN and every PN except the one it came from. A block at or
+//!   below the node's head is a duplicate (another PN's copy) and is dropped unread. A PN thus
+//!   gets each block from its CN and from the other PNs: whichever copy comes first is relayed,
+//!   so a PN whose CN is down still serves its ENs.
+//! - *transactions*: a batch from an EN or a PN goes to the PN's CN; one from an EN goes to the
+//!   other PNs instead while the PN has no CN connection. A batch already relayed (same payload
+//!   hash, in the last [`RELAY_DEDUP_WINDOW`] batches) is dropped. Batches from PNs are never
+//!   passed to other PNs, so nothing loops.
+//!
+//! An EN sends its transactions (the exec shard's gossip) to one PN, the connected one with the
+//! lowest slot, and takes blocks from every PN it is connected to: when one PN dies the others
+//! already carry the blocks, and the follower asks for any gap.
 //!
 //! **Frames from a peer** are checked in this order: the decoder's header gate (kind, per-kind
 //! size), the per-peer message rates ([`PeerLimits::messages_per_second`] for all frames and
-//! the much lower [`PeerLimits::consensus_messages_per_second`] for the frames that cost the
-//! consensus shard signature checks), `rkyv` validation
-//! and named limits (`Frame::message`), and that consensus messages are signed by the peer
-//! itself (no relaying in the mesh: a vote whose signer is not the connection's peer is a
-//! violation). Any violation closes the connection and bans the peer's node id for
-//! [`PeerLimits::ban`], with the reason logged. Signatures are checked by the consensus shard.
+//! the much lower [`PeerLimits::consensus_messages_per_second`] for the frames that cost
+//! signature checks), the table above, `rkyv` validation and named limits (`Frame::message`),
+//! and that consensus messages are signed by the peer itself (no relaying in the mesh: a vote
+//! whose signer is not the connection's peer is a violation). Any violation closes the
+//! connection and bans the peer's node id for [`PeerLimits::ban`], with the reason logged. So
+//! does a follower's refusal of a block the peer sent ([`NetCommand::Ban`]). Signatures are
+//! checked by the consensus shard.
 //!
 //! **Back-pressure.** Each connection has a bounded queue of outgoing frames
 //! ([`PeerLimits::queue_frames`] frames, [`PeerLimits::queue_bytes`] bytes); what does not
 //! fit is dropped and counted (consensus tolerates loss, and a slow peer never stalls the
-//! node). Messages to the consensus shard use `try_send`: a flood from a peer fills the
-//! channel and is dropped rather than blocking the reader of every other peer.
+//! node). Messages to the consensus and exec shards use `try_send`: a flood from a peer fills
+//! the channel and is dropped rather than blocking the reader of every other peer.
 //!
-//! **Ingress** (clients, not authenticated): only `TxBatch` frames, at most
+//! **Ingress** (clients, not authenticated; CNs and ENs): only `TxBatch` frames, at most
 //! [`MAX_INGRESS_CONNECTIONS`] connections; batches go to the exec shard (with TCP
 //! back-pressure to the client), answers (`IngressAck`) come back from exec.
 
 pub mod handshake;
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -42,13 +79,14 @@ use glommio::net::{TcpListener, TcpStream};
 
 use crate::consensus::Message as ConsensusMessage;
 use crate::crypto::bls::BlsSecretKey;
+use crate::crypto::hash::Hash32;
 use crate::exec::{BatchIn, BatchOrigin, ExecToNet};
 use crate::node::config::Role;
 use crate::runtime::{Rx, ShardStats, Tx};
 use crate::store::{PeerFrame, SyncServe};
-use crate::types::frame::{encode_frame, Frame, FrameDecoder, FrameKind, Message};
+use crate::types::frame::{encode_frame, Frame, FrameDecoder, FrameHeader, FrameKind, Message};
 use crate::types::network::SyncRequest;
-use crate::types::CouncilIndex;
+use crate::types::{CouncilIndex, Height, PeerSlot, TIER_SLOT_BASE};
 use handshake::{Handshake, PeerIdentity, Side, AUTH_LEN, HELLO_LEN};
 
 /// First wait before redialing a peer.
@@ -73,6 +111,11 @@ pub const READ_CHUNK: usize = 256 * 1024;
 /// megabytes of disk reads and sends). Requests inside the interval are dropped, not
 /// punished: a node that is behind asks again on its next round timeout.
 pub const SYNC_REQUEST_INTERVAL: Duration = Duration::from_millis(200);
+/// Finalized-block frames a PN keeps while the follower checks them (beyond, new ones are
+/// checked but not relayed; the ENs fetch them by sync).
+pub const MAX_RELAY_PENDING: usize = 512;
+/// Transaction batches a PN remembers having relayed (by payload hash).
+pub const RELAY_DEDUP_WINDOW: usize = 65_536;
 
 /// Per-peer limits.
 #[derive(Debug, Clone)]
@@ -104,11 +147,11 @@ impl Default for PeerLimits {
     }
 }
 
-/// A council member this node connects to.
-#[derive(Debug, Clone)]
-pub struct MeshPeer {
-    /// Council index.
-    pub index: CouncilIndex,
+/// A node this one dials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DialTarget {
+    /// Its role (must match what it proves in the handshake).
+    pub role: Role,
     /// Node id (keccak of its BLS key, first 20 bytes).
     pub node_id: [u8; 20],
     /// Where it listens.
@@ -120,34 +163,90 @@ pub struct MeshPeer {
 pub struct NetConfig {
     /// Chain id (bound into the handshake).
     pub chain_id: u64,
-    /// This node's council index.
-    pub me: CouncilIndex,
+    /// This node's role.
+    pub role: Role,
     /// This node's key.
     pub secret: BlsSecretKey,
     /// p2p listen address.
     pub listen: SocketAddr,
-    /// Client ingress listen address.
+    /// Client ingress listen address (CN, EN).
     pub ingress: Option<SocketAddr>,
-    /// The other council members.
-    pub peers: Vec<MeshPeer>,
+    /// Node ids of the genesis council, by council index.
+    pub council: Vec<[u8; 20]>,
+    /// Nodes to dial (only those the dial rule of the module doc makes this node dial are).
+    pub dial: Vec<DialTarget>,
+    /// Node ids admitted (fail closed: no one else, whatever its role).
+    pub allowlist: BTreeSet<[u8; 20]>,
+    /// Height of the last block this node made final (PN, EN: blocks at or below it are
+    /// duplicates).
+    pub head: Arc<AtomicU64>,
     /// Limits.
     pub limits: PeerLimits,
 }
 
-/// What consensus asks of the net shard.
+impl NetConfig {
+    /// This node's council index, if it is a CN.
+    fn my_council_index(&self) -> Option<CouncilIndex> {
+        let me = self.secret.public_key().node_id();
+        (self.role == Role::Cn)
+            .then(|| self.council.iter().position(|id| *id == me))
+            .flatten()
+            .map(|i| i as CouncilIndex)
+    }
+
+    /// Whether this node dials `target` (the dial rule of the module doc).
+    fn dials(&self, target: &DialTarget) -> bool {
+        let me = self.secret.public_key().node_id();
+        match (self.role, target.role) {
+            (Role::Cn, Role::Cn) => {
+                let theirs = self.council.iter().position(|id| *id == target.node_id);
+                matches!((self.my_council_index(), theirs), (Some(a), Some(b)) if (a as usize) < b)
+            }
+            (Role::Pn, Role::Cn) | (Role::En, Role::Pn) => true,
+            (Role::Pn, Role::Pn) => me < target.node_id,
+            _ => false,
+        }
+    }
+}
+
+/// What the consensus shard (the machine of a CN, the follower of a PN or EN) asks of the net
+/// shard.
 #[derive(Debug)]
 pub enum NetCommand {
     /// Send a frame to every connected council member.
     Broadcast(Arc<Vec<u8>>),
-    /// Send a frame to one council member.
-    SendTo(CouncilIndex, Arc<Vec<u8>>),
+    /// Send a frame to one peer.
+    SendTo(PeerSlot, Arc<Vec<u8>>),
+    /// A block is final and durable here: a CN passes `frame` to its PNs; a PN relays the
+    /// bytes it received for it to its ENs and the other PNs.
+    Finalized {
+        /// Its height.
+        height: Height,
+        /// Its hash.
+        block_hash: Hash32,
+        /// Its frame, when the sender has one at hand (a CN encodes it; a PN relays what it
+        /// received).
+        frame: Option<Arc<Vec<u8>>>,
+    },
+    /// Ask an upstream peer (a PN's CN or another PN; an EN's PN) for finalized blocks.
+    RequestSync {
+        /// First height wanted.
+        from_height: Height,
+    },
+    /// Close the connection of a peer that sent a block that is not final, and ban it.
+    Ban {
+        /// The peer.
+        peer: PeerSlot,
+        /// Why (logged).
+        reason: String,
+    },
 }
 
 /// What the net shard hands the consensus shard.
 #[derive(Debug)]
 pub struct Inbound {
     /// The authenticated peer it came from.
-    pub from: CouncilIndex,
+    pub from: PeerSlot,
     /// The message (its signatures not yet checked).
     pub message: ConsensusMessage,
 }
@@ -167,6 +266,10 @@ pub struct NetCounters {
     pub violations: AtomicU64,
     /// Handshakes refused.
     pub refused_handshakes: AtomicU64,
+    /// Frames relayed (PN: blocks down, transaction batches up), counted per frame received.
+    pub relayed: AtomicU64,
+    /// Frames dropped as duplicates (blocks at or below the head, batches already relayed).
+    pub duplicates: AtomicU64,
 }
 
 /// The channels of the net shard.
@@ -175,10 +278,10 @@ pub struct NetChannels {
     pub from_consensus: Rx<NetCommand>,
     /// To consensus.
     pub to_consensus: Tx<Inbound>,
-    /// To exec (batches).
-    pub to_exec: Tx<BatchIn>,
+    /// To exec (batches); a PN has no exec shard.
+    pub to_exec: Option<Tx<BatchIn>>,
     /// From exec (gossip, acks).
-    pub from_exec: Rx<ExecToNet>,
+    pub from_exec: Option<Rx<ExecToNet>>,
     /// To store (sync requests to serve).
     pub to_store: Tx<SyncServe>,
     /// From store (sync answers).
@@ -196,36 +299,124 @@ struct Outbox {
 /// Frames waiting to be written, and their total size.
 #[derive(Default)]
 struct OutQueue {
-    frames: std::collections::VecDeque<Arc<Vec<u8>>>,
+    frames: VecDeque<Arc<Vec<u8>>>,
     bytes: usize,
+}
+
+/// A frame as received, with the slot of the peer it came from.
+type ReceivedFrame = (PeerSlot, Arc<Vec<u8>>);
+
+/// A connected, authenticated peer.
+struct Peer {
+    role: Role,
+    outbox: Outbox,
+}
+
+/// Recently seen keys, bounded: the oldest is forgotten first.
+#[derive(Default)]
+struct RecentSet {
+    order: VecDeque<u64>,
+    members: HashSet<u64>,
+}
+
+impl RecentSet {
+    /// Remembers `key`; false if it was already remembered.
+    fn insert(&mut self, key: u64, capacity: usize) -> bool {
+        if !self.members.insert(key) {
+            return false;
+        }
+        self.order.push_back(key);
+        if self.order.len() > capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.members.remove(&old);
+            }
+        }
+        true
+    }
 }
 
 struct State {
     config: NetConfig,
-    peers: HashMap<CouncilIndex, Outbox>,
+    peers: HashMap<PeerSlot, Peer>,
     clients: HashMap<u64, Outbox>,
+    /// Slots of peers that are not council members, by node id (stable while the node runs).
+    tier_slots: HashMap<[u8; 20], PeerSlot>,
     /// Ingress connections open (accepted and not yet closed).
     client_connections: usize,
     banned: HashMap<[u8; 20], Instant>,
     pending_handshakes: usize,
     next_connection: u64,
+    /// PN: frames of finalized blocks handed to the follower, by (height, hash), with the
+    /// slot they came from.
+    relay_pending: BTreeMap<(Height, Hash32), ReceivedFrame>,
+    /// PN: payload hashes of transaction batches relayed recently.
+    relayed_batches: RecentSet,
+    /// Rotates sync requests over the upstream peers.
+    sync_turn: usize,
     stop: Arc<AtomicBool>,
     counters: Arc<NetCounters>,
     stats: Arc<ShardStats>,
     to_consensus: Tx<Inbound>,
-    to_exec: Rc<Tx<BatchIn>>,
+    to_exec: Option<Rc<Tx<BatchIn>>>,
     to_store: Tx<SyncServe>,
 }
 
 type Shared = Rc<RefCell<State>>;
 
 impl State {
-    fn council_index(&self, node_id: &[u8; 20]) -> Option<CouncilIndex> {
-        self.config
-            .peers
-            .iter()
-            .find(|p| &p.node_id == node_id)
-            .map(|p| p.index)
+    /// The slot of an admitted peer: a council member's index, or a tier slot.
+    fn slot_of(&mut self, role: Role, node_id: &[u8; 20]) -> PeerSlot {
+        if role == Role::Cn {
+            if let Some(i) = self.config.council.iter().position(|id| id == node_id) {
+                return i as PeerSlot;
+            }
+        }
+        let next = TIER_SLOT_BASE + self.tier_slots.len() as PeerSlot;
+        *self.tier_slots.entry(*node_id).or_insert(next)
+    }
+
+    /// Whether a peer that proved `node_id` in `role` may connect (the table of the module
+    /// doc); `expect` is the target when this node dialed.
+    fn admit(
+        &mut self,
+        role: Role,
+        node_id: &[u8; 20],
+        expect: Option<&DialTarget>,
+    ) -> Result<(), String> {
+        if let Some(target) = expect {
+            if target.node_id != *node_id || target.role != role {
+                return Err(format!(
+                    "dialed {} {} but {} {} answered",
+                    target.role.name(),
+                    crate::node::to_hex(&target.node_id),
+                    role.name(),
+                    crate::node::to_hex(node_id)
+                ));
+            }
+        }
+        let talks = matches!(
+            (self.config.role, role),
+            (Role::Cn, Role::Cn | Role::Pn)
+                | (Role::Pn, Role::Cn | Role::Pn | Role::En)
+                | (Role::En, Role::Pn)
+        );
+        if !talks {
+            return Err(format!(
+                "a {} does not connect to a {}",
+                self.config.role.name(),
+                role.name()
+            ));
+        }
+        if role == Role::Cn && !self.config.council.contains(node_id) {
+            return Err("claims the CN role but is not a council member".into());
+        }
+        if !self.config.allowlist.contains(node_id) {
+            return Err("not on the allowlist".into());
+        }
+        if self.is_banned(node_id) {
+            return Err("banned for an earlier violation".into());
+        }
+        Ok(())
     }
 
     fn is_banned(&mut self, node_id: &[u8; 20]) -> bool {
@@ -253,6 +444,145 @@ impl State {
         let _ = outbox.doorbell.try_send(());
         self.stats.count_out();
     }
+
+    /// Sends `frame` to every connected peer of one of `roles`, except `except`.
+    fn send_to_roles(&self, roles: &[Role], except: Option<PeerSlot>, frame: &Arc<Vec<u8>>) {
+        for (slot, peer) in &self.peers {
+            if roles.contains(&peer.role) && Some(*slot) != except {
+                self.enqueue(&peer.outbox, frame.clone());
+            }
+        }
+    }
+
+    /// The connected peer of one of `roles` with the lowest slot.
+    fn first_of(&self, roles: &[Role]) -> Option<PeerSlot> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| roles.contains(&p.role))
+            .map(|(slot, _)| *slot)
+            .min()
+    }
+
+    /// Closes a peer's connection (its reader notices) and bans its node id.
+    fn ban(&mut self, slot: PeerSlot, reason: &str) {
+        let node_id = if slot < TIER_SLOT_BASE {
+            self.config.council.get(slot as usize).copied()
+        } else {
+            self.tier_slots
+                .iter()
+                .find(|(_, s)| **s == slot)
+                .map(|(id, _)| *id)
+        };
+        if let Some(node_id) = node_id {
+            let until = Instant::now() + self.config.limits.ban;
+            self.banned.insert(node_id, until);
+        }
+        if self.peers.remove(&slot).is_some() {
+            self.counters.violations.fetch_add(1, Relaxed);
+            self.counters.peers.store(self.peers.len() as u64, Relaxed);
+        }
+        tracing::warn!(peer = slot, %reason, ban_s = self.config.limits.ban.as_secs(), "peer banned");
+    }
+
+    /// Carries out one command of the consensus shard.
+    fn on_command(&mut self, cmd: NetCommand) {
+        self.stats.count_in();
+        match cmd {
+            NetCommand::Broadcast(frame) => self.send_to_roles(&[Role::Cn], None, &frame),
+            NetCommand::SendTo(slot, frame) => {
+                if let Some(peer) = self.peers.get(&slot) {
+                    self.enqueue(&peer.outbox, frame);
+                }
+            }
+            NetCommand::Finalized {
+                height,
+                block_hash,
+                frame,
+            } => {
+                let received = self.relay_pending.remove(&(height, block_hash));
+                // Frames of blocks at or below the new head are of no further use.
+                let keep = self.relay_pending.split_off(&(height + 1, [0; 32]));
+                self.relay_pending = keep;
+                match self.config.role {
+                    Role::Cn => {
+                        if let Some(frame) = frame {
+                            self.send_to_roles(&[Role::Pn], None, &frame);
+                        }
+                    }
+                    Role::Pn => {
+                        let (from, frame) = match (received, frame) {
+                            (Some((from, bytes)), _) => (Some(from), bytes),
+                            (None, Some(frame)) => (None, frame),
+                            (None, None) => return,
+                        };
+                        self.counters.relayed.fetch_add(1, Relaxed);
+                        self.send_to_roles(&[Role::En, Role::Pn], from, &frame);
+                    }
+                    Role::En | Role::Bootnode => {}
+                }
+            }
+            NetCommand::RequestSync { from_height } => {
+                let upstream: &[Role] = match self.config.role {
+                    Role::Pn if self.first_of(&[Role::Cn]).is_some() => &[Role::Cn],
+                    Role::Pn | Role::En => &[Role::Pn],
+                    Role::Cn | Role::Bootnode => &[],
+                };
+                let mut slots: Vec<PeerSlot> = self
+                    .peers
+                    .iter()
+                    .filter(|(_, p)| upstream.contains(&p.role))
+                    .map(|(s, _)| *s)
+                    .collect();
+                if slots.is_empty() {
+                    return;
+                }
+                slots.sort_unstable();
+                self.sync_turn = self.sync_turn.wrapping_add(1);
+                let slot = slots[self.sync_turn % slots.len()];
+                let frame = Arc::new(sync_request_frame(from_height));
+                if let Some(peer) = self.peers.get(&slot) {
+                    self.enqueue(&peer.outbox, frame);
+                }
+            }
+            NetCommand::Ban { peer, reason } => self.ban(peer, &reason),
+        }
+    }
+
+    /// Carries out one message of the exec shard.
+    fn on_exec(&self, cmd: ExecToNet) {
+        self.stats.count_in();
+        match cmd {
+            ExecToNet::Gossip(frame) => match self.config.role {
+                Role::Cn => self.send_to_roles(&[Role::Cn], None, &frame),
+                // An EN hands its transactions to one PN.
+                _ => {
+                    if let Some(peer) = self.first_of(&[Role::Pn]).and_then(|s| self.peers.get(&s))
+                    {
+                        self.enqueue(&peer.outbox, frame);
+                    } else {
+                        self.counters.dropped.fetch_add(1, Relaxed);
+                    }
+                }
+            },
+            ExecToNet::Ack { connection, ack } => {
+                if let Some(outbox) = self.clients.get(&connection) {
+                    self.enqueue(outbox, Arc::new(encode_frame(&ack)));
+                }
+            }
+        }
+    }
+}
+
+/// The bytes of a frame as received: header and payload (forwarded unchanged by a relay).
+fn frame_bytes(frame: &Frame) -> Vec<u8> {
+    let header = FrameHeader {
+        kind: frame.kind,
+        len: frame.payload.len() as u32,
+    };
+    let mut bytes = Vec::with_capacity(header.to_bytes().len() + frame.payload.len());
+    bytes.extend_from_slice(&header.to_bytes());
+    bytes.extend_from_slice(&frame.payload);
+    bytes
 }
 
 /// Binds a listener, refusing an address another process already listens on.
@@ -308,6 +638,9 @@ pub async fn run(
     stats: Arc<ShardStats>,
     counters: Arc<NetCounters>,
 ) -> Result<(), String> {
+    if config.ingress.is_some() && channels.to_exec.is_none() {
+        return Err("client ingress needs an exec shard (CN or EN)".into());
+    }
     let listener = bind_exclusive(config.listen, "p2p")?;
     let ingress = match config.ingress {
         Some(addr) => Some(bind_exclusive(addr, "ingress")?),
@@ -321,19 +654,29 @@ pub async fn run(
         to_store,
         from_store,
     } = channels;
+    let dial: Vec<DialTarget> = config
+        .dial
+        .iter()
+        .filter(|t| config.dials(t))
+        .cloned()
+        .collect();
     let state: Shared = Rc::new(RefCell::new(State {
-        config: config.clone(),
+        config,
         peers: HashMap::new(),
         clients: HashMap::new(),
+        tier_slots: HashMap::new(),
         client_connections: 0,
         banned: HashMap::new(),
         pending_handshakes: 0,
         next_connection: 0,
+        relay_pending: BTreeMap::new(),
+        relayed_batches: RecentSet::default(),
+        sync_turn: 0,
         stop: stop.clone(),
         counters,
         stats,
         to_consensus,
-        to_exec: Rc::new(to_exec),
+        to_exec: to_exec.map(Rc::new),
         to_store,
     }));
     let mut tasks = Vec::new();
@@ -342,42 +685,16 @@ pub async fn run(
         let state = state.clone();
         tasks.push(glommio::spawn_local(async move {
             while let Some(cmd) = from_consensus.recv().await {
-                let s = state.borrow();
-                s.stats.count_in();
-                match cmd {
-                    NetCommand::Broadcast(frame) => {
-                        for outbox in s.peers.values() {
-                            s.enqueue(outbox, frame.clone());
-                        }
-                    }
-                    NetCommand::SendTo(peer, frame) => {
-                        if let Some(outbox) = s.peers.get(&peer) {
-                            s.enqueue(outbox, frame);
-                        }
-                    }
-                }
+                state.borrow_mut().on_command(cmd);
             }
         }));
     }
     // Gossip and acks from exec.
-    {
+    if let Some(from_exec) = from_exec {
         let state = state.clone();
         tasks.push(glommio::spawn_local(async move {
             while let Some(cmd) = from_exec.recv().await {
-                let s = state.borrow();
-                s.stats.count_in();
-                match cmd {
-                    ExecToNet::Gossip(frame) => {
-                        for outbox in s.peers.values() {
-                            s.enqueue(outbox, frame.clone());
-                        }
-                    }
-                    ExecToNet::Ack { connection, ack } => {
-                        if let Some(outbox) = s.clients.get(&connection) {
-                            s.enqueue(outbox, Arc::new(encode_frame(&ack)));
-                        }
-                    }
-                }
+                state.borrow().on_exec(cmd);
             }
         }));
     }
@@ -388,16 +705,15 @@ pub async fn run(
             while let Some(PeerFrame { peer, frame }) = from_store.recv().await {
                 let s = state.borrow();
                 s.stats.count_in();
-                if let Some(outbox) = s.peers.get(&peer) {
-                    s.enqueue(outbox, frame);
+                if let Some(p) = s.peers.get(&peer) {
+                    s.enqueue(&p.outbox, frame);
                 }
             }
         }));
     }
-    // Dialers: the lower index dials.
-    for peer in config.peers.iter().filter(|p| p.index > config.me).cloned() {
+    for target in dial {
         let state = state.clone();
-        glommio::spawn_local(dial_loop(state, peer)).detach();
+        glommio::spawn_local(dial_loop(state, target)).detach();
     }
     // The accept loops run as tasks until stop, when they are cancelled (one accept each is
     // in flight at any time; no polling timeouts that would resubmit it).
@@ -441,7 +757,7 @@ pub async fn run(
                         run_handshake(&state, &mut stream, Side::Listener, None).await;
                     state.borrow_mut().pending_handshakes -= 1;
                     match identity {
-                        Ok((index, identity)) => run_peer(state, stream, index, identity).await,
+                        Ok(identity) => run_peer(state, stream, identity).await,
                         Err(reason) => {
                             state
                                 .borrow()
@@ -475,24 +791,38 @@ pub async fn run(
     Ok(())
 }
 
-async fn dial_loop(state: Shared, peer: MeshPeer) {
+/// The slot `target` has once connected (council index or tier slot), without assigning one.
+fn connected_slot(state: &Shared, target: &DialTarget) -> Option<PeerSlot> {
+    let s = state.borrow();
+    let slot = if target.role == Role::Cn {
+        s.config
+            .council
+            .iter()
+            .position(|id| *id == target.node_id)
+            .map(|i| i as PeerSlot)
+    } else {
+        s.tier_slots.get(&target.node_id).copied()
+    }?;
+    s.peers.contains_key(&slot).then_some(slot)
+}
+
+async fn dial_loop(state: Shared, target: DialTarget) {
     let mut backoff = DIAL_BACKOFF_MIN;
     loop {
         if state.borrow().stop.load(Relaxed) {
             return;
         }
-        let connected = state.borrow().peers.contains_key(&peer.index);
-        if !connected {
-            let attempt = within(HANDSHAKE_TIMEOUT, TcpStream::connect(peer.address)).await;
+        if connected_slot(&state, &target).is_none() {
+            let attempt = within(HANDSHAKE_TIMEOUT, TcpStream::connect(target.address)).await;
             if let Some(Ok(mut stream)) = attempt {
-                match run_handshake(&state, &mut stream, Side::Dialer, Some(&peer)).await {
-                    Ok((index, identity)) => {
+                match run_handshake(&state, &mut stream, Side::Dialer, Some(&target)).await {
+                    Ok(identity) => {
                         backoff = DIAL_BACKOFF_MIN;
-                        run_peer(state.clone(), stream, index, identity).await;
+                        run_peer(state.clone(), stream, identity).await;
                         continue;
                     }
                     Err(reason) => {
-                        tracing::info!(peer = peer.index, %reason, "outbound handshake failed");
+                        tracing::info!(peer = %target.address, role = target.role.name(), %reason, "outbound handshake failed");
                     }
                 }
             }
@@ -504,20 +834,26 @@ async fn dial_loop(state: Shared, peer: MeshPeer) {
     }
 }
 
-/// Runs the handshake on a fresh stream; returns the peer's council index and identity.
+/// An authenticated peer: its slot and proven identity (role, node id, key).
+struct Admitted {
+    slot: PeerSlot,
+    identity: PeerIdentity,
+}
+
+/// Runs the handshake on a fresh stream; returns the admitted peer.
 async fn run_handshake(
     state: &Shared,
     stream: &mut TcpStream,
     side: Side,
-    expect: Option<&MeshPeer>,
-) -> Result<(CouncilIndex, PeerIdentity), String> {
-    let (secret, chain_id) = {
+    expect: Option<&DialTarget>,
+) -> Result<Admitted, String> {
+    let (secret, chain_id, my_role) = {
         let s = state.borrow();
-        (s.config.secret.clone(), s.config.chain_id)
+        (s.config.secret.clone(), s.config.chain_id, s.config.role)
     };
     let mut nonce = [0u8; 32];
     getrandom::fill(&mut nonce).map_err(|e| format!("no randomness for the nonce: {e}"))?;
-    let mut hs = Handshake::new(side, &secret, chain_id, Role::Cn, nonce);
+    let mut hs = Handshake::new(side, &secret, chain_id, my_role, nonce);
     let stream_ref = stream;
     let work = async {
         let hello_bytes = hs.hello();
@@ -532,28 +868,7 @@ async fn run_handshake(
             .map_err(|e| format!("reading hello: {e}"))?;
         let auth = hs
             .on_peer_hello(&hello, |role, node_id| {
-                let mut s = state.borrow_mut();
-                if role != Role::Cn {
-                    return Err(format!(
-                        "role {} is not admitted to the CN mesh",
-                        role.name()
-                    ));
-                }
-                let Some(index) = s.council_index(&node_id) else {
-                    return Err("not a council member".into());
-                };
-                if let Some(peer) = expect {
-                    if peer.index != index {
-                        return Err(format!(
-                            "dialed council member {} but {index} answered",
-                            peer.index
-                        ));
-                    }
-                }
-                if s.is_banned(&node_id) {
-                    return Err("banned for an earlier violation".into());
-                }
-                Ok(())
+                state.borrow_mut().admit(role, &node_id, expect)
             })
             .map_err(|e| e.to_string())?;
         stream_ref
@@ -570,11 +885,8 @@ async fn run_handshake(
     let identity = within(HANDSHAKE_TIMEOUT, work)
         .await
         .ok_or_else(|| "handshake timed out".to_string())??;
-    let index = state
-        .borrow()
-        .council_index(&identity.node_id)
-        .ok_or_else(|| "not a council member".to_string())?;
-    Ok((index, identity))
+    let slot = state.borrow_mut().slot_of(identity.role, &identity.node_id);
+    Ok(Admitted { slot, identity })
 }
 
 /// Token bucket of one connection's frames.
@@ -665,18 +977,20 @@ async fn write_frames(
 }
 
 /// Serves one authenticated peer connection until it closes or misbehaves.
-async fn run_peer(state: Shared, stream: TcpStream, index: CouncilIndex, identity: PeerIdentity) {
+async fn run_peer(state: Shared, stream: TcpStream, admitted: Admitted) {
+    let Admitted { slot, identity } = admitted;
+    let role = identity.role;
     let _ = stream.set_nodelay(true);
     let (outbox, queue, doorbell) = new_outbox(&state);
     let connection = outbox.connection;
     let counters = {
         let mut s = state.borrow_mut();
         // A newer connection replaces an older one (its writer ends when its outbox drops).
-        s.peers.insert(index, outbox);
+        s.peers.insert(slot, Peer { role, outbox });
         s.counters.peers.store(s.peers.len() as u64, Relaxed);
         s.counters.clone()
     };
-    tracing::info!(peer = index, "peer connected");
+    tracing::info!(peer = slot, role = role.name(), "peer connected");
     let (mut reader, mut writer) = futures_lite::io::split(stream);
     let writer_task = glommio::spawn_local({
         let counters = counters.clone();
@@ -727,7 +1041,8 @@ async fn run_peer(state: Shared, stream: TcpStream, index: CouncilIndex, identit
                     limits.consensus_messages_per_second
                 ));
             }
-            if let Err(reason) = dispatch_peer_frame(&state, index, frame, &mut last_sync) {
+            let from = Sender { slot, role };
+            if let Err(reason) = dispatch_peer_frame(&state, from, frame, &mut last_sync) {
                 break 'read Some(reason);
             }
         }
@@ -735,24 +1050,24 @@ async fn run_peer(state: Shared, stream: TcpStream, index: CouncilIndex, identit
         if state.borrow().stop.load(Relaxed) {
             break None;
         }
-        // Is this still the peer's current connection?
-        if state.borrow().peers.get(&index).map(|o| o.connection) != Some(connection) {
+        // Is this still the peer's current connection (not replaced, not banned)?
+        if state.borrow().peers.get(&slot).map(|p| p.outbox.connection) != Some(connection) {
             break None;
         }
     };
     {
         let mut s = state.borrow_mut();
-        if s.peers.get(&index).map(|o| o.connection) == Some(connection) {
-            s.peers.remove(&index);
+        if s.peers.get(&slot).map(|p| p.outbox.connection) == Some(connection) {
+            s.peers.remove(&slot);
         }
         s.counters.peers.store(s.peers.len() as u64, Relaxed);
         if let Some(reason) = &violation {
             let until = Instant::now() + s.config.limits.ban;
             s.banned.insert(identity.node_id, until);
             s.counters.violations.fetch_add(1, Relaxed);
-            tracing::warn!(peer = index, %reason, ban_s = s.config.limits.ban.as_secs(), "peer banned");
+            tracing::warn!(peer = slot, role = role.name(), %reason, ban_s = s.config.limits.ban.as_secs(), "peer banned");
         } else {
-            tracing::info!(peer = index, "peer disconnected");
+            tracing::info!(peer = slot, role = role.name(), "peer disconnected");
         }
     }
     writer_task.await;
@@ -762,57 +1077,123 @@ async fn run_peer(state: Shared, stream: TcpStream, index: CouncilIndex, identit
     state.borrow().stats.queue_depth.fetch_sub(left, Relaxed);
 }
 
-/// Routes one frame from an authenticated peer; `Err` is a protocol violation.
+/// The peer a frame came from.
+#[derive(Debug, Clone, Copy)]
+struct Sender {
+    slot: PeerSlot,
+    role: Role,
+}
+
+/// Routes one frame from an authenticated peer (the table of the module doc); `Err` is a
+/// protocol violation.
 fn dispatch_peer_frame(
     state: &Shared,
-    from: CouncilIndex,
+    from: Sender,
     frame: Frame,
     last_sync: &mut Option<Instant>,
 ) -> Result<(), String> {
-    let s = state.borrow();
+    let mut s = state.borrow_mut();
     s.stats.count_in();
     let message = frame.message().map_err(|e| e.to_string())?;
     let de = |e: rkyv::rancor::Error| format!("decoding: {e}");
-    let inbound = match message {
-        Message::Proposal(p) => {
-            if p.proposer.to_native() != from {
+    let me = s.config.role;
+    let kind = frame.kind;
+    let not_here = || {
+        Err(format!(
+            "a {} sent a {} frame, which a {} does not take from it",
+            from.role.name(),
+            kind.name(),
+            me.name()
+        ))
+    };
+    let inbound = match (me, from.role, message) {
+        // The CN mesh.
+        (Role::Cn, Role::Cn, Message::Proposal(p)) => {
+            if p.proposer.to_native() != from.slot {
                 return Err("proposal signed by another member (no relaying in the mesh)".into());
             }
             ConsensusMessage::Proposal(Box::new(
                 rkyv::deserialize::<_, rkyv::rancor::Error>(p).map_err(de)?,
             ))
         }
-        Message::Vote(v) => {
-            if v.signer.to_native() != from {
+        (Role::Cn, Role::Cn, Message::Vote(v)) => {
+            if v.signer.to_native() != from.slot {
                 return Err("vote signed by another member".into());
             }
             ConsensusMessage::Vote(rkyv::deserialize::<_, rkyv::rancor::Error>(v).map_err(de)?)
         }
-        Message::RoundChange(rc) => {
-            if rc.signer.to_native() != from {
+        (Role::Cn, Role::Cn, Message::RoundChange(rc)) => {
+            if rc.signer.to_native() != from.slot {
                 return Err("round change signed by another member".into());
             }
             ConsensusMessage::RoundChange(
                 rkyv::deserialize::<_, rkyv::rancor::Error>(rc).map_err(de)?,
             )
         }
-        Message::FinalizedBlock(f) => ConsensusMessage::Finalized(Box::new(
+        (Role::Cn, Role::Cn, Message::FinalizedBlock(f)) => ConsensusMessage::Finalized(Box::new(
             rkyv::deserialize::<_, rkyv::rancor::Error>(f).map_err(de)?,
         )),
-        Message::TxBatch(_) => {
-            if s.to_exec
-                .try_send(BatchIn {
-                    origin: BatchOrigin::Peer,
-                    frame,
-                    received: Instant::now(),
-                })
-                .is_err()
-            {
+        // Transactions into a CN: gossip from the mesh, or relayed by a PN of its cell.
+        (Role::Cn, Role::Cn | Role::Pn, Message::TxBatch(_)) => {
+            let origin = if from.role == Role::Cn {
+                BatchOrigin::Peer
+            } else {
+                BatchOrigin::Relay
+            };
+            let sent = s.to_exec.as_ref().is_some_and(|to_exec| {
+                to_exec
+                    .try_send(BatchIn {
+                        origin,
+                        frame,
+                        received: Instant::now(),
+                    })
+                    .is_ok()
+            });
+            if !sent {
                 s.counters.dropped.fetch_add(1, Relaxed);
             }
             return Ok(());
         }
-        Message::SyncRequest(r) => {
+        // Blocks down the tiers, into the follower.
+        (Role::Pn, Role::Cn | Role::Pn, Message::FinalizedBlock(f))
+        | (Role::En, Role::Pn, Message::FinalizedBlock(f)) => {
+            let height = f.block.header.height.to_native();
+            if height <= s.config.head.load(Relaxed) {
+                s.counters.duplicates.fetch_add(1, Relaxed);
+                return Ok(());
+            }
+            let block: crate::types::FinalizedBlock =
+                rkyv::deserialize::<_, rkyv::rancor::Error>(f).map_err(de)?;
+            if me == Role::Pn && s.relay_pending.len() < MAX_RELAY_PENDING {
+                let key = (height, block.certificate.block_hash);
+                s.relay_pending
+                    .entry(key)
+                    .or_insert_with(|| (from.slot, Arc::new(frame_bytes(&frame))));
+            }
+            ConsensusMessage::Finalized(Box::new(block))
+        }
+        // Transactions up the tiers (PN relay).
+        (Role::Pn, Role::En | Role::Pn, Message::TxBatch(_)) => {
+            let key = xxhash_rust::xxh3::xxh3_64(&frame.payload);
+            if !s.relayed_batches.insert(key, RELAY_DEDUP_WINDOW) {
+                s.counters.duplicates.fetch_add(1, Relaxed);
+                return Ok(());
+            }
+            let bytes = Arc::new(frame_bytes(&frame));
+            if s.first_of(&[Role::Cn]).is_some() {
+                s.send_to_roles(&[Role::Cn], None, &bytes);
+            } else if from.role == Role::En {
+                s.send_to_roles(&[Role::Pn], None, &bytes);
+            } else {
+                s.counters.dropped.fetch_add(1, Relaxed);
+                return Ok(());
+            }
+            s.counters.relayed.fetch_add(1, Relaxed);
+            return Ok(());
+        }
+        // Sync requests: a CN serves the mesh and its PNs; a PN serves PNs and ENs.
+        (Role::Cn, Role::Cn | Role::Pn, Message::SyncRequest(r))
+        | (Role::Pn, Role::Pn | Role::En, Message::SyncRequest(r)) => {
             let from_height = r.from_height.to_native();
             let now = Instant::now();
             if last_sync.is_some_and(|t| now.duration_since(t) < SYNC_REQUEST_INTERVAL) {
@@ -822,7 +1203,7 @@ fn dispatch_peer_frame(
             *last_sync = Some(now);
             if s.to_store
                 .try_send(SyncServe {
-                    peer: from,
+                    peer: from.slot,
                     from_height,
                 })
                 .is_err()
@@ -831,11 +1212,11 @@ fn dispatch_peer_frame(
             }
             return Ok(());
         }
-        Message::IngressAck(_) => return Err("ingress ack from a council member".into()),
+        _ => return not_here(),
     };
     if s.to_consensus
         .try_send(Inbound {
-            from,
+            from: from.slot,
             message: inbound,
         })
         .is_err()
@@ -863,7 +1244,11 @@ async fn run_client(state: Shared, stream: TcpStream, connection: u64) {
     });
     let mut decoder = FrameDecoder::new();
     let mut buf = vec![0u8; READ_CHUNK];
-    let to_exec = state.borrow().to_exec.clone();
+    let to_exec = state
+        .borrow()
+        .to_exec
+        .clone()
+        .expect("ingress runs only beside an exec shard (checked when the shard starts)");
     'read: loop {
         // See `run_peer`: one busy client must not starve the executor's other tasks.
         futures_lite::future::yield_now().await;

@@ -19,7 +19,7 @@
 //!
 //! [rpc]                          # EN only: JSON-RPC
 //! listen = "127.0.0.1:8545"
-//! [ingress]                      # CN only, optional: native client ingress (TxBatch frames)
+//! [ingress]                      # CN or EN, optional: native client ingress (TxBatch frames)
 //! listen = "127.0.0.1:33000"
 //! [metrics]                      # optional: Prometheus
 //! listen = "127.0.0.1:9100"
@@ -113,8 +113,8 @@ impl Role {
     pub fn shards(self) -> &'static [Shard] {
         match self {
             Role::Cn => &[Shard::Net, Shard::Consensus, Shard::Exec, Shard::Store],
-            Role::Pn => &[Shard::Net, Shard::Exec, Shard::Store],
-            Role::En => &[Shard::Net, Shard::Exec, Shard::Store, Shard::Rpc],
+            Role::Pn => &[Shard::Net, Shard::Consensus, Shard::Store],
+            Role::En => &[Shard::Net, Shard::Consensus, Shard::Exec, Shard::Store],
             Role::Bootnode => &[Shard::Net],
         }
     }
@@ -125,7 +125,7 @@ impl Role {
 pub enum Shard {
     /// Sockets, peers, frames.
     Net,
-    /// The IBFT machine and BLS work.
+    /// The IBFT machine and BLS work (a PN's or EN's: the follower, checking certificates).
     Consensus,
     /// Mempool, execution, state.
     Exec,
@@ -230,7 +230,7 @@ pub struct NodeConfig {
     pub rpc_listen: Option<SocketAddr>,
     /// Prometheus metrics listen address.
     pub metrics_listen: Option<SocketAddr>,
-    /// Native client ingress listen address (CN).
+    /// Native client ingress listen address (CN, EN).
     pub ingress_listen: Option<SocketAddr>,
     /// Shard placement.
     pub placement: Placement,
@@ -505,10 +505,13 @@ impl NodeConfig {
         };
         let metrics_listen = file.metrics.map(|m| m.listen);
         let ingress_listen = file.ingress.map(|m| m.listen);
-        if ingress_listen.is_some() && role != Role::Cn {
+        if ingress_listen.is_some() && !matches!(role, Role::Cn | Role::En) {
             return Err(err(
                 "ingress",
-                format!("only a CN takes native ingress, this is a {}", role.name()),
+                format!(
+                    "only CNs and ENs take native ingress, this is a {}",
+                    role.name()
+                ),
             ));
         }
         let mut ports = vec![("network.listen", file.network.listen)];

@@ -8,7 +8,7 @@
 //!   the store's fsync answer before it carries out any later effect (so no vote leaves the
 //!   node before what it commits to is durable);
 //! - a `Commit` waits for the store's fsync answer before the block is reported final (metrics,
-//!   the exec shard's pool, client acks).
+//!   the exec shard's pool, client acks) and handed to the net shard for the CN's PNs.
 //!
 //! BLS verification runs here, inside the machine (certificates are one pairing check each).
 
@@ -315,7 +315,16 @@ impl Driver {
                     self.counters.blocks.fetch_add(1, Relaxed);
                     self.counters.finalized_txs.fetch_add(txs, Relaxed);
                     tracing::debug!(height, txs, "finalized");
+                    let frame = Arc::new(encode_frame(&*finalized));
+                    let block_hash = finalized.certificate.block_hash;
                     self.send_exec(ExecRequest::Finalized(finalized)).await?;
+                    // The PNs of this CN's cell pass it down to the ENs.
+                    self.send_net(NetCommand::Finalized {
+                        height,
+                        block_hash,
+                        frame: Some(frame),
+                    })
+                    .await?;
                 }
                 Effect::RequestSync { peer, from_height } => {
                     let frame = Arc::new(sync_request_frame(from_height));

@@ -413,7 +413,7 @@ pub struct PlannedNode {
     pub rpc: Option<SocketAddr>,
     /// Metrics address.
     pub metrics: SocketAddr,
-    /// Native ingress address (CNs).
+    /// Native ingress address (CNs and ENs).
     pub ingress: Option<SocketAddr>,
 }
 
@@ -535,7 +535,8 @@ impl NetworkSpec {
                 p2p: SocketAddr::new(self.host, p2p),
                 rpc: (role == Role::En).then_some(SocketAddr::new(self.host, rpc)),
                 metrics: SocketAddr::new(self.host, metrics),
-                ingress: (role == Role::Cn).then_some(SocketAddr::new(self.host, ingress)),
+                ingress: matches!(role, Role::Cn | Role::En)
+                    .then_some(SocketAddr::new(self.host, ingress)),
             });
             keys.push(key);
         }
@@ -627,7 +628,7 @@ impl NetworkSpec {
     /// - CN: dials every other CN (full mesh); admits the other CNs and its cell's PNs.
     /// - PN `j` belongs to cell `j mod cns`: dials its CN and the other PNs, asks the PN
     ///   bootnode; admits its CN, the other PNs and every EN.
-    /// - EN: asks the EN bootnode which PNs to dial; admits PNs and other ENs.
+    /// - EN: dials every PN (and asks the EN bootnode for more); admits PNs and other ENs.
     /// - PN bootnode: admits PNs, hands out PNs. EN bootnode: admits ENs, hands out PNs.
     fn node_config(&self, k: usize, nodes: &[PlannedNode]) -> ConfigFile {
         let me = &nodes[k];
@@ -679,7 +680,7 @@ impl NetworkSpec {
                     (peers, bootnode_named("boot-pn").collect(), allow)
                 }
                 Role::En => (
-                    vec![],
+                    others(Role::Pn).collect(),
                     bootnode_named("boot-en").collect(),
                     others(Role::Pn).chain(others(Role::En)).collect(),
                 ),

@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod consensus_shard;
+pub mod follower_shard;
 pub mod genesis;
 pub mod keys;
 pub mod metrics;

@@ -23,13 +23,14 @@ use std::sync::Arc;
 
 use super::config::{Role, Shard};
 use super::consensus_shard::{self, now_ms, ConsensusChannels, ConsensusCounters};
+use super::follower_shard::{self, FollowerChannels};
 use super::metrics::{self, NodeCounters};
 use super::setup::NodeSetup;
-use crate::consensus::{BlsScheme, ConsensusConfig, Machine, Weakening};
+use crate::consensus::{BlsScheme, ConsensusConfig, Follower, Machine, Weakening};
 use crate::exec::{
     self, Engine, ExecChannels, ExecCounters, RawPool, SnapshotPolicy, TransferEngine,
 };
-use crate::net::{self, MeshPeer, NetChannels, NetConfig, NetCounters, PeerLimits};
+use crate::net::{self, DialTarget, NetChannels, NetConfig, NetCounters, PeerLimits};
 use crate::node::genesis::ExecutionMode;
 use crate::runtime::{self, Link, NodeShardStats, Runtime, ShardStart};
 use crate::store::{self, StoreChannels};
@@ -56,11 +57,10 @@ pub fn run(setup: NodeSetup, options: RunOptions) -> Result<(), String> {
             .map_err(|e| format!("installing the signal handler: {e}"))?;
     }
     match setup.config.role {
-        Role::Cn => run_cn(setup, options, stop),
-        other => Err(format!(
-            "running a {} is not built yet: this build runs CNs only",
-            other.name()
-        )),
+        Role::Cn | Role::Pn | Role::En => run_node(setup, options, stop),
+        Role::Bootnode => {
+            Err("running a bootnode is not built yet: this build runs CNs, PNs and ENs".to_string())
+        }
     }
 }
 
@@ -97,60 +97,78 @@ fn join_with_deadline(runtime: Runtime, stop: &AtomicBool) -> Result<(), String>
     }
 }
 
-/// Runs a CN until `stop` is set.
-pub fn run_cn(setup: NodeSetup, options: RunOptions, stop: Arc<AtomicBool>) -> Result<(), String> {
+/// Runs a CN, PN or EN until `stop` is set.
+pub fn run_node(
+    setup: NodeSetup,
+    options: RunOptions,
+    stop: Arc<AtomicBool>,
+) -> Result<(), String> {
     let NodeSetup {
         config,
         genesis,
         key,
         council_index,
     } = setup;
-    let me = council_index.ok_or_else(|| {
-        format!(
-            "{}: this node's key (node id {}) is not in the genesis council, so it cannot run as a CN",
-            config.path.display(),
-            super::to_hex(&key.node_id)
-        )
-    })?;
+    let role = config.role;
+    assert!(
+        matches!(role, Role::Cn | Role::Pn | Role::En),
+        "run_node runs CNs, PNs and ENs"
+    );
+    let me = match (role, council_index) {
+        (Role::Cn, None) => {
+            return Err(format!(
+                "{}: this node's key (node id {}) is not in the genesis council, so it cannot run as a CN",
+                config.path.display(),
+                super::to_hex(&key.node_id)
+            ))
+        }
+        (_, me) => me,
+    };
     let genesis_header = genesis.header();
     let recovered = store::recover(&config.data_dir, &genesis_header).map_err(|e| e.to_string())?;
     tracing::info!(
         node = %config.name,
+        role = role.name(),
         head = recovered.head.height,
         wal_records = recovered.wal.len(),
         cut_bytes = ?recovered.cut,
         "data directory recovered"
     );
-    let (engine, snapshots) = match genesis.execution {
-        ExecutionMode::Transfer => {
-            let loaded = exec::snapshot::load_state(
-                &config.data_dir,
-                &genesis,
-                &recovered.head,
-                &recovered.index,
-            )?;
-            let state = loaded.state;
-            tracing::info!(
-                height = state.height(),
-                accounts = state.len(),
-                snapshot = ?loaded.snapshot_height,
-                "account state ready"
-            );
-            (
-                Engine::Transfer(Box::new(TransferEngine::new(state))),
-                Some(SnapshotPolicy {
-                    dir: config.data_dir.join(exec::snapshot::SNAPSHOT_DIR),
-                    every_blocks: config.snapshot_interval_blocks,
-                }),
-            )
-        }
-        ExecutionMode::Raw => (
-            Engine::Raw(RawPool::new(
-                exec::DEFAULT_POOL_BYTES,
-                exec::DEFAULT_POOL_TXS,
-            )),
-            None,
-        ),
+    // CNs and ENs execute; a PN only checks and relays blocks.
+    let exec_engine = if role == Role::Pn {
+        None
+    } else {
+        Some(match genesis.execution {
+            ExecutionMode::Transfer => {
+                let loaded = exec::snapshot::load_state(
+                    &config.data_dir,
+                    &genesis,
+                    &recovered.head,
+                    &recovered.index,
+                )?;
+                let state = loaded.state;
+                tracing::info!(
+                    height = state.height(),
+                    accounts = state.len(),
+                    snapshot = ?loaded.snapshot_height,
+                    "account state ready"
+                );
+                (
+                    Engine::Transfer(Box::new(TransferEngine::new(state))),
+                    Some(SnapshotPolicy {
+                        dir: config.data_dir.join(exec::snapshot::SNAPSHOT_DIR),
+                        every_blocks: config.snapshot_interval_blocks,
+                    }),
+                )
+            }
+            ExecutionMode::Raw => (
+                Engine::Raw(RawPool::new(
+                    exec::DEFAULT_POOL_BYTES,
+                    exec::DEFAULT_POOL_TXS,
+                )),
+                None,
+            ),
+        })
     };
     let council = Arc::new(genesis.council_keys.clone());
     let consensus_config = ConsensusConfig {
@@ -162,50 +180,51 @@ pub fn run_cn(setup: NodeSetup, options: RunOptions, stop: Arc<AtomicBool>) -> R
         round_timeout_max_ms: ROUND_TIMEOUT_MAX_MS,
         weakening: Weakening::default(),
     };
-    let peers: Vec<MeshPeer> = config
-        .peers
-        .iter()
-        .filter(|p| p.role == Role::Cn)
-        .filter_map(|p| {
-            let index = genesis
-                .council
-                .iter()
-                .position(|m| m.node_id == p.node_id)?;
-            // Fail closed: a council member not on the allowlist is neither dialed nor admitted.
-            config.allowlist.contains(&p.node_id).then_some(MeshPeer {
-                index: index as u32,
-                node_id: p.node_id,
-                address: p.address,
-            })
-        })
-        .collect();
+    let head = Arc::new(std::sync::atomic::AtomicU64::new(recovered.head.height));
     let net_config = NetConfig {
         chain_id: genesis.chain_id,
-        me,
+        role,
         secret: key.secret.clone(),
         listen: config.listen,
         ingress: config.ingress_listen,
-        peers,
+        council: genesis.council.iter().map(|m| m.node_id).collect(),
+        dial: config
+            .peers
+            .iter()
+            .map(|p| DialTarget {
+                role: p.role,
+                node_id: p.node_id,
+                address: p.address,
+            })
+            .collect(),
+        allowlist: config.allowlist.clone(),
+        head: head.clone(),
         limits: PeerLimits::default(),
     };
 
     // Links (one per direction and pair).
     let net_cons: Link<net::Inbound> = Link::new(LINK_CAPACITY);
     let cons_net: Link<net::NetCommand> = Link::new(LINK_CAPACITY);
-    let net_exec: Link<exec::BatchIn> = Link::new(LINK_CAPACITY);
-    let exec_net: Link<exec::ExecToNet> = Link::new(LINK_CAPACITY);
     let net_store: Link<store::SyncServe> = Link::new(LINK_CAPACITY);
     let store_net: Link<store::PeerFrame> = Link::new(LINK_CAPACITY);
-    let cons_exec: Link<exec::ExecRequest> = Link::new(LINK_CAPACITY);
-    let exec_cons: Link<exec::ExecReply> = Link::new(LINK_CAPACITY);
     let cons_store: Link<store::StoreRequest> = Link::new(LINK_CAPACITY);
     let store_cons: Link<store::StoreReply> = Link::new(LINK_CAPACITY);
+    // With an exec shard: batches and gossip with the net shard; requests from consensus
+    // (answers only for a CN's machine).
+    let exec_links = exec_engine.as_ref().map(|_| {
+        (
+            Link::<exec::BatchIn>::new(LINK_CAPACITY),
+            Link::<exec::ExecToNet>::new(LINK_CAPACITY),
+            Link::<exec::ExecRequest>::new(LINK_CAPACITY),
+            Link::<exec::ExecReply>::new(LINK_CAPACITY),
+        )
+    });
+    let (net_exec, exec_net, cons_exec, exec_cons) = match exec_links {
+        Some((a, b, c, d)) => (Some(a), Some(b), Some(c), Some(d)),
+        None => (None, None, None, None),
+    };
 
-    let shards: NodeShardStats = Role::Cn
-        .shards()
-        .iter()
-        .map(|s| (*s, Arc::default()))
-        .collect();
+    let shards: NodeShardStats = role.shards().iter().map(|s| (*s, Arc::default())).collect();
     let counters = NodeCounters {
         consensus: Arc::new(ConsensusCounters::default()),
         net: Arc::new(NetCounters::default()),
@@ -220,6 +239,22 @@ pub fn run_cn(setup: NodeSetup, options: RunOptions, stop: Arc<AtomicBool>) -> R
     // The first fatal shard error: the node stops and exits non-zero with it.
     let fatal: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
     let mut starts: BTreeMap<Shard, ShardStart> = BTreeMap::new();
+    let (net_to_exec, exec_from_net) = match net_exec {
+        Some(l) => (Some(l.sender), Some(l.receiver)),
+        None => (None, None),
+    };
+    let (exec_to_net, net_from_exec) = match exec_net {
+        Some(l) => (Some(l.sender), Some(l.receiver)),
+        None => (None, None),
+    };
+    let (cons_to_exec, exec_from_cons) = match cons_exec {
+        Some(l) => (Some(l.sender), Some(l.receiver)),
+        None => (None, None),
+    };
+    let (exec_to_cons, cons_from_exec) = match exec_cons {
+        Some(l) => (Some(l.sender), Some(l.receiver)),
+        None => (None, None),
+    };
     {
         let (stop, stats, c) = (
             stop.clone(),
@@ -228,7 +263,7 @@ pub fn run_cn(setup: NodeSetup, options: RunOptions, stop: Arc<AtomicBool>) -> R
         );
         let fatal = fatal.clone();
         let (from_consensus, to_consensus) = (cons_net.receiver, net_cons.sender);
-        let (to_exec, from_exec) = (net_exec.sender, exec_net.receiver);
+        let (to_exec, from_exec) = (net_to_exec, net_from_exec);
         let (to_store, from_store) = (net_store.sender, store_net.receiver);
         starts.insert(
             Shard::Net,
@@ -237,15 +272,21 @@ pub fn run_cn(setup: NodeSetup, options: RunOptions, stop: Arc<AtomicBool>) -> R
                     // Connect every end at once: each connect waits for its other end.
                     let from_consensus = glommio::spawn_local(from_consensus.connect());
                     let to_consensus = glommio::spawn_local(to_consensus.connect());
-                    let to_exec = glommio::spawn_local(to_exec.connect());
-                    let from_exec = glommio::spawn_local(from_exec.connect());
+                    let to_exec = to_exec.map(|e| glommio::spawn_local(e.connect()));
+                    let from_exec = from_exec.map(|e| glommio::spawn_local(e.connect()));
                     let to_store = glommio::spawn_local(to_store.connect());
                     let from_store = glommio::spawn_local(from_store.connect());
                     let channels = NetChannels {
                         from_consensus: from_consensus.await,
                         to_consensus: to_consensus.await,
-                        to_exec: to_exec.await,
-                        from_exec: from_exec.await,
+                        to_exec: match to_exec {
+                            Some(t) => Some(t.await),
+                            None => None,
+                        },
+                        from_exec: match from_exec {
+                            Some(t) => Some(t.await),
+                            None => None,
+                        },
                         to_store: to_store.await,
                         from_store: from_store.await,
                     };
@@ -263,11 +304,11 @@ pub fn run_cn(setup: NodeSetup, options: RunOptions, stop: Arc<AtomicBool>) -> R
         );
         let fatal = fatal.clone();
         let (from_net, to_net) = (net_cons.receiver, cons_net.sender);
-        let (to_exec, from_exec) = (cons_exec.sender, exec_cons.receiver);
         let (to_store, from_store) = (cons_store.sender, store_cons.receiver);
-        let head = recovered.head.clone();
+        let head_header = recovered.head.clone();
         let wal = recovered.wal.clone();
         let secret = key.secret.clone();
+        let head = head.clone();
         starts.insert(
             Shard::Consensus,
             Box::new(move || {
@@ -275,38 +316,82 @@ pub fn run_cn(setup: NodeSetup, options: RunOptions, stop: Arc<AtomicBool>) -> R
                     // Connect every end at once: each connect waits for its other end.
                     let from_net = glommio::spawn_local(from_net.connect());
                     let to_net = glommio::spawn_local(to_net.connect());
-                    let to_exec = glommio::spawn_local(to_exec.connect());
-                    let from_exec = glommio::spawn_local(from_exec.connect());
+                    let to_exec = cons_to_exec.map(|e| glommio::spawn_local(e.connect()));
+                    let from_exec = cons_from_exec.map(|e| glommio::spawn_local(e.connect()));
                     let to_store = glommio::spawn_local(to_store.connect());
                     let from_store = glommio::spawn_local(from_store.connect());
-                    let channels = ConsensusChannels {
-                        from_net: from_net.await,
-                        to_net: to_net.await,
-                        to_exec: to_exec.await,
-                        from_exec: from_exec.await,
-                        to_store: to_store.await,
-                        from_store: from_store.await,
+                    let (from_net, to_net) = (from_net.await, to_net.await);
+                    let to_exec = match to_exec {
+                        Some(t) => Some(t.await),
+                        None => None,
                     };
+                    let from_exec = match from_exec {
+                        Some(t) => Some(t.await),
+                        None => None,
+                    };
+                    let (to_store, from_store) = (to_store.await, from_store.await);
                     let scheme = BlsScheme::new(secret, council);
-                    let (machine, initial) =
-                        Machine::new(consensus_config, scheme, me, head, &wal, now_ms());
-                    let result =
-                        consensus_shard::run(machine, initial, channels, stop.clone(), stats, c)
-                            .await;
+                    let result = match (me, role, to_exec, from_exec) {
+                        (Some(me), Role::Cn, Some(to_exec), Some(from_exec)) => {
+                            let channels = ConsensusChannels {
+                                from_net,
+                                to_net,
+                                to_exec,
+                                from_exec,
+                                to_store,
+                                from_store,
+                            };
+                            let (machine, initial) = Machine::new(
+                                consensus_config,
+                                scheme,
+                                me,
+                                head_header,
+                                &wal,
+                                now_ms(),
+                            );
+                            consensus_shard::run(machine, initial, channels, stop.clone(), stats, c)
+                                .await
+                        }
+                        (_, _, to_exec, from_exec) => {
+                            // A follower never asks exec for answers.
+                            drop(from_exec);
+                            let channels = FollowerChannels {
+                                from_net,
+                                to_net,
+                                to_exec,
+                                to_store,
+                                from_store,
+                            };
+                            let follower =
+                                Follower::new(consensus_config, scheme, head_header, now_ms());
+                            follower_shard::run(follower, channels, head, stop.clone(), stats, c)
+                                .await
+                        }
+                    };
                     shard_finished(Shard::Consensus, result, &fatal, &stop);
                 })
             }),
         );
     }
-    {
+    if let (
+        Some((engine, snapshots)),
+        Some(from_consensus),
+        Some(to_consensus),
+        Some(from_net),
+        Some(to_net),
+    ) = (
+        exec_engine,
+        exec_from_cons,
+        exec_to_cons,
+        exec_from_net,
+        exec_to_net,
+    ) {
         let (stop, stats, c) = (
             stop.clone(),
             shards[&Shard::Exec].clone(),
             counters.exec.clone(),
         );
         let fatal = fatal.clone();
-        let (from_consensus, to_consensus) = (cons_exec.receiver, exec_cons.sender);
-        let (from_net, to_net) = (net_exec.receiver, exec_net.sender);
         starts.insert(
             Shard::Exec,
             Box::new(move || {
@@ -361,12 +446,8 @@ pub fn run_cn(setup: NodeSetup, options: RunOptions, stop: Arc<AtomicBool>) -> R
         );
     }
 
-    let plans = runtime::plan(
-        &config.placement,
-        Role::Cn.shards(),
-        &runtime::allowed_cpus(),
-    )
-    .map_err(|e| format!("{}: runtime.placement: {e}", config.path.display()))?;
+    let plans = runtime::plan(&config.placement, role.shards(), &runtime::allowed_cpus())
+        .map_err(|e| format!("{}: runtime.placement: {e}", config.path.display()))?;
     for p in &plans {
         let names: Vec<&str> = p.shards.iter().map(|s| s.name()).collect();
         tracing::info!(cpu = ?p.cpu, shards = ?names, "executor");
@@ -377,7 +458,7 @@ pub fn run_cn(setup: NodeSetup, options: RunOptions, stop: Arc<AtomicBool>) -> R
         None => None,
     };
     let runtime = Runtime::start(&plans, config.io_memory_kib as usize * 1024, starts)?;
-    tracing::info!(node = %config.name, council_index = me, p2p = %config.listen, "node running");
+    tracing::info!(node = %config.name, role = role.name(), council_index = ?me, p2p = %config.listen, "node running");
     let result = join_with_deadline(runtime, &stop);
     stop.store(true, Relaxed);
     if let Some(t) = metrics_thread {

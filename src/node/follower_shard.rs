@@ -1,0 +1,175 @@
+//! The consensus shard of a PN or EN: drives the sans-IO [`Follower`] with wall-clock time,
+//! the network, the store shard and (EN) the exec shard.
+//!
+//! Finalized blocks from the net shard and a clock tick every [`TICK`] are merged into one
+//! local queue and fed to the follower one at a time. Effects are carried out in order:
+//! - `Commit`: the store appends the block and fsyncs; only then is it reported final (the
+//!   head the net shard checks duplicates against, metrics), executed (EN: the exec shard) and
+//!   passed on (PN: the net shard relays the bytes it received for it);
+//! - `Reject`: the net shard closes the sender's connection and bans it;
+//! - `RequestSync`: the net shard asks an upstream peer.
+//!
+//! BLS verification (one aggregate check per block, one batch per run) runs here, inside the
+//! follower.
+
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use glommio::channels::local_channel;
+
+use super::consensus_shard::{now_ms, ConsensusCounters};
+use crate::consensus::{BlsScheme, Follower, FollowerEffect, FollowerInput};
+use crate::exec::ExecRequest;
+use crate::net::{Inbound, NetCommand};
+use crate::runtime::{Rx, ShardStats, Tx};
+use crate::store::{StoreReply, StoreRequest};
+
+/// How often the follower's clock ticks.
+pub const TICK: Duration = Duration::from_millis(250);
+
+/// The channels of a follower's consensus shard.
+pub struct FollowerChannels {
+    /// From the net shard (finalized blocks).
+    pub from_net: Rx<Inbound>,
+    /// To the net shard.
+    pub to_net: Tx<NetCommand>,
+    /// To exec (EN; a PN does not execute).
+    pub to_exec: Option<Tx<ExecRequest>>,
+    /// To store.
+    pub to_store: Tx<StoreRequest>,
+    /// From store.
+    pub from_store: Rx<StoreReply>,
+}
+
+enum Event {
+    Input(FollowerInput),
+    Closed,
+}
+
+/// Runs the follower until `stop` is set or a channel closes. `head` is the height of the
+/// last durable block (the net shard drops blocks at or below it).
+pub async fn run(
+    mut follower: Follower<BlsScheme>,
+    channels: FollowerChannels,
+    head: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    stats: Arc<ShardStats>,
+    counters: Arc<ConsensusCounters>,
+) -> Result<(), String> {
+    let FollowerChannels {
+        from_net,
+        to_net,
+        to_exec,
+        to_store,
+        from_store,
+    } = channels;
+    let (events, queue) = local_channel::new_unbounded::<Event>();
+    let events = Rc::new(events);
+    let forward_net = {
+        let events = events.clone();
+        glommio::spawn_local(async move {
+            while let Some(Inbound { from, message }) = from_net.recv().await {
+                if let crate::consensus::Message::Finalized(block) = message {
+                    let _ = events.try_send(Event::Input(FollowerInput::Finalized { from, block }));
+                }
+            }
+            let _ = events.try_send(Event::Closed);
+        })
+    };
+    // The clock, which also notices the stop request.
+    {
+        let events = events.clone();
+        let stop = stop.clone();
+        glommio::spawn_local(async move {
+            while !stop.load(Relaxed) {
+                glommio::timer::sleep(TICK).await;
+                let _ = events.try_send(Event::Input(FollowerInput::Tick));
+            }
+            let _ = events.try_send(Event::Closed);
+        })
+        .detach();
+    }
+    let mut result = Ok(());
+    'events: while let Some(Event::Input(input)) = queue.recv().await {
+        stats.queue_depth.store(events.len() as u64, Relaxed);
+        stats.count_in();
+        let start = Instant::now();
+        let effects = follower.handle(now_ms(), input);
+        stats.add_busy(start);
+        for effect in effects {
+            let sent = match effect {
+                FollowerEffect::Commit(block) => {
+                    let height = block.block.header.height;
+                    let block_hash = block.certificate.block_hash;
+                    let txs = block.block.transactions.len() as u64;
+                    let finalized = Arc::new(*block);
+                    let waited = Instant::now();
+                    stats.count_out();
+                    if to_store
+                        .send(StoreRequest::Commit(finalized.clone()))
+                        .await
+                        .is_err()
+                    {
+                        result = Err("the store shard stopped".to_string());
+                        break 'events;
+                    }
+                    match from_store.recv().await {
+                        Some(StoreReply::Committed(h)) if h == height => {}
+                        other => {
+                            result = Err(format!(
+                                "the store answered {other:?} to the commit of block {height}"
+                            ));
+                            break 'events;
+                        }
+                    }
+                    counters
+                        .commit_wait_ns
+                        .fetch_add(waited.elapsed().as_nanos() as u64, Relaxed);
+                    // Durable: now it is final here.
+                    head.store(height, Relaxed);
+                    counters.height.store(height, Relaxed);
+                    counters.blocks.fetch_add(1, Relaxed);
+                    counters.finalized_txs.fetch_add(txs, Relaxed);
+                    tracing::debug!(height, txs, "finalized");
+                    if let Some(to_exec) = &to_exec {
+                        stats.count_out();
+                        if to_exec
+                            .send(ExecRequest::Finalized(finalized))
+                            .await
+                            .is_err()
+                        {
+                            result = Err("the exec shard stopped".to_string());
+                            break 'events;
+                        }
+                    }
+                    NetCommand::Finalized {
+                        height,
+                        block_hash,
+                        frame: None,
+                    }
+                }
+                FollowerEffect::Reject { from, height } => {
+                    counters.rejected.fetch_add(1, Relaxed);
+                    NetCommand::Ban {
+                        peer: from,
+                        reason: format!(
+                            "sent block {height}, whose commit certificate is not final"
+                        ),
+                    }
+                }
+                FollowerEffect::RequestSync { from_height } => {
+                    NetCommand::RequestSync { from_height }
+                }
+            };
+            stats.count_out();
+            if to_net.send(sent).await.is_err() {
+                tracing::debug!("net shard closed; command not sent");
+            }
+        }
+    }
+    drop(events);
+    forward_net.cancel().await;
+    result
+}
