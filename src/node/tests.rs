@@ -251,8 +251,15 @@ fn config_errors_name_file_and_field() {
     assert_eq!(err.field, "runtime.io_memory_kib");
     let err = edited_error("en0/config.toml", "[rpc]", "[old_rpc]");
     assert!(err.problem.contains("old_rpc"), "{err}");
-    let err = edited_error("boot-pn/config.toml", "serves = \"pn\"", "serves = \"cn\"");
+    let err = edited_error(
+        "boot-pn/config.toml",
+        "serves = \"pn\"",
+        "serves = \"bootnode\"",
+    );
     assert_eq!(err.field, "bootnode.serves");
+    // A CN bootnode hands out CNs only: the PN bootnode's PN directory does not fit it.
+    let err = edited_error("boot-pn/config.toml", "serves = \"pn\"", "serves = \"cn\"");
+    assert_eq!(err.field, "network.peers[0].role", "{err}");
     let err = edited_error(
         "pn0/config.toml",
         "address = \"127.0.0.1:40000\"",
