@@ -137,9 +137,7 @@ impl DiscoveredPeer {
             None => return Err(format!("unknown role byte {}", record.role)),
         };
         let address = record.address();
-        if let Err(reason) = check_listen_address(address) {
-            return Err(reason);
-        }
+        check_listen_address(address)?;
         Ok(DiscoveredPeer {
             role,
             node_id: record.node_id,
@@ -831,25 +829,26 @@ async fn run_session(server: &SharedServer, mut stream: TcpStream, remote: Socke
             Some(_) => SessionEnd::Violation(reason),
         })
     });
-    let s = server.borrow();
-    let who = authenticated
-        .get()
-        .map(|p| format!("{} {}", p.role.name(), crate::node::to_hex(&p.node_id)));
-    match outcome {
-        Ok(()) => {}
-        Err(SessionEnd::Refused(reason)) => {
-            s.counters.refused_handshakes.fetch_add(1, Relaxed);
-            tracing::info!(%remote, %reason, "bootnode refused a connection");
-        }
-        Err(SessionEnd::Violation(reason)) => {
-            s.counters.violations.fetch_add(1, Relaxed);
-            tracing::warn!(%remote, node = ?who, %reason, "bootnode dropped a node for a protocol violation");
-        }
-        Err(SessionEnd::Closed(reason)) => {
-            tracing::debug!(%remote, node = ?who, %reason, "node left before the answer");
+    {
+        let s = server.borrow();
+        let who = authenticated
+            .get()
+            .map(|p| format!("{} {}", p.role.name(), crate::node::to_hex(&p.node_id)));
+        match outcome {
+            Ok(()) => {}
+            Err(SessionEnd::Refused(reason)) => {
+                s.counters.refused_handshakes.fetch_add(1, Relaxed);
+                tracing::info!(%remote, %reason, "bootnode refused a connection");
+            }
+            Err(SessionEnd::Violation(reason)) => {
+                s.counters.violations.fetch_add(1, Relaxed);
+                tracing::warn!(%remote, node = ?who, %reason, "bootnode dropped a node for a protocol violation");
+            }
+            Err(SessionEnd::Closed(reason)) => {
+                tracing::debug!(%remote, node = ?who, %reason, "node left before the answer");
+            }
         }
     }
-    drop(s);
     let _ = stream.close().await;
 }
 
