@@ -39,6 +39,8 @@ fn example_configs_load() {
         ("pn.toml", Role::Pn),
         ("en.toml", Role::En),
         ("bootnode.toml", Role::Bootnode),
+        ("bootnode-cn.toml", Role::Bootnode),
+        ("bootnode-en.toml", Role::Bootnode),
     ] {
         let config = NodeConfig::load(&repo_configs().join(file)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(config.role, role, "{file}");
@@ -62,6 +64,13 @@ fn example_configs_load() {
             .bootnode_serves,
         Some(Role::Pn)
     );
+    for (file, serves) in [
+        ("bootnode-cn.toml", Role::Cn),
+        ("bootnode-en.toml", Role::En),
+    ] {
+        let config = NodeConfig::load(&repo_configs().join(file)).expect(file);
+        assert_eq!(config.bootnode_serves, Some(serves), "{file}");
+    }
 }
 
 #[test]
