@@ -63,6 +63,7 @@
 //! [`MAX_INGRESS_CONNECTIONS`] connections; batches go to the exec shard (with TCP
 //! back-pressure to the client), answers (`IngressAck`) come back from exec.
 
+pub mod bootnode;
 pub mod handshake;
 
 use std::cell::RefCell;

@@ -15,7 +15,7 @@
 //! role = "cn"
 //! node_id = "0x…"
 //! address = "127.0.0.1:30001"
-//! # [[network.bootnodes]] has the same shape: bootnodes to ask for peers (PN and EN)
+//! # [[network.bootnodes]] has the same shape: bootnodes to ask for peers (CN, PN and EN)
 //!
 //! [rpc]                          # EN only: JSON-RPC
 //! listen = "127.0.0.1:8545"
@@ -29,8 +29,12 @@
 //! [storage]
 //! snapshot_interval_blocks = 1000  # CN: a state snapshot after every this many blocks
 //! [bootnode]                     # bootnode only
-//! serves = "pn"                  # the tier it admits: "pn" (PN bootnode) or "en" (EN bootnode)
+//! serves = "pn"                  # the tier it serves: "cn", "pn" or "en" (see net::bootnode)
 //! ```
+//!
+//! A bootnode's `allowlist` names the nodes it admits, its `[[network.peers]]` the nodes it
+//! hands out besides those that registered (roles it hands out: cn for `serves = "cn"`, pn and
+//! en for `"pn"`, pn for `"en"`). A running bootnode re-reads both on SIGHUP.
 //!
 //! Loading refuses unknown fields and checks every field; errors name the file and the field.
 //! Allowlists fail closed: an empty or missing allowlist admits no inbound peer.
@@ -381,7 +385,7 @@ pub enum PlacementSection {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BootnodeSection {
-    /// The tier this bootnode admits: `pn` or `en`.
+    /// The tier this bootnode serves: `cn`, `pn` or `en`.
     pub serves: Role,
 }
 
@@ -455,13 +459,6 @@ impl NodeConfig {
                 ));
             }
         }
-        if role == Role::Cn && !bootnodes.is_empty() {
-            return Err(err(
-                "network.bootnodes",
-                "a CN is configured with its peers directly; the CN mesh has no public bootnode"
-                    .into(),
-            ));
-        }
         let rpc_listen = file.rpc.map(|r| r.listen);
         match (role, rpc_listen) {
             (Role::En, None) => {
@@ -479,11 +476,29 @@ impl NodeConfig {
             _ => {}
         }
         let bootnode_serves = match (role, file.bootnode) {
-            (Role::Bootnode, Some(b)) if matches!(b.serves, Role::Pn | Role::En) => Some(b.serves),
+            (Role::Bootnode, Some(b)) if matches!(b.serves, Role::Cn | Role::Pn | Role::En) => {
+                let handed_out = bootnode_hands_out(b.serves);
+                for (i, p) in peers.iter().enumerate() {
+                    if !handed_out.contains(&p.role) {
+                        return Err(err(
+                            &format!("network.peers[{i}].role"),
+                            format!(
+                                "a {} bootnode does not hand out a {}",
+                                b.serves.name(),
+                                p.role.name()
+                            ),
+                        ));
+                    }
+                }
+                Some(b.serves)
+            }
             (Role::Bootnode, Some(b)) => {
                 return Err(err(
                     "bootnode.serves",
-                    format!("must be \"pn\" or \"en\", not \"{}\"", b.serves.name()),
+                    format!(
+                        "must be \"cn\", \"pn\" or \"en\", not \"{}\"",
+                        b.serves.name()
+                    ),
                 ))
             }
             (Role::Bootnode, None) => {
@@ -562,6 +577,17 @@ impl NodeConfig {
             snapshot_interval_blocks,
             bootnode_serves,
         })
+    }
+}
+
+/// The roles a bootnode serving `serves` hands out (and so may list in `[[network.peers]]`):
+/// CNs to CNs; PNs and ENs to PNs; PNs to ENs.
+pub fn bootnode_hands_out(serves: Role) -> &'static [Role] {
+    match serves {
+        Role::Cn => &[Role::Cn],
+        Role::Pn => &[Role::Pn, Role::En],
+        Role::En => &[Role::Pn],
+        Role::Bootnode => &[],
     }
 }
 

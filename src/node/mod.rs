@@ -10,6 +10,7 @@
 //! - [`config`]: one node's TOML config (role, addresses, peers, allowlist, placement).
 //! - [`setup`]: a config together with the genesis and key it names, cross-checked.
 
+pub mod bootnode_run;
 pub mod config;
 pub mod consensus_shard;
 pub mod follower_shard;

@@ -58,9 +58,7 @@ pub fn run(setup: NodeSetup, options: RunOptions) -> Result<(), String> {
     }
     match setup.config.role {
         Role::Cn | Role::Pn | Role::En => run_node(setup, options, stop),
-        Role::Bootnode => {
-            Err("running a bootnode is not built yet: this build runs CNs, PNs and ENs".to_string())
-        }
+        Role::Bootnode => super::bootnode_run::run_bootnode(setup, options, stop),
     }
 }
 
@@ -68,7 +66,7 @@ pub fn run(setup: NodeSetup, options: RunOptions) -> Result<(), String> {
 pub const SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Waits for the runtime to finish; once `stop` is set, waits at most [`SHUTDOWN_DEADLINE`].
-fn join_with_deadline(runtime: Runtime, stop: &AtomicBool) -> Result<(), String> {
+pub(super) fn join_with_deadline(runtime: Runtime, stop: &AtomicBool) -> Result<(), String> {
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("join".into())
@@ -478,7 +476,7 @@ pub fn run_node(
 
 /// Logs a shard's end. A failed shard's error is kept (the first one becomes the node's exit
 /// error) and the whole node is asked to stop.
-fn shard_finished(
+pub(super) fn shard_finished(
     shard: Shard,
     result: Result<(), String>,
     fatal: &std::sync::Mutex<Option<String>>,

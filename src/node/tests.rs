@@ -39,6 +39,8 @@ fn example_configs_load() {
         ("pn.toml", Role::Pn),
         ("en.toml", Role::En),
         ("bootnode.toml", Role::Bootnode),
+        ("bootnode-cn.toml", Role::Bootnode),
+        ("bootnode-en.toml", Role::Bootnode),
     ] {
         let config = NodeConfig::load(&repo_configs().join(file)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(config.role, role, "{file}");
@@ -62,6 +64,13 @@ fn example_configs_load() {
             .bootnode_serves,
         Some(Role::Pn)
     );
+    for (file, serves) in [
+        ("bootnode-cn.toml", Role::Cn),
+        ("bootnode-en.toml", Role::En),
+    ] {
+        let config = NodeConfig::load(&repo_configs().join(file)).expect(file);
+        assert_eq!(config.bootnode_serves, Some(serves), "{file}");
+    }
 }
 
 #[test]
@@ -251,8 +260,15 @@ fn config_errors_name_file_and_field() {
     assert_eq!(err.field, "runtime.io_memory_kib");
     let err = edited_error("en0/config.toml", "[rpc]", "[old_rpc]");
     assert!(err.problem.contains("old_rpc"), "{err}");
-    let err = edited_error("boot-pn/config.toml", "serves = \"pn\"", "serves = \"cn\"");
+    let err = edited_error(
+        "boot-pn/config.toml",
+        "serves = \"pn\"",
+        "serves = \"bootnode\"",
+    );
     assert_eq!(err.field, "bootnode.serves");
+    // A CN bootnode hands out CNs only: the PN bootnode's PN directory does not fit it.
+    let err = edited_error("boot-pn/config.toml", "serves = \"pn\"", "serves = \"cn\"");
+    assert_eq!(err.field, "network.peers[0].role", "{err}");
     let err = edited_error(
         "pn0/config.toml",
         "address = \"127.0.0.1:40000\"",

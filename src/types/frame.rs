@@ -14,6 +14,11 @@
 //! - Payload bytes are not canonical: rkyv finds the root at the end of the buffer, so
 //!   aligned junk in front of a valid archive still validates to the same message. Never use
 //!   raw payload bytes as an identity, dedup or cache key; use the message's hash layout.
+//! - Two protocols share the envelope. [`Frame::message`] reads the frames of peer and ingress
+//!   connections; the bootnode protocol's kinds ([`FrameKind::PeerQuery`],
+//!   [`FrameKind::PeerList`]) are read only with [`Frame::bootnode_message`], and each method
+//!   refuses the other protocol's kinds as [`FrameError::WrongProtocol`], so a bootnode frame
+//!   on a mesh connection (or a vote on a bootnode connection) is a violation.
 
 use rkyv::util::AlignedVec;
 use rkyv::Portable;
@@ -23,8 +28,9 @@ use super::consensus::{
     ArchivedProposal, ArchivedRoundChange, ArchivedVote, Proposal, RoundChange, Vote,
 };
 use super::network::{
-    ArchivedIngressAck, ArchivedSyncRequest, ArchivedTxBatch, IngressAck, SyncRequest, TxBatch,
-    MAX_BATCH_TXS, MAX_BATCH_TX_BYTES,
+    ArchivedIngressAck, ArchivedPeerList, ArchivedPeerQuery, ArchivedSyncRequest, ArchivedTxBatch,
+    IngressAck, PeerList, PeerQuery, SyncRequest, TxBatch, MAX_BATCH_TXS, MAX_BATCH_TX_BYTES,
+    MAX_PEER_LIST,
 };
 use super::{LimitError, MAX_BLOCK_TXS, MAX_BLOCK_TX_BYTES, MAX_COUNCIL_SIZE};
 
@@ -50,6 +56,11 @@ pub const MAX_TX_BATCH_PAYLOAD: usize = 1024 + MAX_BATCH_TXS * 8 + MAX_BATCH_TX_
 pub const MAX_INGRESS_ACK_PAYLOAD: usize = 64;
 /// Largest sync-request payload.
 pub const MAX_SYNC_REQUEST_PAYLOAD: usize = 64;
+/// Largest peer-query payload (the archive is 18 bytes).
+pub const MAX_PEER_QUERY_PAYLOAD: usize = 64;
+/// Largest peer-list payload: the vector's header and [`MAX_PEER_LIST`] records of at most 64
+/// bytes each (an archived record is 40).
+pub const MAX_PEER_LIST_PAYLOAD: usize = 64 + MAX_PEER_LIST * 64;
 /// Largest payload of any kind: no frame is ever buffered beyond this.
 pub const MAX_FRAME_PAYLOAD: usize = MAX_PROPOSAL_PAYLOAD;
 
@@ -71,6 +82,10 @@ pub enum FrameKind {
     IngressAck = 6,
     /// A [`SyncRequest`].
     SyncRequest = 7,
+    /// A [`PeerQuery`] (node to bootnode).
+    PeerQuery = 8,
+    /// A [`PeerList`] (bootnode to node).
+    PeerList = 9,
 }
 
 impl FrameKind {
@@ -84,6 +99,8 @@ impl FrameKind {
             5 => FrameKind::TxBatch,
             6 => FrameKind::IngressAck,
             7 => FrameKind::SyncRequest,
+            8 => FrameKind::PeerQuery,
+            9 => FrameKind::PeerList,
             _ => return None,
         })
     }
@@ -98,6 +115,8 @@ impl FrameKind {
             FrameKind::TxBatch => MAX_TX_BATCH_PAYLOAD,
             FrameKind::IngressAck => MAX_INGRESS_ACK_PAYLOAD,
             FrameKind::SyncRequest => MAX_SYNC_REQUEST_PAYLOAD,
+            FrameKind::PeerQuery => MAX_PEER_QUERY_PAYLOAD,
+            FrameKind::PeerList => MAX_PEER_LIST_PAYLOAD,
         }
     }
 
@@ -111,7 +130,15 @@ impl FrameKind {
             FrameKind::TxBatch => "tx-batch",
             FrameKind::IngressAck => "ingress-ack",
             FrameKind::SyncRequest => "sync-request",
+            FrameKind::PeerQuery => "peer-query",
+            FrameKind::PeerList => "peer-list",
         }
+    }
+
+    /// Whether the kind belongs to the bootnode protocol (read with
+    /// [`Frame::bootnode_message`]) rather than to peer and ingress connections.
+    pub const fn is_bootnode(self) -> bool {
+        matches!(self, FrameKind::PeerQuery | FrameKind::PeerList)
     }
 }
 
@@ -144,6 +171,15 @@ pub enum FrameError {
         kind: &'static str,
         /// What rkyv reported.
         reason: String,
+    },
+    /// The kind belongs to the other protocol sharing the envelope (a bootnode frame on a peer
+    /// or ingress connection, or the other way round).
+    #[error("{kind} frame does not belong to {protocol} connections")]
+    WrongProtocol {
+        /// Kind named by the header.
+        kind: &'static str,
+        /// The protocol of the connection it arrived on.
+        protocol: &'static str,
     },
     /// The payload is a valid archive but breaks a named limit.
     #[error("{kind} payload refused: {source}")]
@@ -216,6 +252,12 @@ impl WireMessage for IngressAck {
 impl WireMessage for SyncRequest {
     const KIND: FrameKind = FrameKind::SyncRequest;
 }
+impl WireMessage for PeerQuery {
+    const KIND: FrameKind = FrameKind::PeerQuery;
+}
+impl WireMessage for PeerList {
+    const KIND: FrameKind = FrameKind::PeerList;
+}
 
 /// Encodes `message` as one frame: header then rkyv payload.
 ///
@@ -277,13 +319,30 @@ pub enum Message<'a> {
     SyncRequest(&'a ArchivedSyncRequest),
 }
 
+/// A validated bootnode-protocol message borrowed from a [`Frame`]'s payload.
+#[derive(Debug)]
+pub enum BootnodeMessage<'a> {
+    /// A node's query (and registration).
+    PeerQuery(&'a ArchivedPeerQuery),
+    /// A bootnode's answer.
+    PeerList(&'a ArchivedPeerList),
+}
+
 impl Frame {
     /// Validates the payload as the archive its kind names (`rkyv::access`), then checks the
     /// type's named limits. Nothing of the payload is read before this succeeds.
+    ///
+    /// Bootnode-protocol kinds are refused as [`FrameError::WrongProtocol`].
     pub fn message(&self) -> Result<Message<'_>, FrameError> {
         let kind = self.kind.name();
         let limit = |source| FrameError::Limit { kind, source };
         Ok(match self.kind {
+            FrameKind::PeerQuery | FrameKind::PeerList => {
+                return Err(FrameError::WrongProtocol {
+                    kind,
+                    protocol: "peer or ingress",
+                })
+            }
             FrameKind::Proposal => {
                 let m = access::<ArchivedProposal>(kind, &self.payload)?;
                 m.check_limits().map_err(limit)?;
@@ -312,6 +371,30 @@ impl Frame {
                 Message::SyncRequest(access::<ArchivedSyncRequest>(kind, &self.payload)?)
             }
         })
+    }
+}
+
+impl Frame {
+    /// Validates the payload of a bootnode-protocol frame and checks its named limits; any
+    /// other kind is refused as [`FrameError::WrongProtocol`].
+    pub fn bootnode_message(&self) -> Result<BootnodeMessage<'_>, FrameError> {
+        let kind = self.kind.name();
+        match self.kind {
+            FrameKind::PeerQuery => Ok(BootnodeMessage::PeerQuery(access::<ArchivedPeerQuery>(
+                kind,
+                &self.payload,
+            )?)),
+            FrameKind::PeerList => {
+                let m = access::<ArchivedPeerList>(kind, &self.payload)?;
+                m.check_limits()
+                    .map_err(|source| FrameError::Limit { kind, source })?;
+                Ok(BootnodeMessage::PeerList(m))
+            }
+            _ => Err(FrameError::WrongProtocol {
+                kind,
+                protocol: "bootnode",
+            }),
+        }
     }
 }
 

@@ -11,7 +11,8 @@
 //! - [`chain`]: [`BlockHeader`], [`Block`], [`FinalizedBlock`].
 //! - [`consensus`]: [`Vote`], [`QuorumCertificate`] (a [`CommitCertificate`] or a
 //!   [`PreparedCertificate`]), [`RoundChange`], [`Proposal`], and the [`signers`] bitmap.
-//! - [`network`]: [`network::TxBatch`], [`network::IngressAck`], [`network::SyncRequest`].
+//! - [`network`]: [`network::TxBatch`], [`network::IngressAck`], [`network::SyncRequest`], and
+//!   the bootnode protocol's [`network::PeerQuery`] and [`network::PeerList`].
 //! - [`frame`]: `u32 length | u8 kind | payload`, its limits and an incremental decoder.
 
 pub mod chain;

@@ -11,6 +11,16 @@
 //! - [`SyncRequest`]: "send me your finalized blocks from `from_height` on" (the consensus
 //!   core's `RequestSync` effect on the wire); answered with `FinalizedBlock` frames, at most
 //!   [`MAX_SYNC_BLOCKS`] per request.
+//! - [`PeerQuery`] and [`PeerList`]: the bootnode protocol (`net::bootnode`). After the
+//!   authenticated handshake a node sends one `PeerQuery` ("register me at this listen address,
+//!   if `listen_port != 0`, and tell me whom to connect to"); the bootnode answers one
+//!   `PeerList` of at most [`MAX_PEER_LIST`] [`PeerRecord`]s.
+//!
+//! Addresses on the wire are 16 bytes: an IPv6 address as is, an IPv4 address mapped into
+//! IPv6 (`::ffff:a.b.c.d`, RFC 4291 section 2.5.5.2); [`ip_to_wire`] and [`ip_from_wire`]
+//! convert, and a mapped address always reads back as IPv4.
+
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use rkyv::{Archive, Deserialize, Serialize};
 
@@ -23,6 +33,8 @@ pub const MAX_BATCH_TXS: usize = 8192;
 pub const MAX_BATCH_TX_BYTES: usize = 2 * 1024 * 1024;
 /// The most finalized blocks sent for one [`SyncRequest`].
 pub const MAX_SYNC_BLOCKS: u64 = 64;
+/// The most records one [`PeerList`] may carry.
+pub const MAX_PEER_LIST: usize = 256;
 
 /// A batch of transactions from a client, or gossiped between CNs.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -138,4 +150,102 @@ impl IngressAck {
 pub struct SyncRequest {
     /// The first height wanted.
     pub from_height: Height,
+}
+
+/// A node's question to a bootnode: register me (unless `listen_port` is 0) and tell me whom
+/// to connect to. The asker's role and node id are not in the message: they are the ones its
+/// handshake proved.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct PeerQuery {
+    /// The address the asker listens on for peers ([`ip_to_wire`]). The unspecified address
+    /// (`::` or `::ffff:0.0.0.0`) means "the address you see me connect from".
+    pub listen_ip: [u8; 16],
+    /// The port it listens on; 0 = do not register me, only answer.
+    pub listen_port: u16,
+}
+
+impl PeerQuery {
+    /// A query registering `listen` (its port must not be 0), or only asking (`None`).
+    pub fn new(listen: Option<SocketAddr>) -> PeerQuery {
+        match listen {
+            Some(addr) => PeerQuery {
+                listen_ip: ip_to_wire(addr.ip()),
+                listen_port: addr.port(),
+            },
+            None => PeerQuery {
+                listen_ip: [0; 16],
+                listen_port: 0,
+            },
+        }
+    }
+}
+
+/// One node a bootnode tells about.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct PeerRecord {
+    /// Its role ([`Role::to_byte`](crate::node::config::Role::to_byte)).
+    pub role: u8,
+    /// Its node id, to be proven in the handshake when dialing it.
+    pub node_id: [u8; 20],
+    /// Its listen address ([`ip_to_wire`]).
+    pub ip: [u8; 16],
+    /// Its listen port (never 0).
+    pub port: u16,
+}
+
+impl PeerRecord {
+    /// The record of a node at `address`.
+    pub fn new(role: u8, node_id: [u8; 20], address: SocketAddr) -> PeerRecord {
+        PeerRecord {
+            role,
+            node_id,
+            ip: ip_to_wire(address.ip()),
+            port: address.port(),
+        }
+    }
+}
+
+impl ArchivedPeerRecord {
+    /// The listen address (an IPv4-mapped address reads back as IPv4).
+    pub fn address(&self) -> SocketAddr {
+        SocketAddr::new(ip_from_wire(self.ip), self.port.to_native())
+    }
+}
+
+/// A bootnode's answer: the nodes the asker should connect to.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct PeerList {
+    /// At most [`MAX_PEER_LIST`] records, no node id twice.
+    pub peers: Vec<PeerRecord>,
+}
+
+impl ArchivedPeerList {
+    /// Named limits: at most [`MAX_PEER_LIST`] records. (Whether each record is usable is
+    /// the receiver's check: see `net::bootnode::query_bootnode`.)
+    pub fn check_limits(&self) -> Result<(), LimitError> {
+        if self.peers.len() > MAX_PEER_LIST {
+            return Err(LimitError::TooMany {
+                what: "peer list records",
+                len: self.peers.len(),
+                max: MAX_PEER_LIST,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The 16-byte wire form of an address: IPv6 as is, IPv4 mapped (`::ffff:a.b.c.d`).
+pub fn ip_to_wire(ip: IpAddr) -> [u8; 16] {
+    match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+/// The address of a 16-byte wire form; an IPv4-mapped address reads back as IPv4.
+pub fn ip_from_wire(bytes: [u8; 16]) -> IpAddr {
+    Ipv6Addr::from(bytes).to_canonical()
 }

@@ -7,6 +7,7 @@
 
 use std::collections::HashSet;
 use std::fmt::Debug;
+use std::net::SocketAddr;
 use std::sync::OnceLock;
 
 use proptest::prelude::*;
@@ -22,11 +23,13 @@ use super::consensus::{
     ArchivedProposal, ArchivedQuorumCertificate, ArchivedRoundChange, ArchivedVote,
 };
 use super::frame::{
-    self, encode_frame, FrameHeader, Message, WireMessage, FRAME_HEADER_LEN, MAX_BLOCK_PAYLOAD,
-    MAX_FINALIZED_BLOCK_PAYLOAD, MAX_PROPOSAL_PAYLOAD, MAX_ROUND_CHANGE_PAYLOAD, MAX_VOTE_PAYLOAD,
+    self, encode_frame, BootnodeMessage, FrameHeader, Message, WireMessage, FRAME_HEADER_LEN,
+    MAX_BLOCK_PAYLOAD, MAX_FINALIZED_BLOCK_PAYLOAD, MAX_PEER_LIST_PAYLOAD, MAX_PEER_QUERY_PAYLOAD,
+    MAX_PROPOSAL_PAYLOAD, MAX_ROUND_CHANGE_PAYLOAD, MAX_VOTE_PAYLOAD,
 };
 use super::network::{
-    ArchivedIngressAck, ArchivedSyncRequest, ArchivedTxBatch, IngressAck, SyncRequest, TxBatch,
+    ip_from_wire, ArchivedIngressAck, ArchivedSyncRequest, ArchivedTxBatch, IngressAck, PeerList,
+    PeerQuery, PeerRecord, SyncRequest, TxBatch, MAX_PEER_LIST,
 };
 use super::*;
 use crate::crypto::bls::{BlsSecretKey, BlsSignature, CouncilKeys, Domain};
@@ -1030,6 +1033,9 @@ fn truncated_payloads_are_refused() {
             FrameKind::TxBatch => truncations_fail::<ArchivedTxBatch>(kind, payload),
             FrameKind::IngressAck => truncations_fail::<ArchivedIngressAck>(kind, payload),
             FrameKind::SyncRequest => truncations_fail::<ArchivedSyncRequest>(kind, payload),
+            FrameKind::PeerQuery | FrameKind::PeerList => {
+                unreachable!("the samples are peer and ingress frames")
+            }
         };
     }
     assert!(checked > 1000);
@@ -1142,6 +1148,9 @@ fn misaligned_payloads_are_refused() {
             }
             FrameKind::SyncRequest => {
                 frame::access::<ArchivedSyncRequest>(kind.name(), shifted).err()
+            }
+            FrameKind::PeerQuery | FrameKind::PeerList => {
+                unreachable!("the samples are peer and ingress frames")
             }
         };
         match err {
@@ -1712,5 +1721,121 @@ fn largest_block_fits_the_block_proposal_and_finalized_limits() {
     assert_eq!(archived.justification.len(), MAX_COUNCIL_SIZE);
     for rc in archived.justification.iter() {
         assert_eq!(rc.check_shape(), Ok(()));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bootnode protocol frames
+// ---------------------------------------------------------------------------------------------
+
+fn full_peer_list() -> PeerList {
+    PeerList {
+        peers: (0..MAX_PEER_LIST)
+            .map(|i| {
+                let address = if i % 2 == 0 {
+                    SocketAddr::from(([10, 0, (i >> 8) as u8, i as u8], 30000 + i as u16))
+                } else {
+                    SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, i as u16], 65535))
+                };
+                PeerRecord::new(2, [i as u8; 20], address)
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn bootnode_frames_round_trip_within_their_limits() {
+    let list = full_peer_list();
+    let framed = encode_frame(&list);
+    assert!(framed.len() - FRAME_HEADER_LEN <= MAX_PEER_LIST_PAYLOAD);
+    let (frames, err, _) = decode_chunks(&framed, &[framed.len()]);
+    assert_eq!(err, None);
+    let Ok(BootnodeMessage::PeerList(archived)) = frames[0].bootnode_message() else {
+        panic!("a peer list frame reads as a peer list");
+    };
+    for (record, archived) in list.peers.iter().zip(archived.peers.iter()) {
+        assert_eq!(
+            archived.address(),
+            SocketAddr::new(ip_from_wire(record.ip), record.port)
+        );
+    }
+    assert!(
+        archived.peers[0].address().is_ipv4(),
+        "mapped v4 reads back as v4"
+    );
+    assert!(archived.peers[1].address().is_ipv6());
+    let back: PeerList = rkyv::deserialize::<PeerList, RkyvError>(archived).expect("de");
+    assert_eq!(back, list);
+
+    let query = PeerQuery::new(Some(SocketAddr::from(([127, 0, 0, 1], 62001))));
+    let framed = encode_frame(&query);
+    assert!(framed.len() - FRAME_HEADER_LEN <= MAX_PEER_QUERY_PAYLOAD);
+    let (frames, _, _) = decode_chunks(&framed, &[framed.len()]);
+    let Ok(BootnodeMessage::PeerQuery(q)) = frames[0].bootnode_message() else {
+        panic!("a peer query frame reads as a peer query");
+    };
+    assert_eq!(ip_from_wire(q.listen_ip), std::net::Ipv4Addr::LOCALHOST);
+    assert_eq!(q.listen_port.to_native(), 62001);
+    assert_eq!(PeerQuery::new(None).listen_port, 0);
+    assert!(ip_from_wire(PeerQuery::new(None).listen_ip).is_unspecified());
+}
+
+#[test]
+fn a_peer_list_over_the_limit_is_refused() {
+    let mut list = full_peer_list();
+    list.peers.push(list.peers[0]);
+    let payload = to_bytes(&list);
+    // The archive still fits the frame (records are 40 bytes, the budget is 64 a record) ...
+    assert!(payload.len() <= MAX_PEER_LIST_PAYLOAD);
+    // ... and the named limit refuses it.
+    match frame_of(FrameKind::PeerList, &payload).bootnode_message() {
+        Err(FrameError::Limit { source, .. }) => assert!(matches!(
+            source,
+            LimitError::TooMany { len, max: MAX_PEER_LIST, .. } if len == MAX_PEER_LIST + 1
+        )),
+        other => panic!("expected a limit error, got {other:?}"),
+    }
+}
+
+#[test]
+fn each_protocol_refuses_the_others_frames() {
+    for framed in sample_frames() {
+        let frame = frame_of(
+            FrameKind::from_byte(framed[4]).unwrap(),
+            &framed[FRAME_HEADER_LEN..],
+        );
+        assert!(matches!(
+            frame.bootnode_message(),
+            Err(FrameError::WrongProtocol { .. })
+        ));
+    }
+    let query = encode_frame(&PeerQuery::new(None));
+    let list = encode_frame(&full_peer_list());
+    for framed in [query, list] {
+        let kind = FrameKind::from_byte(framed[4]).unwrap();
+        assert!(kind.is_bootnode());
+        let payload = &framed[FRAME_HEADER_LEN..];
+        assert!(matches!(
+            frame_of(kind, payload).message(),
+            Err(FrameError::WrongProtocol { .. })
+        ));
+        // No strict prefix reads as the whole message. (rkyv finds the root at the end, so a
+        // prefix ending in bytes that form a valid vector header, e.g. zeros = an empty list,
+        // can validate: as a shorter list, never as the original.)
+        for cut in 0..payload.len() {
+            match frame_of(kind, &payload[..cut]).bootnode_message() {
+                Err(_) => {}
+                Ok(BootnodeMessage::PeerList(l)) => {
+                    assert!(
+                        l.peers.len() < MAX_PEER_LIST,
+                        "prefix {cut} read as the full list"
+                    );
+                    for r in l.peers.iter() {
+                        let _ = r.address();
+                    }
+                }
+                Ok(BootnodeMessage::PeerQuery(_)) => panic!("a query prefix of {cut} validated"),
+            }
+        }
     }
 }
