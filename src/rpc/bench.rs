@@ -1,0 +1,1 @@
+//! JSON-RPC load generator (filled below).
