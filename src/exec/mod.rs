@@ -499,6 +499,7 @@ pub async fn run_with_rpc(
                 while let Ok(request) = rpc.inbox.recv_async().await {
                     stats.count_in();
                     let start = Instant::now();
+                    let admission = matches!(request.query, crate::rpc::RpcQuery::SendRaw(_));
                     let answered = chain_index::answer(
                         &mut engine.borrow_mut(),
                         &index.borrow(),
@@ -513,8 +514,10 @@ pub async fn run_with_rpc(
                         .into_iter()
                         .map(|(connection, ack)| ExecToNet::Ack { connection, ack })
                         .collect();
-                    if let Some(tx) = answered.gossip {
+                    if admission {
                         engine.borrow().publish(&counters);
+                    }
+                    if let Some(tx) = answered.gossip {
                         let mut buffer = gossip.borrow_mut();
                         let was_empty = buffer.txs.is_empty();
                         buffer.push(vec![tx]);

@@ -63,6 +63,9 @@ use crate::types::{signers, BlockHeader, Height};
 pub const MAX_FEE_HISTORY_BLOCKS: u64 = 1024;
 /// Most reward percentiles one `eth_feeHistory` asks for.
 pub const MAX_REWARD_PERCENTILES: usize = 100;
+/// How long a call waits for the exec shard's answer (it answers in microseconds unless it
+/// is stopped or stuck; then the call fails instead of hanging).
+pub const EXEC_ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// JSON-RPC error codes.
 pub mod code {
@@ -134,9 +137,14 @@ impl Context {
                 return Err(error(code::INTERNAL, "the exec shard is not running"))
             }
         }
-        answer
-            .await
-            .map_err(|_| error(code::INTERNAL, "the exec shard dropped the question"))
+        match tokio::time::timeout(EXEC_ANSWER_TIMEOUT, answer).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(_)) => Err(error(code::INTERNAL, "the exec shard dropped the question")),
+            Err(_) => Err(error(
+                code::INTERNAL,
+                "the exec shard did not answer in time (is it running?)",
+            )),
+        }
     }
 
     async fn head(&self) -> RpcResult<HeadInfo> {
@@ -173,7 +181,12 @@ impl Context {
             _ => {}
         }
         match self.ask(RpcQuery::Block(at)).await? {
-            RpcAnswer::Block(b) => Ok(b.map(BlockRef::Indexed)),
+            RpcAnswer::Block(Some(b)) => Ok(Some(BlockRef::Indexed(b))),
+            // The latest block is not indexed: at genesis, it is block 0.
+            RpcAnswer::Block(None) if at == BlockAt::Latest => {
+                Ok((self.head().await?.height == 0).then_some(BlockRef::Genesis))
+            }
+            RpcAnswer::Block(None) => Ok(None),
             _ => Err(unexpected()),
         }
     }

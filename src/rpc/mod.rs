@@ -42,7 +42,9 @@
 //!
 //! Request body bytes ([`DEFAULT_MAX_BODY_BYTES`]), response body bytes
 //! ([`DEFAULT_MAX_RESPONSE_BYTES`]), requests per batch ([`DEFAULT_MAX_BATCH_REQUESTS`]),
-//! open connections ([`DEFAULT_MAX_CONNECTIONS`]), method calls per second **for the whole
+//! connections ([`DEFAULT_MAX_CONNECTIONS`]; jsonrpsee counts, for HTTP, the requests being
+//! processed at once: an idle keep-alive connection holds no slot, a request over the limit is
+//! answered HTTP 429), method calls per second **for the whole
 //! server** (a token bucket shared by all clients, each call of a batch counting;
 //! [`DEFAULT_REQUESTS_PER_SECOND`]), and the bridge queue ([`DEFAULT_BRIDGE_QUEUE`]): when the
 //! exec shard is behind by that many queries, a call is answered "node busy" at once rather
@@ -80,7 +82,7 @@ pub const DEFAULT_MAX_RESPONSE_BYTES: u32 = 64 * 1024 * 1024;
 pub const DEFAULT_MAX_BATCH_REQUESTS: u32 = 100;
 /// Default most method calls per second for the whole server (all clients together).
 pub const DEFAULT_REQUESTS_PER_SECOND: u32 = 50_000;
-/// Default most open HTTP connections.
+/// Default most HTTP requests processed at once (jsonrpsee's "connections").
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 256;
 /// Default capacity of the bridge queue to the exec shard.
 pub const DEFAULT_BRIDGE_QUEUE: usize = 4096;
@@ -132,7 +134,7 @@ pub struct RpcConfig {
     pub max_batch_requests: u32,
     /// Most method calls per second, for the whole server (0: unlimited).
     pub requests_per_second: u32,
-    /// Most open connections.
+    /// Most HTTP requests processed at once (jsonrpsee's connection limit; HTTP 429 above).
     pub max_connections: u32,
     /// Pin the server thread to this CPU.
     pub cpu: Option<usize>,
