@@ -14,7 +14,7 @@ use alloy::rpc::types::{BlockNumberOrTag, SyncStatus, TransactionRequest};
 use alloy::signers::local::PrivateKeySigner;
 use alloy::transports::{RpcError, TransportErrorKind};
 use corecell::node::genesis::test_account_secret;
-use corecell::rpc::bench::{post_once, Connection, LocalNode, LocalNodeSpec};
+use corecell::rpc::bench::{post_once, LocalNode, LocalNodeSpec};
 use corecell::rpc::{RpcBridge, RpcConfig};
 
 const CHAIN: u64 = 1001;

@@ -66,6 +66,8 @@ pub struct LocalNodeSpec {
     pub index_max_bytes: usize,
     /// The bridge queue's capacity.
     pub bridge_capacity: usize,
+    /// Pin the RPC thread to this CPU (applied after `tweak`).
+    pub rpc_cpu: Option<usize>,
 }
 
 impl LocalNodeSpec {
@@ -84,6 +86,7 @@ impl LocalNodeSpec {
             exec_cpu: None,
             index_max_bytes: CHAIN_INDEX_MAX_BYTES,
             bridge_capacity: DEFAULT_BRIDGE_QUEUE,
+            rpc_cpu: None,
         }
     }
 }
@@ -237,6 +240,9 @@ impl LocalNode {
         let stop = Arc::new(AtomicBool::new(false));
         let mut config = RpcConfig::new(spec.listen, chain);
         (spec.tweak)(&mut config);
+        if spec.rpc_cpu.is_some() {
+            config.cpu = spec.rpc_cpu;
+        }
         let server = super::start(config, bridge, stop.clone())?;
         Ok(LocalNode {
             addr: server.local_addr,
@@ -622,4 +628,131 @@ pub fn run_load(spec: &LoadSpec) -> Result<LoadReport, String> {
         p50: percentile(0.50),
         p99: percentile(0.99),
     })
+}
+
+/// `corecell rpc-bench`: what to measure, where.
+#[derive(Debug, Clone)]
+pub struct RpcBenchArgs {
+    /// A running node's JSON-RPC address (`host:port` or `http://host:port`); `None`: start
+    /// an in-process node ([`LocalNode`]) on loopback.
+    pub url: Option<String>,
+    /// The call.
+    pub method: LoadMethod,
+    /// Client threads.
+    pub concurrency: usize,
+    /// How long.
+    pub duration: Duration,
+    /// At most this many calls.
+    pub max_requests: u64,
+    /// Test accounts used (and funded, in process).
+    pub accounts: u64,
+    /// `send-raw`: transactions per account (at most the pool's per-sender limit, 64).
+    pub txs_per_account: u64,
+    /// `send-raw`: the accounts' next nonce (remote nodes).
+    pub first_nonce: u64,
+    /// Chain id; `None`: asked with `eth_chainId`.
+    pub chain_id: Option<u64>,
+    /// In process: pin the RPC thread here.
+    pub rpc_cpu: Option<usize>,
+    /// In process: pin the exec shard here.
+    pub exec_cpu: Option<usize>,
+}
+
+/// Parses `balance` / `send-raw`.
+pub fn parse_load_method(text: &str) -> Result<LoadMethod, String> {
+    match text {
+        "balance" => Ok(LoadMethod::Balance),
+        "send-raw" => Ok(LoadMethod::SendRaw),
+        other => Err(format!("`{other}`: expected `balance` or `send-raw`")),
+    }
+}
+
+fn resolve(url: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    let hostport = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    hostport
+        .to_socket_addrs()
+        .map_err(|e| format!("`{url}`: {e}"))?
+        .next()
+        .ok_or_else(|| format!("`{url}`: no address"))
+}
+
+/// Runs `corecell rpc-bench`; returns the report to print.
+pub fn rpc_bench(args: &RpcBenchArgs) -> Result<String, String> {
+    const IN_PROCESS_CHAIN: u64 = 1001;
+    let mut local = None;
+    let addr = match &args.url {
+        Some(url) => resolve(url)?,
+        None => {
+            let mut spec = LocalNodeSpec::with_test_accounts(
+                IN_PROCESS_CHAIN,
+                args.accounts,
+                U256::from(10u128.pow(24)),
+            );
+            spec.tweak = |c| c.requests_per_second = 0;
+            spec.rpc_cpu = args.rpc_cpu;
+            spec.exec_cpu = args.exec_cpu;
+            let node = LocalNode::start(spec)?;
+            let addr = node.addr;
+            local = Some(node);
+            addr
+        }
+    };
+    let chain_id = match args.chain_id {
+        Some(id) => id,
+        None => {
+            let (_, body) = post_once(
+                addr,
+                r#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}"#,
+            )
+            .map_err(|e| format!("eth_chainId on {addr}: {e}"))?;
+            let value: serde_json::Value =
+                serde_json::from_str(&body).map_err(|e| format!("eth_chainId: {e}"))?;
+            value["result"]
+                .as_str()
+                .and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok())
+                .ok_or_else(|| format!("eth_chainId answered {body}"))?
+        }
+    };
+    let spec = LoadSpec {
+        addr,
+        method: args.method,
+        concurrency: args.concurrency,
+        duration: args.duration,
+        max_requests: args.max_requests,
+        chain_id,
+        accounts: args.accounts,
+        first_nonce: args.first_nonce,
+        txs_per_account: args.txs_per_account,
+    };
+    let busy_before = local
+        .as_ref()
+        .map_or(0, |n| n.exec_stats.busy_ns.load(Ordering::Relaxed));
+    let report = run_load(&spec)?;
+    let mut out = format!(
+        "rpc-bench {} against {addr} ({}), {} client threads: {report}",
+        match args.method {
+            LoadMethod::Balance => "eth_getBalance",
+            LoadMethod::SendRaw => "eth_sendRawTransaction",
+        },
+        if local.is_some() {
+            "in process"
+        } else {
+            "remote"
+        },
+        args.concurrency,
+    );
+    if let Some(node) = &local {
+        let busy = node.exec_stats.busy_ns.load(Ordering::Relaxed) - busy_before;
+        out.push_str(&format!(
+            "\nexec shard busy {:.1} us per answered call (rpc thread pinned: {:?}, exec pinned: {:?})",
+            busy as f64 / 1000.0 / report.ok.max(1) as f64,
+            args.rpc_cpu,
+            args.exec_cpu
+        ));
+    }
+    Ok(out)
 }

@@ -429,10 +429,10 @@ pub fn module(config: &RpcConfig, bridge: RpcBridge) -> Result<RpcModule<Context
             let parent_mix = match header.height {
                 0 => None,
                 1 => Some(ctx.chain.genesis_header.mix),
-                h => match ctx.block(BlockAt::Number(h - 1)).await? {
-                    Some(parent) => Some(block_header(&ctx.chain, &parent).mix),
-                    None => None,
-                },
+                h => ctx
+                    .block(BlockAt::Number(h - 1))
+                    .await?
+                    .map(|parent| block_header(&ctx.chain, &parent).mix),
             };
             Ok(Some(consensus_block(&ctx.chain, &block, parent_mix)))
         },
