@@ -4,7 +4,8 @@
 //! - [`types`]: chain and wire types (rkyv, validated on access) and the frame envelope;
 //! - [`crypto`]: hashes, BLS12-381 signatures and certificates, proposer/committee election,
 //!   Ethereum transaction decoding and sender recovery;
-//! - [`node`]: node keys, genesis and per-node configuration.
+//! - [`node`]: node keys, genesis and per-node configuration;
+//! - [`rpc`]: Ethereum JSON-RPC served by an endpoint node, bridged to the exec shard.
 //!
 //! See `DESIGN.md` in the shared folder for the architecture this grows into.
 
@@ -14,6 +15,7 @@ pub mod crypto;
 pub mod exec;
 pub mod net;
 pub mod node;
+pub mod rpc;
 pub mod runtime;
 pub mod sim;
 pub mod store;

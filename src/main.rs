@@ -49,6 +49,47 @@ enum Command {
     /// Inspect a node's data directory.
     #[command(subcommand)]
     Db(DbCommand),
+    /// Measure JSON-RPC: eth_getBalance or eth_sendRawTransaction calls per second and
+    /// latency p50/p99, against a running node (--url) or an in-process endpoint node.
+    RpcBench(RpcBenchCli),
+}
+
+#[derive(clap::Args)]
+struct RpcBenchCli {
+    /// JSON-RPC address of a running node (host:port or http://host:port); without it, an
+    /// in-process node (exec shard + RPC server on loopback) is measured.
+    #[arg(long)]
+    url: Option<String>,
+    /// `balance` (eth_getBalance) or `send-raw` (eth_sendRawTransaction, pre-signed transfers).
+    #[arg(long, default_value = "balance", value_parser = corecell::rpc::bench::parse_load_method)]
+    method: corecell::rpc::bench::LoadMethod,
+    /// Client threads, one keep-alive connection each.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 5)]
+    duration: u64,
+    /// At most this many calls.
+    #[arg(long, default_value_t = 1_000_000)]
+    max_requests: u64,
+    /// Test accounts used (the generated ones; funded in process).
+    #[arg(long, default_value_t = 1000)]
+    accounts: u64,
+    /// send-raw: transfers per account (the pool holds at most 64 per sender).
+    #[arg(long, default_value_t = 64)]
+    txs_per_account: u64,
+    /// send-raw: the accounts' next nonce (a remote node whose accounts already sent).
+    #[arg(long, default_value_t = 0)]
+    first_nonce: u64,
+    /// Chain id (default: asked with eth_chainId).
+    #[arg(long)]
+    chain_id: Option<u64>,
+    /// In process: pin the RPC thread to this CPU.
+    #[arg(long)]
+    rpc_cpu: Option<usize>,
+    /// In process: pin the exec shard to this CPU.
+    #[arg(long)]
+    exec_cpu: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -325,6 +366,22 @@ fn main() -> ExitCode {
             genesis,
             full,
         }) => db_check(&data, genesis, full),
+        Command::RpcBench(args) => {
+            corecell::rpc::bench::rpc_bench(&corecell::rpc::bench::RpcBenchArgs {
+                url: args.url,
+                method: args.method,
+                concurrency: args.concurrency,
+                duration: std::time::Duration::from_secs(args.duration),
+                max_requests: args.max_requests,
+                accounts: args.accounts,
+                txs_per_account: args.txs_per_account,
+                first_nonce: args.first_nonce,
+                chain_id: args.chain_id,
+                rpc_cpu: args.rpc_cpu,
+                exec_cpu: args.exec_cpu,
+            })
+            .map(|report| println!("{report}"))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -25,6 +25,7 @@
 //! A finalized block that does not execute to its header's state root is fatal: [`run`]
 //! returns the error and the node stops rather than serve a diverged state.
 
+pub mod chain_index;
 pub mod mempool;
 pub mod raw;
 pub mod snapshot;
@@ -329,15 +330,33 @@ impl Engine {
         }
     }
 
-    /// Applies a finalized block; returns the answers for clients. An error is fatal.
+    /// Applies a finalized block; returns the answers for clients. An error is fatal. With
+    /// an `index` (the node serves JSON-RPC), the block and its receipts are indexed.
     fn finalize(
         &mut self,
-        fb: &FinalizedBlock,
+        fb: &Arc<FinalizedBlock>,
         counters: &ExecCounters,
+        index: Option<&mut chain_index::ChainIndex>,
     ) -> Result<Vec<(u64, IngressAck)>, String> {
         let acks = match self {
-            Engine::Transfer(e) => e.finalize(fb)?,
+            Engine::Transfer(e) => match index {
+                Some(index) => {
+                    let (acks, executed) = e.finalize_with_outcome(fb)?;
+                    index.push(chain_index::IndexedBlock::executed(
+                        fb.clone(),
+                        executed.tx_hashes,
+                        executed.senders,
+                        executed.outcome.receipts,
+                        executed.outcome.gas_used,
+                    ));
+                    acks
+                }
+                None => e.finalize(fb)?,
+            },
             Engine::Raw(p) => {
+                if let Some(index) = index {
+                    index.push(chain_index::IndexedBlock::raw(fb.clone()));
+                }
                 counters
                     .finalized
                     .fetch_add(fb.block.transactions.len() as u64, Relaxed);
@@ -423,6 +442,32 @@ pub async fn run(
     stats: Arc<ShardStats>,
     counters: Arc<ExecCounters>,
 ) -> Result<(), String> {
+    run_with_rpc(engine, snapshots, channels, None, stats, counters).await
+}
+
+/// What the exec shard of a node serving JSON-RPC (an EN) needs: the bridge's exec end, and
+/// the byte budget of its index of recent blocks.
+#[derive(Debug)]
+pub struct RpcService {
+    /// Questions from the RPC thread (see [`crate::rpc::RpcBridge::new`]).
+    pub inbox: crate::rpc::RpcInbox,
+    /// Budget of the [`chain_index::ChainIndex`] (default
+    /// [`chain_index::CHAIN_INDEX_MAX_BYTES`]).
+    pub index_max_bytes: usize,
+}
+
+/// [`run`], also answering JSON-RPC questions when `rpc` is given: the shard then keeps a
+/// [`chain_index::ChainIndex`] of the blocks it finalizes, and a task answers the bridge's
+/// questions one at a time (yielding between them), putting transactions admitted by
+/// `eth_sendRawTransaction` on the gossip buffer like a client's batch.
+pub async fn run_with_rpc(
+    engine: Engine,
+    snapshots: Option<SnapshotPolicy>,
+    channels: ExecChannels,
+    rpc: Option<RpcService>,
+    stats: Arc<ShardStats>,
+    counters: Arc<ExecCounters>,
+) -> Result<(), String> {
     let ExecChannels {
         from_consensus,
         to_consensus,
@@ -436,6 +481,72 @@ pub async fn run(
     // Armed when the gossip buffer becomes non-empty but may not go out yet; the flusher
     // sends it when its wait is over (unless it filled up and went out before).
     let (doorbell, rings) = glommio::channels::local_channel::new_bounded::<()>(1);
+    let doorbell = Rc::new(doorbell);
+    let started_at = match &*engine.borrow() {
+        Engine::Transfer(e) => e.head(),
+        Engine::Raw(_) => 0,
+    };
+    let index = rpc.as_ref().map(|r| {
+        Rc::new(RefCell::new(chain_index::ChainIndex::new(
+            r.index_max_bytes,
+        )))
+    });
+    let rpc_task = match (rpc, &index) {
+        (Some(rpc), Some(index)) => Some({
+            let engine = engine.clone();
+            let index = index.clone();
+            let gossip = gossip.clone();
+            let doorbell = doorbell.clone();
+            let to_net = to_net.clone();
+            let stats = stats.clone();
+            let counters = counters.clone();
+            glommio::spawn_local(async move {
+                while let Ok(request) = rpc.inbox.recv_async().await {
+                    stats.count_in();
+                    let start = Instant::now();
+                    let admission = matches!(request.query, crate::rpc::RpcQuery::SendRaw(_));
+                    let answered = chain_index::answer(
+                        &mut engine.borrow_mut(),
+                        &index.borrow(),
+                        started_at,
+                        request.query,
+                        crate::node::consensus_shard::now_ms(),
+                    );
+                    // The asker may have gone (client disconnected): nothing to do then.
+                    let _ = request.reply.send(answered.answer);
+                    let mut out: Vec<ExecToNet> = answered
+                        .acks
+                        .into_iter()
+                        .map(|(connection, ack)| ExecToNet::Ack { connection, ack })
+                        .collect();
+                    if admission {
+                        engine.borrow().publish(&counters);
+                    }
+                    if let Some(tx) = answered.gossip {
+                        let mut buffer = gossip.borrow_mut();
+                        let was_empty = buffer.txs.is_empty();
+                        buffer.push(vec![tx]);
+                        if buffer.wait(Instant::now()).is_zero() {
+                            out.extend(buffer.take_frame().map(ExecToNet::Gossip));
+                        } else if was_empty {
+                            let _ = doorbell.try_send(());
+                        }
+                    }
+                    stats.add_busy(start);
+                    for m in out {
+                        stats.count_out();
+                        if to_net.send(m).await.is_err() {
+                            return;
+                        }
+                    }
+                    // Answering is short, but a ready channel does not suspend: let
+                    // consensus requests and the other tasks in.
+                    futures_lite::future::yield_now().await;
+                }
+            })
+        }),
+        _ => None,
+    };
     let flusher = {
         let gossip = gossip.clone();
         let to_net = to_net.clone();
@@ -521,7 +632,12 @@ pub async fn run(
                 })
             }
             ExecRequest::Finalized(fb) => {
-                let acks = engine.borrow_mut().finalize(&fb, &counters);
+                let acks = {
+                    let mut index = index.as_ref().map(|i| i.borrow_mut());
+                    engine
+                        .borrow_mut()
+                        .finalize(&fb, &counters, index.as_deref_mut())
+                };
                 let acks = match acks {
                     Ok(acks) => acks,
                     Err(e) => {
@@ -564,6 +680,9 @@ pub async fn run(
     drop(to_consensus);
     ingress.cancel().await;
     flusher.cancel().await;
+    if let Some(task) = rpc_task {
+        task.cancel().await;
+    }
     result
 }
 

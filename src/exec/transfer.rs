@@ -52,8 +52,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::crypto::hash::{keccak256, Hash32};
 use crate::crypto::tx::{decode_transaction, DecodedTx};
+use crate::exec::mempool::Refusal;
 use crate::exec::mempool::{Included, Mempool, MempoolConfig, DEFAULT_MIN_GAS_PRICE};
-use crate::exec::state::State;
+use crate::exec::state::{Account, BlockOutcome, State};
 use crate::types::chain::{transactions_root_of_hashes, SignedTransaction};
 use crate::types::network::IngressAck;
 use crate::types::{Block, FinalizedBlock, Height, MAX_BLOCK_TXS, MAX_BLOCK_TX_BYTES};
@@ -99,6 +100,29 @@ struct TentativeBlock {
     state_root: Hash32,
     /// The decoded transactions, in block order (finalization needs their senders).
     txs: Vec<DecodedTx>,
+    /// What executing it produced (receipts, gas), handed to the chain index at finalization.
+    outcome: BlockOutcome,
+}
+
+/// What finalizing a block produced, besides the answers to clients: what the JSON-RPC chain
+/// index keeps of it ([`crate::exec::chain_index`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinalizedOutcome {
+    /// keccak-256 of each transaction, in block order.
+    pub tx_hashes: Vec<Hash32>,
+    /// Each transaction's sender, in block order.
+    pub senders: Vec<[u8; 20]>,
+    /// The execution outcome (one receipt per transaction).
+    pub outcome: BlockOutcome,
+}
+
+/// A transaction admitted one at a time (JSON-RPC `eth_sendRawTransaction`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdmittedOne {
+    /// Its hash.
+    pub hash: Hash32,
+    /// Answers for native clients whose pooled transactions it replaced or evicted.
+    pub acks: Vec<(u64, IngressAck)>,
 }
 
 /// What admitting a batch produced.
@@ -314,13 +338,14 @@ impl TransferEngine {
     ) -> Result<Hash32, crate::exec::state::BlockError> {
         self.discard();
         let height = self.head + 1;
-        self.state.execute_tentative(&txs, None, BASE_FEE_WEI)?;
+        let outcome = self.state.execute_tentative(&txs, None, BASE_FEE_WEI)?;
         let state_root = self.state.root();
         self.tentative = Some(TentativeBlock {
             height,
             transactions_root,
             state_root,
             txs,
+            outcome,
         });
         Ok(state_root)
     }
@@ -442,6 +467,15 @@ impl TransferEngine {
     /// clients whose batches it settled. An error means this node's state diverged from the
     /// network's: the node must stop.
     pub fn finalize(&mut self, fb: &FinalizedBlock) -> Result<Vec<(u64, IngressAck)>, String> {
+        self.finalize_with_outcome(fb).map(|(acks, _)| acks)
+    }
+
+    /// [`TransferEngine::finalize`], also handing back what the block's execution produced
+    /// (for the JSON-RPC chain index).
+    pub fn finalize_with_outcome(
+        &mut self,
+        fb: &FinalizedBlock,
+    ) -> Result<(Vec<(u64, IngressAck)>, FinalizedOutcome), String> {
         let header = &fb.block.header;
         if header.height != self.head + 1 {
             return Err(format!(
@@ -497,7 +531,65 @@ impl TransferEngine {
             }
         }
         self.check();
-        Ok(acks)
+        let finalized = FinalizedOutcome {
+            tx_hashes: tentative.txs.iter().map(|t| t.hash).collect(),
+            senders: tentative.txs.iter().map(|t| t.sender).collect(),
+            outcome: tentative.outcome,
+        };
+        Ok((acks, finalized))
+    }
+
+    /// Offers one transaction, as a JSON-RPC `eth_sendRawTransaction` does: the same checks
+    /// and pool as [`TransferEngine::admit_batch`], without an ingress batch to answer later.
+    pub fn admit_one(&mut self, bytes: &[u8], now_ms: u64) -> Result<AdmittedOne, Refusal> {
+        match self.pool.admit(bytes, &self.state, now_ms) {
+            Ok(a) => {
+                self.counters.recoveries += 1;
+                self.counters.admitted += 1;
+                let mut acks = Vec::new();
+                for hash in a.evicted.iter().chain(a.replaced.iter()) {
+                    self.settle(hash, None, &mut acks);
+                }
+                Ok(AdmittedOne { hash: a.hash, acks })
+            }
+            Err(refusal) => {
+                if !matches!(
+                    refusal,
+                    Refusal::Oversized { .. } | Refusal::AlreadyKnown | Refusal::Decode(_)
+                ) {
+                    self.counters.recoveries += 1;
+                }
+                self.counters.refused += 1;
+                Err(refusal)
+            }
+        }
+    }
+
+    /// The account at the last finalized block. A block applied tentatively (a CN between
+    /// checking a proposal and its finalization) is discarded first, so finalization then
+    /// executes it again; an EN never holds one.
+    pub fn head_account(&mut self, address: &[u8; 20]) -> Account {
+        self.discard();
+        self.state.account(address).unwrap_or_default()
+    }
+
+    /// The nonce the sender's next transaction takes counting its pooled ones:
+    /// `state_nonce + pooled`, exact when the pooled nonces have no gap (a gap makes it
+    /// larger than the next executable nonce).
+    pub fn pending_nonce(&self, address: &[u8; 20], state_nonce: u64) -> u64 {
+        state_nonce.saturating_add(self.pool.sender_len(address) as u64)
+    }
+
+    /// A pooled (not yet included) transaction's bytes and sender.
+    pub fn pooled_transaction(&self, hash: &Hash32) -> Option<(Vec<u8>, [u8; 20])> {
+        self.pool
+            .get(hash)
+            .map(|p| (p.raw().to_vec(), p.decoded().sender))
+    }
+
+    /// The chain id.
+    pub fn chain_id(&self) -> u64 {
+        self.state.chain_id()
     }
 
     fn check(&self) {
