@@ -96,6 +96,9 @@ pub const DIAL_BACKOFF_MIN: Duration = Duration::from_millis(50);
 pub const DIAL_BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// A handshake must finish within this.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+/// After a failed bootnode query, the next one waits this long (a node the bootnode does not
+/// admit yet keeps asking: an operator may add it to the allowlist at run time).
+pub const BOOTNODE_RETRY: Duration = Duration::from_secs(2);
 /// Most handshakes in progress at once (slow or silent connections beyond are closed).
 pub const MAX_PENDING_HANDSHAKES: usize = 64;
 /// Most client connections on the ingress port.
@@ -178,6 +181,8 @@ pub struct NetConfig {
     pub dial: Vec<DialTarget>,
     /// Node ids admitted (fail closed: no one else, whatever its role).
     pub allowlist: BTreeSet<[u8; 20]>,
+    /// Bootnodes to register with and learn peers from.
+    pub bootnodes: Vec<crate::node::config::PeerEntry>,
     /// Height of the last block this node made final (PN, EN: blocks at or below it are
     /// duplicates).
     pub head: Arc<AtomicU64>,
@@ -354,6 +359,8 @@ struct State {
     relayed_batches: RecentSet,
     /// Rotates sync requests over the upstream peers.
     sync_turn: usize,
+    /// Node ids with a dial loop running.
+    dialing: HashSet<[u8; 20]>,
     stop: Arc<AtomicBool>,
     counters: Arc<NetCounters>,
     stats: Arc<ShardStats>,
@@ -673,6 +680,7 @@ pub async fn run(
         relay_pending: BTreeMap::new(),
         relayed_batches: RecentSet::default(),
         sync_turn: 0,
+        dialing: HashSet::new(),
         stop: stop.clone(),
         counters,
         stats,
@@ -713,8 +721,11 @@ pub async fn run(
         }));
     }
     for target in dial {
-        let state = state.clone();
-        glommio::spawn_local(dial_loop(state, target)).detach();
+        start_dialing(&state, target);
+    }
+    let bootnodes = state.borrow().config.bootnodes.clone();
+    if !bootnodes.is_empty() {
+        tasks.push(glommio::spawn_local(discover(state.clone(), bootnodes)));
     }
     // The accept loops run as tasks until stop, when they are cancelled (one accept each is
     // in flight at any time; no polling timeouts that would resubmit it).
@@ -790,6 +801,61 @@ pub async fn run(
         t.cancel().await;
     }
     Ok(())
+}
+
+/// Starts a dial loop for `target` unless one runs already.
+fn start_dialing(state: &Shared, target: DialTarget) {
+    if state.borrow_mut().dialing.insert(target.node_id) {
+        glommio::spawn_local(dial_loop(state.clone(), target)).detach();
+    }
+}
+
+/// Registers with the bootnodes and dials the peers they name, for as long as the shard runs:
+/// again every [`bootnode::REGISTRATION_REFRESH`] (so the registration stays fresh and new
+/// peers are found), or after [`BOOTNODE_RETRY`] when a bootnode could not be asked or did not
+/// admit this node. A named peer is dialed only when the dial rule says this node dials it;
+/// the handshake still checks it against the allowlist (a bootnode cannot widen it).
+async fn discover(state: Shared, bootnodes: Vec<crate::node::config::PeerEntry>) {
+    loop {
+        let (secret, chain_id, role, listen) = {
+            let s = state.borrow();
+            (
+                s.config.secret.clone(),
+                s.config.chain_id,
+                s.config.role,
+                s.config.listen,
+            )
+        };
+        let mut all_answered = true;
+        for b in &bootnodes {
+            match bootnode::query_bootnode(b, &secret, chain_id, role, Some(listen)).await {
+                Ok(peers) => {
+                    tracing::debug!(bootnode = %b.name, peers = peers.len(), "bootnode answered");
+                    for p in peers {
+                        let target = DialTarget {
+                            role: p.role,
+                            node_id: p.node_id,
+                            address: p.address,
+                        };
+                        let dials = state.borrow().config.dials(&target);
+                        if dials {
+                            start_dialing(&state, target);
+                        }
+                    }
+                }
+                Err(e) => {
+                    all_answered = false;
+                    tracing::warn!(bootnode = %b.name, address = %b.address, error = %e, "bootnode query failed");
+                }
+            }
+        }
+        let wait = if all_answered {
+            bootnode::REGISTRATION_REFRESH
+        } else {
+            BOOTNODE_RETRY
+        };
+        glommio::timer::sleep(wait).await;
+    }
 }
 
 /// The slot `target` has once connected (council index or tier slot), without assigning one.

@@ -48,12 +48,19 @@ enum Event {
     Closed,
 }
 
-/// Runs the follower until `stop` is set or a channel closes. `head` is the height of the
-/// last durable block (the net shard drops blocks at or below it).
+/// How far the follower is, shared with the other shards.
+pub struct Progress {
+    /// Height of the last durable block (the net shard drops blocks at or below it).
+    pub head: Arc<AtomicU64>,
+    /// The highest height a peer sent a block for (JSON-RPC's `eth_syncing`).
+    pub highest_known: Arc<AtomicU64>,
+}
+
+/// Runs the follower until `stop` is set or a channel closes.
 pub async fn run(
     mut follower: Follower<BlsScheme>,
     channels: FollowerChannels,
-    head: Arc<AtomicU64>,
+    progress: Progress,
     stop: Arc<AtomicBool>,
     stats: Arc<ShardStats>,
     counters: Arc<ConsensusCounters>,
@@ -97,6 +104,9 @@ pub async fn run(
         stats.count_in();
         let start = Instant::now();
         let effects = follower.handle(now_ms(), input);
+        progress
+            .highest_known
+            .store(follower.highest_seen(), Relaxed);
         stats.add_busy(start);
         for effect in effects {
             let sent = match effect {
@@ -128,7 +138,7 @@ pub async fn run(
                         .commit_wait_ns
                         .fetch_add(waited.elapsed().as_nanos() as u64, Relaxed);
                     // Durable: now it is final here.
-                    head.store(height, Relaxed);
+                    progress.head.store(height, Relaxed);
                     counters.height.store(height, Relaxed);
                     counters.blocks.fetch_add(1, Relaxed);
                     counters.finalized_txs.fetch_add(txs, Relaxed);

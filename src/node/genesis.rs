@@ -628,7 +628,7 @@ impl NetworkSpec {
     /// - CN: dials every other CN (full mesh); admits the other CNs and its cell's PNs.
     /// - PN `j` belongs to cell `j mod cns`: dials its CN and the other PNs, asks the PN
     ///   bootnode; admits its CN, the other PNs and every EN.
-    /// - EN: dials every PN (and asks the EN bootnode for more); admits PNs and other ENs.
+    /// - EN: asks the EN bootnode which PNs to dial; admits PNs and other ENs.
     /// - PN bootnode: admits PNs, hands out PNs. EN bootnode: admits ENs, hands out PNs.
     fn node_config(&self, k: usize, nodes: &[PlannedNode]) -> ConfigFile {
         let me = &nodes[k];
@@ -680,7 +680,7 @@ impl NetworkSpec {
                     (peers, bootnode_named("boot-pn").collect(), allow)
                 }
                 Role::En => (
-                    others(Role::Pn).collect(),
+                    vec![],
                     bootnode_named("boot-en").collect(),
                     others(Role::Pn).chain(others(Role::En)).collect(),
                 ),

@@ -32,6 +32,7 @@ use crate::exec::{
 };
 use crate::net::{self, DialTarget, NetChannels, NetConfig, NetCounters, PeerLimits};
 use crate::node::genesis::ExecutionMode;
+use crate::rpc;
 use crate::runtime::{self, Link, NodeShardStats, Runtime, ShardStart};
 use crate::store::{self, StoreChannels};
 
@@ -196,6 +197,7 @@ pub fn run_node(
             })
             .collect(),
         allowlist: config.allowlist.clone(),
+        bootnodes: config.bootnodes.clone(),
         head: head.clone(),
         limits: PeerLimits::default(),
     };
@@ -221,6 +223,19 @@ pub fn run_node(
         Some((a, b, c, d)) => (Some(a), Some(b), Some(c), Some(d)),
         None => (None, None, None, None),
     };
+
+    // EN: the JSON-RPC server's bridge to the exec shard; `highest_known` is fed by the
+    // follower (for eth_syncing).
+    let (rpc_bridge, rpc_inbox) = match config.rpc_listen {
+        Some(_) => {
+            let (bridge, inbox) = rpc::RpcBridge::new(rpc::DEFAULT_BRIDGE_QUEUE);
+            (Some(bridge), Some(inbox))
+        }
+        None => (None, None),
+    };
+    let highest_known = rpc_bridge
+        .as_ref()
+        .map_or_else(Arc::default, |b| b.highest_known.clone());
 
     let shards: NodeShardStats = role.shards().iter().map(|s| (*s, Arc::default())).collect();
     let counters = NodeCounters {
@@ -362,8 +377,19 @@ pub fn run_node(
                             };
                             let follower =
                                 Follower::new(consensus_config, scheme, head_header, now_ms());
-                            follower_shard::run(follower, channels, head, stop.clone(), stats, c)
-                                .await
+                            let progress = follower_shard::Progress {
+                                head,
+                                highest_known,
+                            };
+                            follower_shard::run(
+                                follower,
+                                channels,
+                                progress,
+                                stop.clone(),
+                                stats,
+                                c,
+                            )
+                            .await
                         }
                     };
                     shard_finished(Shard::Consensus, result, &fatal, &stop);
@@ -405,7 +431,12 @@ pub fn run_node(
                         from_net: from_net.await,
                         to_net: to_net.await,
                     };
-                    let result = exec::run(engine, snapshots, channels, stats, c).await;
+                    let rpc = rpc_inbox.map(|inbox| exec::RpcService {
+                        inbox,
+                        index_max_bytes: exec::chain_index::CHAIN_INDEX_MAX_BYTES,
+                    });
+                    let result =
+                        exec::run_with_rpc(engine, snapshots, channels, rpc, stats, c).await;
                     shard_finished(Shard::Exec, result, &fatal, &stop);
                 })
             }),
@@ -455,12 +486,25 @@ pub fn run_node(
         Some(addr) => Some(metrics::serve(addr, counters.clone(), stop.clone())?),
         None => None,
     };
+    // The JSON-RPC server binds before the shards start, so a taken port is a clear error.
+    let rpc_server = match (config.rpc_listen, rpc_bridge) {
+        (Some(listen), Some(bridge)) => {
+            let rpc_config = rpc::RpcConfig::new(listen, rpc::ChainInfo::from_genesis(&genesis));
+            let server = rpc::start(rpc_config, bridge, stop.clone())?;
+            tracing::info!(address = %server.local_addr, "JSON-RPC serving");
+            Some(server)
+        }
+        _ => None,
+    };
     let runtime = Runtime::start(&plans, config.io_memory_kib as usize * 1024, starts)?;
     tracing::info!(node = %config.name, role = role.name(), council_index = ?me, p2p = %config.listen, "node running");
     let result = join_with_deadline(runtime, &stop);
     stop.store(true, Relaxed);
     if let Some(t) = metrics_thread {
         let _ = t.join();
+    }
+    if let Some(server) = rpc_server {
+        let _ = server.thread.join();
     }
     result?;
     if let Some(e) = fatal.lock().map_or(None, |mut f| f.take()) {
