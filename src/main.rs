@@ -118,13 +118,20 @@ struct TestnetArgs {
     /// Consensus nodes.
     #[arg(long, default_value_t = 4)]
     cns: usize,
+    /// Proxy nodes (each in a CN's cell, round-robin).
+    #[arg(long, default_value_t = 2)]
+    pns: usize,
+    /// Endpoint nodes; with ENs the load enters at their native ingress ports only (with
+    /// none, at the CNs').
+    #[arg(long, default_value_t = 2)]
+    ens: usize,
     /// Workload: transfer (signed Ethereum transfers between the genesis test accounts, all
     /// signed before the load, executed by the nodes), raw (opaque transactions, not executed:
     /// a consensus benchmark) or none (an idle network).
     #[arg(long, default_value = "transfer")]
     workload: String,
-    /// Offered load, transactions per second (split over the CNs: evenly for raw, by senders
-    /// for transfer). The default is a load 4 CNs on a 2-vCPU machine sustain.
+    /// Offered load, transactions per second (split over the ENs, or the CNs without ENs:
+    /// evenly for raw, by senders for transfer). The default is a load 4 CNs on a 2-vCPU machine sustain.
     #[arg(long, default_value_t = 4_000)]
     rate: u64,
     /// Prefunded genesis test accounts; with `--workload transfer` each sends rate/accounts
@@ -717,6 +724,8 @@ fn testnet(a: TestnetArgs) -> Result<(), String> {
     let options = TestnetOptions {
         dir,
         cns: a.cns,
+        pns: a.pns,
+        ens: a.ens,
         workload,
         rate: a.rate,
         accounts: a.accounts,

@@ -545,7 +545,6 @@ pub fn run(options: &BenchOptions, interrupted: &AtomicBool) -> Result<RunReport
     }
     scraper.sample();
     let mut report = outcome.report(options.workload.name(), options.rate, tx_size);
-    report.cns = plan.targets.len();
     report.targets = targets;
     report.agreement_checked = false;
     report.block_period_ms = plan.block_period_ms;

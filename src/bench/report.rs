@@ -239,6 +239,9 @@ impl fmt::Debug for LatencyHistogram {
     }
 }
 
+/// How often `testnet` samples the CNs' and ENs' heights for the EN lag.
+pub const LAG_SAMPLE_MS: u64 = 20;
+
 /// Three latency percentiles in milliseconds, as shown in a [`RunReport`].
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct Percentiles {
@@ -352,6 +355,10 @@ pub struct RunReport {
     pub block_interval_ms: Percentiles,
     /// Time from a transaction's submission to its block's finalization, ms.
     pub finality_ms: Percentiles,
+    /// How long after the first CN each EN held a block (heights sampled from the nodes'
+    /// metrics every [`LAG_SAMPLE_MS`] ms), ms; `None` without ENs.
+    #[serde(default)]
+    pub en_lag_ms: Option<Percentiles>,
     /// Round changes during the run (consensus view changes, council-wide).
     pub round_changes: u64,
     /// Whether every node holds the same chain (same hash at every common height); meaningful
@@ -441,15 +448,18 @@ impl RunReport {
             let _ = writeln!(out, "  {label:<16}{value}");
         };
         row("workload", printable(&self.workload));
-        row(
-            "network",
-            format!(
-                "{} CN  {} PN  {} EN",
-                group(self.cns as u64),
-                group(self.pns as u64),
-                group(self.ens as u64)
-            ),
-        );
+        // A remote run does not know the network's shape, only its targets.
+        if self.cns + self.pns + self.ens > 0 {
+            row(
+                "network",
+                format!(
+                    "{} CN  {} PN  {} EN",
+                    group(self.cns as u64),
+                    group(self.pns as u64),
+                    group(self.ens as u64)
+                ),
+            );
+        }
         row("duration", format!("{} s", fixed(self.duration_s, 1)));
         if !self.targets.is_empty() {
             let targets: Vec<String> = self.targets.iter().map(|t| printable(t)).collect();
@@ -545,6 +555,15 @@ impl RunReport {
         }
         row("block interval", percentiles(&self.block_interval_ms));
         row("finality", percentiles(&self.finality_ms));
+        if let Some(lag) = &self.en_lag_ms {
+            row(
+                "EN lag",
+                format!(
+                    "{}  behind the first CN to hold each block (sampled every {LAG_SAMPLE_MS} ms)",
+                    percentiles(lag)
+                ),
+            );
+        }
         if !self.targets.is_empty() {
             row("generator", generator_verdict(self.generator_behind_ms));
         }

@@ -370,6 +370,8 @@ mod tests {
         TestnetOptions {
             dir: dir.to_path_buf(),
             cns: 4,
+            pns: 0,
+            ens: 0,
             workload: Workload::Transfer,
             rate: 4_000,
             accounts: 1_000,

@@ -6,10 +6,17 @@
 //! them), `raw` (opaque transactions, a consensus benchmark: the genesis does not execute
 //! them) and `none` (an idle network).
 //!
+//! The network is `--cns` CNs, `--pns` PNs and `--ens` ENs (default 4 + 2 + 2) with a PN
+//! bootnode and an EN bootnode. With ENs the load enters only at the ENs' native ingress ports,
+//! so transactions travel EN -> PN -> CN and blocks CN -> PN -> EN; without ENs it enters at
+//! the CNs'.
+//!
 //! Steps: generate genesis and configs into the directory (`corecell genesis`'s generator,
 //! with `--accounts` prefunded test accounts); for `transfer`, pre-sign the whole schedule;
-//! start each CN as its own process (`corecell node --config ...`, output to `<node>/node.log`);
-//! wait until every CN serves metrics and sees all its peers; write `endpoints.json`; drive
+//! start each node as its own process (`corecell node --config ...`, output to
+//! `<node>/node.log`), bootnodes first; wait until every node serves metrics and sees the peers
+//! its role needs (a CN the other CNs, a PN its CN and the other PNs, an EN every PN); write
+//! `endpoints.json`; drive
 //! the workload for the duration, printing one status line per second; stop the load, stop
 //! every node with SIGTERM and wait for it to exit; read every node's block log and check that
 //! all nodes hold the same block hash at every height; print the summary (and write it as
@@ -18,7 +25,9 @@
 //!
 //! Figures: finality latency is measured by the load generator from a batch's scheduled send
 //! time to the arrival of the node's FINAL ack (the block holding the batch's last admitted
-//! transaction is durable at the node it was sent to); refusals are counted by reason and pool
+//! transaction is durable at the node it was sent to: with ENs, from submission at the EN to
+//! final at that EN); the EN lag is how long after the first CN each EN held each block
+//! (heights sampled from metrics every [`LAG_SAMPLE_MS`] ms); refusals are counted by reason and pool
 //! drops apart (both from the nodes' acks); block intervals come from the block headers'
 //! timestamps of the blocks finalized under load; CPU is each node's own user+system time
 //! (from its metrics), so `cpu_us_per_tx` carries to other machines. The load and the status
@@ -41,6 +50,7 @@ use super::drive::{NodeSample, RunLength};
 use super::load::{Load, LoadSpec, LoadWorkload, TransferPlan, TransferSchedule};
 use super::report::{
     shard_metric, LatencyHistogram, NodeReport, Percentiles, RunReport, StateCheck, CN_SHARDS,
+    LAG_SAMPLE_MS,
 };
 use crate::node::config::Role;
 use crate::node::genesis::{ExecutionMode, GeneratedNetwork, Genesis, NetworkSpec, PlannedNode};
@@ -102,6 +112,10 @@ pub struct TestnetOptions {
     pub dir: PathBuf,
     /// Consensus nodes.
     pub cns: usize,
+    /// Proxy nodes.
+    pub pns: usize,
+    /// Endpoint nodes (the load enters at theirs when there are any).
+    pub ens: usize,
     /// Workload.
     pub workload: Workload,
     /// Offered transactions per second.
@@ -145,10 +159,28 @@ fn transfer_plan(options: &TestnetOptions) -> Option<TransferPlan> {
         first_account: 0,
         nonce_start: 0,
         chain_id: crate::node::genesis::DEFAULT_CHAIN_ID,
-        targets: options.cns as u64,
+        targets: load_tier_size(options) as u64,
         rate: options.rate,
         duration: options.duration,
     })
+}
+
+/// The nodes the load enters at: the ENs, or the CNs when there are no ENs.
+fn load_tier_size(options: &TestnetOptions) -> usize {
+    if options.ens > 0 {
+        options.ens
+    } else {
+        options.cns
+    }
+}
+
+/// The role the load enters at.
+fn load_tier(options: &TestnetOptions) -> Role {
+    if options.ens > 0 {
+        Role::En
+    } else {
+        Role::Cn
+    }
 }
 
 /// Checks a run's options without touching anything: the council size, a rate and duration
@@ -160,6 +192,12 @@ pub fn check(options: &TestnetOptions) -> Result<(), String> {
             options.cns,
             crate::types::MAX_COUNCIL_SIZE
         ));
+    }
+    if options.ens > 0 && options.pns == 0 {
+        return Err("ENs connect only to PNs: --ens needs --pns of at least 1".into());
+    }
+    if options.pns > 64 || options.ens > 64 {
+        return Err("a local testnet runs at most 64 PNs and 64 ENs".into());
     }
     if options.workload != Workload::None && (options.rate == 0 || options.duration.is_zero()) {
         return Err(format!(
@@ -182,6 +220,18 @@ pub fn check(options: &TestnetOptions) -> Result<(), String> {
     }
 }
 
+/// "4 CNs + 2 PNs + 2 ENs".
+fn network_name(options: &TestnetOptions) -> String {
+    let mut parts = vec![format!("{} CNs", options.cns)];
+    if options.pns > 0 {
+        parts.push(format!("{} PNs", options.pns));
+    }
+    if options.ens > 0 {
+        parts.push(format!("{} ENs", options.ens));
+    }
+    parts.join(" + ")
+}
+
 /// Runs a testnet; returns the report (agreement is in it) or an error.
 pub fn run(options: &TestnetOptions, interrupted: Arc<AtomicBool>) -> Result<RunReport, String> {
     let timestamp_ms = SystemTime::now()
@@ -190,8 +240,8 @@ pub fn run(options: &TestnetOptions, interrupted: Arc<AtomicBool>) -> Result<Run
         .as_millis() as u64;
     let spec = NetworkSpec {
         cns: options.cns,
-        pns: 0,
-        ens: 0,
+        pns: options.pns,
+        ens: options.ens,
         host: "127.0.0.1".parse().map_err(|_| "loopback".to_string())?,
         base_port: options.base_port,
         committee_size: None,
@@ -215,8 +265,8 @@ pub fn run(options: &TestnetOptions, interrupted: Arc<AtomicBool>) -> Result<Run
     let genesis = Genesis::load(&network.genesis_path).map_err(|e| e.to_string())?;
     match options.workload {
         Workload::Transfer => println!(
-            "testnet: {} CNs in {} (block period {} ms, workload transfer, {} tx/s from {} accounts, {} s)",
-            options.cns,
+            "testnet: {} in {} (block period {} ms, workload transfer, {} tx/s from {} accounts, {} s)",
+            network_name(options),
             options.dir.display(),
             options.block_period_ms,
             options.rate,
@@ -224,8 +274,8 @@ pub fn run(options: &TestnetOptions, interrupted: Arc<AtomicBool>) -> Result<Run
             options.duration.as_secs()
         ),
         Workload::Raw => println!(
-            "testnet: {} CNs in {} (block period {} ms, workload raw, {} tx/s of {} bytes, {} s)",
-            options.cns,
+            "testnet: {} in {} (block period {} ms, workload raw, {} tx/s of {} bytes, {} s)",
+            network_name(options),
             options.dir.display(),
             options.block_period_ms,
             options.rate,
@@ -233,8 +283,8 @@ pub fn run(options: &TestnetOptions, interrupted: Arc<AtomicBool>) -> Result<Run
             options.duration.as_secs()
         ),
         Workload::None => println!(
-            "testnet: {} CNs in {} (block period {} ms, no load)",
-            options.cns,
+            "testnet: {} in {} (block period {} ms, no load)",
+            network_name(options),
             options.dir.display(),
             options.block_period_ms
         ),
@@ -265,7 +315,7 @@ pub fn run(options: &TestnetOptions, interrupted: Arc<AtomicBool>) -> Result<Run
     // Agreement, blocks and intervals from the block logs.
     let genesis_header = genesis.header();
     let mut chains = Vec::new();
-    for n in &nodes {
+    for n in nodes.iter().filter(|n| n.node.role != Role::Bootnode) {
         let dir = n
             .node
             .config_path
@@ -288,15 +338,26 @@ pub fn run(options: &TestnetOptions, interrupted: Arc<AtomicBool>) -> Result<Run
         }
     }
     report.agree = agree;
-    for (n, chain) in report.nodes.iter_mut().zip(&chains) {
+    for (n, chain) in report
+        .nodes
+        .iter_mut()
+        .filter(|n| n.role != Role::Bootnode)
+        .zip(&chains)
+    {
         n.height = chain.len() as u64;
     }
-    let first_dir = nodes
-        .first()
-        .and_then(|n| n.node.config_path.parent().map(|p| p.join("data")))
-        .ok_or("no node")?;
+    let first_cn = nodes
+        .iter()
+        .find(|n| n.node.role == Role::Cn)
+        .ok_or("no CN")?;
+    let first_dir = first_cn
+        .node
+        .config_path
+        .parent()
+        .map(|p| p.join("data"))
+        .ok_or("no CN folder")?;
     if genesis.execution == ExecutionMode::Transfer {
-        report.state = Some(check_state(&nodes[0].node.name, &first_dir, &genesis));
+        report.state = Some(check_state(&first_cn.node.name, &first_dir, &genesis));
     }
     let intervals = block_intervals(&first_dir, &genesis_header, report.duration_s)?;
     report.block_interval_ms = intervals;
@@ -403,7 +464,7 @@ fn sign_transfers(
     plan.sign(true)
 }
 
-/// Rewrites the `[runtime] placement` of every generated CN config (the generator writes
+/// Rewrites the `[runtime] placement` of every generated node config (the generator writes
 /// `auto`); each node loads and validates it again at start.
 fn set_placement(network: &GeneratedNetwork, placement: &str) -> Result<(), String> {
     use crate::node::config::PlacementSection;
@@ -413,13 +474,8 @@ fn set_placement(network: &GeneratedNetwork, placement: &str) -> Result<(), Stri
         ));
     }
     let cpus = crate::runtime::allowed_cpus();
-    let shards = Role::Cn.shards();
-    for (k, node) in network
-        .nodes
-        .iter()
-        .filter(|n| n.role == Role::Cn)
-        .enumerate()
-    {
+    for (k, node) in network.nodes.iter().enumerate() {
+        let shards = node.role.shards();
         let path = &node.config_path;
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("reading {}: {e}", path.display()))?;
@@ -447,7 +503,13 @@ fn start_nodes(
     network: &GeneratedNetwork,
 ) -> Result<Vec<NodeProcess>, String> {
     let mut nodes = Vec::new();
-    for node in network.nodes.iter().filter(|n| n.role == Role::Cn) {
+    // Bootnodes first, so the nodes that ask them find them up.
+    let order = network
+        .nodes
+        .iter()
+        .filter(|n| n.role == Role::Bootnode)
+        .chain(network.nodes.iter().filter(|n| n.role != Role::Bootnode));
+    for node in order {
         match start_node(options, node) {
             Ok(started) => nodes.push(started),
             Err(e) => {
@@ -460,7 +522,7 @@ fn start_nodes(
     Ok(nodes)
 }
 
-/// Starts one CN process (see [`start_nodes`]).
+/// Starts one node process (see [`start_nodes`]).
 fn start_node(options: &TestnetOptions, node: &PlannedNode) -> Result<NodeProcess, String> {
     let dir = node.config_path.parent().unwrap_or(Path::new("."));
     let log = std::fs::File::create(dir.join("node.log"))
@@ -516,7 +578,16 @@ fn drive(
 ) -> Result<RunReport, String> {
     // Wait for every node to serve metrics and see all its peers.
     let started = Instant::now();
-    let want_peers = (options.cns - 1) as f64;
+    // What each role must see connected before the load starts.
+    let ready_when = |role: Role, s: &[(String, f64)]| match role {
+        Role::Cn => metric(s, "corecell_peers_cn") >= (options.cns - 1) as f64,
+        Role::Pn => {
+            metric(s, "corecell_peers_cn") >= 1.0
+                && metric(s, "corecell_peers_pn") >= (options.pns - 1) as f64
+        }
+        Role::En => metric(s, "corecell_peers_pn") >= options.pns as f64,
+        Role::Bootnode => true,
+    };
     loop {
         let mut ready = 0;
         for n in nodes.iter_mut() {
@@ -528,7 +599,7 @@ fn drive(
                 ));
             }
             if let Ok(s) = scrape(n.metrics, Duration::from_millis(500)) {
-                if metric(&s, "corecell_peers") >= want_peers {
+                if ready_when(n.node.role, &s) {
                     ready += 1;
                 }
             }
@@ -551,7 +622,13 @@ fn drive(
         started.elapsed().as_secs_f64()
     );
     write_endpoints(&options.dir, network)?;
-    let targets: Vec<SocketAddr> = network.nodes.iter().filter_map(|n| n.ingress).collect();
+    let tier = load_tier(options);
+    let targets: Vec<SocketAddr> = network
+        .nodes
+        .iter()
+        .filter(|n| n.role == tier)
+        .filter_map(|n| n.ingress)
+        .collect();
     let workload = match (options.workload, transfers) {
         (Workload::Raw, _) => Some(LoadWorkload::Raw {
             rate: options.rate,
@@ -581,13 +658,15 @@ fn drive(
     } else {
         RunLength::For(options.duration)
     };
+    let nodes_metrics: Vec<(Role, SocketAddr)> =
+        nodes.iter().map(|n| (n.node.role, n.metrics)).collect();
     let mut samples: Vec<Vec<(String, f64)>> = vec![Vec::new(); nodes.len()];
     let mut queue_peaks: Vec<BTreeMap<String, u64>> = vec![BTreeMap::new(); nodes.len()];
     let mut killed_at_ms = None;
     let observe = |elapsed: Duration| -> Result<NodeSample, String> {
         if let (Some(at), None) = (options.kill_at, killed_at_ms) {
             if elapsed >= at {
-                if let Some(victim) = nodes.last_mut() {
+                if let Some(victim) = nodes.iter_mut().rev().find(|n| n.node.role == Role::Cn) {
                     let _ = victim.child.kill();
                     let _ = victim.child.wait();
                     victim.killed = true;
@@ -628,7 +707,17 @@ fn drive(
             round_changes: Some(highest("corecell_round_changes_total")),
         })
     };
-    let outcome = super::drive::drive(load, length, interrupted, observe)?;
+    let metrics_of = |role: Role| -> Vec<SocketAddr> {
+        nodes_metrics
+            .iter()
+            .filter(|(r, _)| *r == role)
+            .map(|(_, a)| *a)
+            .collect()
+    };
+    let lag = LagSampler::start(metrics_of(Role::Cn), metrics_of(Role::En));
+    let outcome = super::drive::drive(load, length, interrupted, observe);
+    let en_lag_ms = lag.finish();
+    let outcome = outcome?;
     outcome.print_warnings("load");
     // Final scrape for CPU and memory.
     for (i, n) in nodes.iter().enumerate().filter(|(_, n)| !n.killed) {
@@ -667,12 +756,15 @@ fn drive(
         Workload::None => 0,
     };
     let mut report = outcome.report(options.workload.name(), offered_rate, options.tx_size);
+    report.en_lag_ms = en_lag_ms;
     report.cns = options.cns;
+    report.pns = options.pns;
+    report.ens = options.ens;
     report.agreement_checked = true;
     report.blocks = nodes
         .iter()
         .zip(&node_reports)
-        .filter(|(n, _)| !n.killed)
+        .filter(|(n, _)| !n.killed && n.node.role != Role::Bootnode)
         .map(|(_, r)| r.height)
         .min()
         .unwrap_or(0);
@@ -686,6 +778,92 @@ fn drive(
     };
     report.nodes = node_reports;
     Ok(report)
+}
+
+/// Samples the CNs' and ENs' heights from their metrics every [`LAG_SAMPLE_MS`] ms on its own
+/// thread, noting when each height was first seen at any CN and at each EN.
+struct LagSampler {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<LagRecord>>,
+}
+
+/// When each height was first seen: at any CN, and per EN.
+#[derive(Default)]
+struct LagRecord {
+    cns: BTreeMap<u64, Instant>,
+    ens: Vec<BTreeMap<u64, Instant>>,
+}
+
+impl LagSampler {
+    fn start(cns: Vec<SocketAddr>, ens: Vec<SocketAddr>) -> LagSampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        if ens.is_empty() {
+            return LagSampler { stop, thread: None };
+        }
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("lag-sampler".into())
+            .spawn(move || {
+                let mut record = LagRecord {
+                    ens: vec![BTreeMap::new(); ens.len()],
+                    ..LagRecord::default()
+                };
+                let mut last_cn = vec![None; cns.len()];
+                let mut last_en = vec![None; ens.len()];
+                let height = |addr: SocketAddr| {
+                    scrape(addr, Duration::from_millis(200))
+                        .ok()
+                        .map(|s| metric(&s, "corecell_height") as u64)
+                };
+                // Heights above the last one seen get this instant (a node may pass several
+                // between samples); the first sample of a node only sets its baseline.
+                let note = |last: &mut Option<u64>,
+                            now: u64,
+                            at: Instant,
+                            seen: &mut BTreeMap<u64, Instant>| {
+                    if let Some(prev) = *last {
+                        for h in prev + 1..=now {
+                            seen.entry(h).or_insert(at);
+                        }
+                    }
+                    *last = Some(now.max(last.unwrap_or(0)));
+                };
+                while !flag.load(Relaxed) {
+                    let tick = Instant::now();
+                    for (i, a) in cns.iter().enumerate() {
+                        if let Some(h) = height(*a) {
+                            note(&mut last_cn[i], h, Instant::now(), &mut record.cns);
+                        }
+                    }
+                    for (i, a) in ens.iter().enumerate() {
+                        if let Some(h) = height(*a) {
+                            note(&mut last_en[i], h, Instant::now(), &mut record.ens[i]);
+                        }
+                    }
+                    let period = Duration::from_millis(LAG_SAMPLE_MS);
+                    std::thread::sleep(period.saturating_sub(tick.elapsed()));
+                }
+                record
+            })
+            .ok();
+        LagSampler { stop, thread }
+    }
+
+    /// Stops sampling; the percentiles of every EN's lag behind the first CN over the heights
+    /// both saw come in, `None` without ENs or samples.
+    fn finish(mut self) -> Option<Percentiles> {
+        self.stop.store(true, Relaxed);
+        let record = self.thread.take()?.join().ok()?;
+        let mut h = LatencyHistogram::new();
+        for en in &record.ens {
+            for (height, at) in en {
+                if let Some(cn_at) = record.cns.get(height) {
+                    h.record(at.saturating_duration_since(*cn_at).as_micros() as u64);
+                }
+            }
+        }
+        (h.count() > 0).then(|| Percentiles::from_histogram(&h))
+    }
 }
 
 /// Percentiles of the intervals between consecutive blocks' header timestamps, over the last
@@ -749,7 +927,7 @@ fn stop_nodes(nodes: &mut [NodeProcess]) -> Result<(), String> {
     }
 }
 
-/// Writes `endpoints.json`: the genesis and accounts files and every CN's addresses, paths
+/// Writes `endpoints.json`: the genesis and accounts files and every node's addresses, paths
 /// made absolute so that `corecell bench --endpoints` works from any folder.
 fn write_endpoints(dir: &Path, network: &GeneratedNetwork) -> Result<(), String> {
     let absolute = |p: &Path| {
@@ -761,7 +939,6 @@ fn write_endpoints(dir: &Path, network: &GeneratedNetwork) -> Result<(), String>
     let nodes: Vec<serde_json::Value> = network
         .nodes
         .iter()
-        .filter(|n| n.role == Role::Cn)
         .map(|n| {
             serde_json::json!({
                 "name": n.name,

@@ -262,6 +262,8 @@ pub struct Inbound {
 pub struct NetCounters {
     /// Peers connected now.
     pub peers: AtomicU64,
+    /// Peers connected now that are CNs, PNs, ENs.
+    pub peers_by_role: [AtomicU64; 3],
     /// Bytes received from peers and clients.
     pub bytes_in: AtomicU64,
     /// Bytes sent.
@@ -471,6 +473,15 @@ impl State {
             .min()
     }
 
+    /// Publishes the peer counts (all, and per role).
+    fn publish_peers(&self) {
+        self.counters.peers.store(self.peers.len() as u64, Relaxed);
+        for (i, role) in [Role::Cn, Role::Pn, Role::En].into_iter().enumerate() {
+            let n = self.peers.values().filter(|p| p.role == role).count();
+            self.counters.peers_by_role[i].store(n as u64, Relaxed);
+        }
+    }
+
     /// Closes a peer's connection (its reader notices) and bans its node id.
     fn ban(&mut self, slot: PeerSlot, reason: &str) {
         let node_id = if slot < TIER_SLOT_BASE {
@@ -487,7 +498,7 @@ impl State {
         }
         if self.peers.remove(&slot).is_some() {
             self.counters.violations.fetch_add(1, Relaxed);
-            self.counters.peers.store(self.peers.len() as u64, Relaxed);
+            self.publish_peers();
         }
         tracing::warn!(peer = slot, %reason, ban_s = self.config.limits.ban.as_secs(), "peer banned");
     }
@@ -1054,7 +1065,7 @@ async fn run_peer(state: Shared, stream: TcpStream, admitted: Admitted) {
         let mut s = state.borrow_mut();
         // A newer connection replaces an older one (its writer ends when its outbox drops).
         s.peers.insert(slot, Peer { role, outbox });
-        s.counters.peers.store(s.peers.len() as u64, Relaxed);
+        s.publish_peers();
         s.counters.clone()
     };
     tracing::info!(peer = slot, role = role.name(), "peer connected");
@@ -1127,7 +1138,7 @@ async fn run_peer(state: Shared, stream: TcpStream, admitted: Admitted) {
         if s.peers.get(&slot).map(|p| p.outbox.connection) == Some(connection) {
             s.peers.remove(&slot);
         }
-        s.counters.peers.store(s.peers.len() as u64, Relaxed);
+        s.publish_peers();
         if let Some(reason) = &violation {
             let until = Instant::now() + s.config.limits.ban;
             s.banned.insert(identity.node_id, until);

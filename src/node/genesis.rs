@@ -413,7 +413,7 @@ pub struct PlannedNode {
     pub rpc: Option<SocketAddr>,
     /// Metrics address.
     pub metrics: SocketAddr,
-    /// Native ingress address (CNs and ENs).
+    /// Native ingress address (ENs; CNs when the network has no ENs).
     pub ingress: Option<SocketAddr>,
 }
 
@@ -535,7 +535,8 @@ impl NetworkSpec {
                 p2p: SocketAddr::new(self.host, p2p),
                 rpc: (role == Role::En).then_some(SocketAddr::new(self.host, rpc)),
                 metrics: SocketAddr::new(self.host, metrics),
-                ingress: matches!(role, Role::Cn | Role::En)
+                // Clients talk to ENs only; a network without ENs takes them at its CNs.
+                ingress: (role == Role::En || (role == Role::Cn && self.ens == 0))
                     .then_some(SocketAddr::new(self.host, ingress)),
             });
             keys.push(key);

@@ -7,7 +7,8 @@
 //!
 //! Metrics (all prefixed `corecell_`): `height`, `round`, `round_changes`, `blocks`,
 //! `finalized_txs`, `finalized_tps` (between the last two scrapes), `rejected_messages`,
-//! `evidence`, `peers`, `bytes_in`, `bytes_out`, `dropped_frames`, `peer_violations`,
+//! `evidence`, `peers`, `peers_cn`, `peers_pn`, `peers_en`, `relayed_frames`,
+//! `duplicate_frames`, `bytes_in`, `bytes_out`, `dropped_frames`, `peer_violations`,
 //! `refused_handshakes`, `pool_pending`, `pool_admitted`, `pool_refused`, per shard (label
 //! `shard`) `shard_busy_seconds`, `shard_messages_in`, `shard_messages_out`,
 //! `shard_queue_depth`, and `process_cpu_seconds`, `process_max_rss_bytes`.
@@ -136,8 +137,28 @@ pub fn render(counters: &NodeCounters, tps: f64) -> String {
     gauge(
         &mut r,
         "peers",
-        "Connected council members",
+        "Connected peers (bootnode: registered nodes)",
         n.peers.load(Relaxed) as f64,
+    );
+    for (i, role) in ["cn", "pn", "en"].into_iter().enumerate() {
+        gauge(
+            &mut r,
+            &format!("peers_{role}"),
+            &format!("Connected peers that are {}s", role.to_uppercase()),
+            n.peers_by_role[i].load(Relaxed) as f64,
+        );
+    }
+    counter(
+        &mut r,
+        "relayed_frames",
+        "Frames relayed by a PN (blocks toward ENs, transaction batches toward CNs)",
+        &n.relayed,
+    );
+    counter(
+        &mut r,
+        "duplicate_frames",
+        "Frames dropped as duplicates (blocks already final here, batches already relayed)",
+        &n.duplicates,
     );
     counter(&mut r, "bytes_in", "Bytes received", &n.bytes_in);
     counter(&mut r, "bytes_out", "Bytes sent", &n.bytes_out);
