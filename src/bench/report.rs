@@ -1025,6 +1025,11 @@ mod tests {
                 max: 150.0,
             },
             finality_ms: Percentiles::from_histogram(&fin),
+            en_lag_ms: Some(Percentiles {
+                p50: 41.0,
+                p99: 90.0,
+                max: 120.0,
+            }),
             round_changes: 0,
             agree: true,
             agreement_checked: true,
@@ -1183,6 +1188,7 @@ mod tests {
         assert!(table.contains("9,980.0 tx/s"));
         assert!(table.contains("tx size 110 B  block period 100 ms"));
         assert!(table.contains("p50 38.0 ms  p99 95.0 ms"));
+        assert!(table.contains(&format!("{:<16}p50 41.0 ms  p99 90.0 ms", "EN lag")));
         assert!(table.contains("1,234,567"));
         assert!(table.contains("600,000 txs  rejected 1,200  dropped 12"));
         assert!(table.contains(&format!(
