@@ -35,7 +35,7 @@ enum Command {
     Keys(KeysCommand),
     /// Write a genesis, test accounts and one config per node for a local network.
     Genesis(GenesisArgs),
-    /// Run a node from its config (this build: validate it with --check).
+    /// Run a node (CN, PN, EN or bootnode) from its config, or validate it with --check.
     Node(NodeArgs),
     /// Run the deterministic consensus simulator over many seeds and check its invariants.
     Sim(SimArgs),

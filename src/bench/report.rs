@@ -463,7 +463,10 @@ impl RunReport {
         row("duration", format!("{} s", fixed(self.duration_s, 1)));
         if !self.targets.is_empty() {
             let targets: Vec<String> = self.targets.iter().map(|t| printable(t)).collect();
-            row("ingress", targets.join(", "));
+            row(
+                "ingress",
+                format!("{} (native TxBatch)", targets.join(", ")),
+            );
         }
         row(
             "offered load",
@@ -509,6 +512,30 @@ impl RunReport {
             self.cpu_us_per_tx
                 .map_or_else(|| "n/a".to_string(), |c| format!("{} us", fixed(c, 1))),
         );
+        // Per tier, when the network has more than CNs.
+        if self.finalized_txs > 0 && self.nodes.iter().any(|n| n.role != Role::Cn) {
+            let tiers: Vec<String> = [Role::Cn, Role::Pn, Role::En, Role::Bootnode]
+                .into_iter()
+                .filter_map(|role| {
+                    let of_role: Vec<&NodeReport> =
+                        self.nodes.iter().filter(|n| n.role == role).collect();
+                    if of_role.is_empty() {
+                        return None;
+                    }
+                    let cpu: f64 = of_role.iter().map(|n| n.cpu_seconds).sum();
+                    Some(format!(
+                        "{} {} us ({} us/node)",
+                        role.name().to_uppercase(),
+                        fixed(cpu * 1e6 / self.finalized_txs as f64, 1),
+                        fixed(
+                            cpu * 1e6 / self.finalized_txs as f64 / of_role.len() as f64,
+                            1
+                        )
+                    ))
+                })
+                .collect();
+            row("cpu by tier", tiers.join(", "));
+        }
         let pooled: u64 = self.nodes.iter().map(|n| n.block_txs_pooled).sum();
         let recovered: u64 = self.nodes.iter().map(|n| n.block_txs_recovered).sum();
         let recoveries: u64 = self.nodes.iter().map(|n| n.signature_recoveries).sum();
@@ -1204,7 +1231,7 @@ mod tests {
         assert_eq!(rows.len(), 1 + r.nodes.len());
         assert!(rows.iter().all(|l| l.len() == rows[0].len()));
         assert!(table.contains(&format!(
-            "{:<16}127.0.0.1:33000, 127.0.0.1:33001",
+            "{:<16}127.0.0.1:33000, 127.0.0.1:33001 (native TxBatch)",
             "ingress"
         )));
         assert!(table.contains(&format!(

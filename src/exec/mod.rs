@@ -523,14 +523,7 @@ pub async fn run_with_rpc(
                         engine.borrow().publish(&counters);
                     }
                     if let Some(tx) = answered.gossip {
-                        let mut buffer = gossip.borrow_mut();
-                        let was_empty = buffer.txs.is_empty();
-                        buffer.push(vec![tx]);
-                        if buffer.wait(Instant::now()).is_zero() {
-                            out.extend(buffer.take_frame().map(ExecToNet::Gossip));
-                        } else if was_empty {
-                            let _ = doorbell.try_send(());
-                        }
+                        gossip_admitted(&gossip, vec![tx], &doorbell, &mut out);
                     }
                     stats.add_busy(start);
                     for m in out {
@@ -581,14 +574,7 @@ pub async fn run_with_rpc(
                 let (acks, admitted) = engine.borrow_mut().admit(&batch, &counters);
                 let mut out = acks;
                 if !admitted.is_empty() {
-                    let mut buffer = gossip.borrow_mut();
-                    let was_empty = buffer.txs.is_empty();
-                    buffer.push(admitted);
-                    if buffer.wait(Instant::now()).is_zero() {
-                        out.extend(buffer.take_frame().map(ExecToNet::Gossip));
-                    } else if was_empty {
-                        let _ = doorbell.try_send(());
-                    }
+                    gossip_admitted(&gossip, admitted, &doorbell, &mut out);
                 }
                 stats.add_busy(start);
                 for m in out {
@@ -684,6 +670,25 @@ pub async fn run_with_rpc(
         task.cancel().await;
     }
     result
+}
+
+/// Puts admitted transactions on the gossip buffer: the frame goes into `out` at once when the
+/// buffer may go out now; otherwise the flusher is woken (if the buffer was empty) to send it
+/// when its wait is over.
+fn gossip_admitted(
+    gossip: &RefCell<GossipBuffer>,
+    txs: Vec<SignedTransaction>,
+    doorbell: &glommio::channels::local_channel::LocalSender<()>,
+    out: &mut Vec<ExecToNet>,
+) {
+    let mut buffer = gossip.borrow_mut();
+    let was_empty = buffer.txs.is_empty();
+    buffer.push(txs);
+    if buffer.wait(Instant::now()).is_zero() {
+        out.extend(buffer.take_frame().map(ExecToNet::Gossip));
+    } else if was_empty {
+        let _ = doorbell.try_send(());
+    }
 }
 
 /// Encodes a batch as a frame (clients and tests).

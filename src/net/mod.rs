@@ -842,6 +842,10 @@ async fn discover(state: Shared, bootnodes: Vec<crate::node::config::PeerEntry>)
             match bootnode::query_bootnode(b, &secret, chain_id, role, Some(listen)).await {
                 Ok(peers) => {
                     tracing::debug!(bootnode = %b.name, peers = peers.len(), "bootnode answered");
+                    let pns = peers.iter().filter(|p| p.role == Role::Pn).count();
+                    if role == Role::En && pns < 2 {
+                        tracing::warn!(bootnode = %b.name, pns, "the bootnode names fewer than two PNs: this EN has no PN to fail over to");
+                    }
                     for p in peers {
                         let target = DialTarget {
                             role: p.role,
