@@ -1,5 +1,6 @@
 //! Helpers shared by the whole-node tests: child processes that are always reaped, generated
-//! four-CN networks on loopback, metric polling with deadlines, block log reading.
+//! networks on loopback (four CNs, optionally with PNs, ENs and their bootnodes), metric
+//! polling with deadlines, role-aware readiness, block log reading.
 //!
 //! Hygiene: every child process is owned by a guard ([`Proc`]) that kills and reaps it when
 //! dropped, also when a test panics; every wait has a deadline; tests are serialized by
@@ -21,6 +22,7 @@ use corecell::node::config::Role;
 use corecell::node::genesis::{Genesis, NetworkSpec};
 use corecell::node::metrics::scrape;
 use corecell::store::finalized_headers;
+use corecell::types::BlockHeader;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_corecell");
 pub const CHAIN_ID: u64 = 1001;
@@ -40,6 +42,12 @@ pub const PEERS: &str = "corecell_peers";
 pub const REFUSED: &str = "corecell_refused_handshakes_total";
 pub const VIOLATIONS: &str = "corecell_peer_violations_total";
 pub const ROUND_CHANGES: &str = "corecell_round_changes_total";
+pub const PEERS_CN: &str = "corecell_peers_cn";
+pub const PEERS_PN: &str = "corecell_peers_pn";
+pub const PEERS_EN: &str = "corecell_peers_en";
+pub const RELAYED: &str = "corecell_relayed_frames_total";
+pub const DUPLICATES: &str = "corecell_duplicate_frames_total";
+pub const POOL_ADMITTED: &str = "corecell_pool_admitted_total";
 
 pub static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -75,13 +83,14 @@ pub fn tail(path: &Path, lines: usize) -> String {
 }
 
 /// Fails fast, with a clear message, if something already listens on a port the network
-/// needs (p2p base+k, metrics base+2000+k, ingress base+3000+k). It connects rather than
-/// binds: the nodes' p2p and ingress listeners use `SO_REUSEPORT` (glommio), so a bind test
-/// would trip over a previous run's TIME_WAIT sockets, while a second node process could
-/// still bind next to a live one and silently share its connections.
+/// needs (p2p base+k, JSON-RPC base+1000+k, metrics base+2000+k, ingress base+3000+k). It
+/// connects rather than binds: the nodes' p2p and ingress listeners use `SO_REUSEPORT`
+/// (glommio), so a bind test would trip over a previous run's TIME_WAIT sockets, while a
+/// second node process could still bind next to a live one and silently share its
+/// connections.
 pub fn assert_ports_free(base: u16, nodes: usize) {
     for k in 0..nodes as u16 {
-        for port in [base + k, base + 2000 + k, base + 3000 + k] {
+        for port in [base + k, base + 1000 + k, base + 2000 + k, base + 3000 + k] {
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
             if let Ok(stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
                 // A connection to itself (ephemeral-range port, nothing listening) is not a
@@ -178,14 +187,20 @@ impl Drop for Proc {
     }
 }
 
-/// One CN of a generated network.
+/// One node of a generated network.
 pub struct Node {
     pub name: String,
+    pub role: Role,
     pub dir: PathBuf,
     pub node_id: [u8; 20],
     pub p2p: SocketAddr,
     pub metrics: SocketAddr,
+    /// The node's ingress port (base+3000+k). Only nodes with `serves_ingress` listen there:
+    /// the CNs of a network without ENs, and ENs.
     pub ingress: SocketAddr,
+    pub serves_ingress: bool,
+    /// JSON-RPC address (ENs).
+    pub rpc: Option<SocketAddr>,
     pub proc: Option<Proc>,
 }
 
@@ -197,6 +212,24 @@ impl Node {
     pub fn metric(&self, name: &str) -> Option<f64> {
         let samples = scrape(self.metrics, Duration::from_secs(1)).ok()?;
         samples.into_iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+
+    /// Every metric sample of the node, or `None` if its metrics endpoint does not answer.
+    pub fn metrics(&self) -> Option<Vec<(String, f64)>> {
+        scrape(self.metrics, Duration::from_secs(1)).ok()
+    }
+
+    /// The JSON-RPC URL of an EN.
+    pub fn rpc_url(&self) -> String {
+        let rpc = self
+            .rpc
+            .unwrap_or_else(|| panic!("{} serves no JSON-RPC", self.name));
+        format!("http://{rpc}")
+    }
+
+    /// Whether the node is running (not yet exited).
+    pub fn is_running(&mut self) -> bool {
+        self.proc.as_mut().is_some_and(|p| p.poll().is_none())
     }
 
     /// Panics (with the node's log) if the node has exited.
@@ -211,7 +244,14 @@ impl Node {
     }
 }
 
-/// A generated four-CN network in a temporary folder, and its running nodes.
+/// The value of `name` among scraped `samples`.
+pub fn sample_of(samples: &[(String, f64)], name: &str) -> Option<f64> {
+    samples.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
+}
+
+/// A generated network (four CNs; optionally PNs, ENs and their bootnodes, in the
+/// generator's order: cns, pns, ens, `boot-pn`, `boot-en`) in a temporary folder, and its
+/// running nodes.
 pub struct Net {
     /// Declared first so the processes die before their folders are removed.
     pub nodes: Vec<Node>,
@@ -228,8 +268,8 @@ impl Net {
         net
     }
 
-    /// Generates a network (genesis time now, `accounts` test accounts) with ports from
-    /// `base_port` without starting it; `snapshot_interval` sets every node's
+    /// Generates a four-CN network (genesis time now, `accounts` test accounts) with ports
+    /// from `base_port` without starting it; `snapshot_interval` sets every node's
     /// `storage.snapshot_interval_blocks`.
     pub fn generate(
         base_port: u16,
@@ -237,15 +277,50 @@ impl Net {
         accounts: usize,
         snapshot_interval: Option<u64>,
     ) -> Net {
-        assert_ports_free(base_port, CNS);
+        let net = Net::generate_spec(base_port, block_period_ms, accounts, 0, 0);
+        if let Some(every) = snapshot_interval {
+            for node in &net.nodes {
+                let path = node.dir.join("config.toml");
+                let text = std::fs::read_to_string(&path).expect("config");
+                let default = "snapshot_interval_blocks = 1000";
+                assert!(text.contains(default), "generated configs set the default");
+                let text = text.replace(default, &format!("snapshot_interval_blocks = {every}"));
+                std::fs::write(&path, text).expect("config");
+            }
+        }
+        net
+    }
+
+    /// Generates a tiered network without starting it: four CNs, `pns` PNs (PN j in CN
+    /// j mod 4's cell), `ens` ENs (with JSON-RPC and native ingress; the CNs then have no
+    /// ingress), and the PN and EN bootnodes; genesis time now, `accounts` test accounts,
+    /// ports from `base_port` (node k: p2p base+k, JSON-RPC base+1000+k, metrics base+2000+k,
+    /// ingress base+3000+k).
+    pub fn generate_tiers(
+        base_port: u16,
+        block_period_ms: u64,
+        accounts: usize,
+        pns: usize,
+        ens: usize,
+    ) -> Net {
+        Net::generate_spec(base_port, block_period_ms, accounts, pns, ens)
+    }
+
+    fn generate_spec(
+        base_port: u16,
+        block_period_ms: u64,
+        accounts: usize,
+        pns: usize,
+        ens: usize,
+    ) -> Net {
         let tmp = tempfile::Builder::new()
             .prefix("corecell-network-")
             .tempdir()
             .expect("tempdir");
         let spec = NetworkSpec {
             cns: CNS,
-            pns: 0,
-            ens: 0,
+            pns,
+            ens,
             host: "127.0.0.1".parse().expect("loopback"),
             base_port,
             committee_size: None,
@@ -256,39 +331,65 @@ impl Net {
             seed: None,
             execution: Default::default(),
         };
+        assert_ports_free(base_port, spec.node_count());
         let generated = spec.generate(&tmp.path().join("net")).expect("generate");
         let genesis = Genesis::load(&generated.genesis_path).expect("genesis loads");
         let nodes: Vec<Node> = generated
             .nodes
             .iter()
-            .map(|n| {
-                assert_eq!(n.role, Role::Cn);
+            .enumerate()
+            .map(|(k, n)| {
+                let ingress_port = base_port + 3000 + u16::try_from(k).expect("few nodes");
+                if let Some(ingress) = n.ingress {
+                    assert_eq!(ingress.port(), ingress_port, "ingress at base+3000+k");
+                }
                 Node {
                     name: n.name.clone(),
+                    role: n.role,
                     dir: n.config_path.parent().expect("node folder").to_path_buf(),
                     node_id: n.node_id,
                     p2p: n.p2p,
                     metrics: n.metrics,
-                    ingress: n.ingress.expect("a CN has an ingress port"),
+                    ingress: SocketAddr::new(n.p2p.ip(), ingress_port),
+                    serves_ingress: n.ingress.is_some(),
+                    rpc: n.rpc,
                     proc: None,
                 }
             })
             .collect();
-        if let Some(every) = snapshot_interval {
-            for node in &nodes {
-                let path = node.dir.join("config.toml");
-                let text = std::fs::read_to_string(&path).expect("config");
-                let default = "snapshot_interval_blocks = 1000";
-                assert!(text.contains(default), "generated configs set the default");
-                let text = text.replace(default, &format!("snapshot_interval_blocks = {every}"));
-                std::fs::write(&path, text).expect("config");
-            }
+        if pns == 0 && ens == 0 {
+            assert!(
+                nodes.iter().all(|n| n.role == Role::Cn && n.serves_ingress),
+                "a CN-only network takes clients at its CNs"
+            );
         }
         Net {
             nodes,
             genesis,
             _tmp: tmp,
         }
+    }
+
+    /// The index of the node named `name`.
+    pub fn index(&self, name: &str) -> usize {
+        self.nodes
+            .iter()
+            .position(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no node named {name}"))
+    }
+
+    /// The indices of the nodes of `role`, in order.
+    pub fn of_role(&self, role: Role) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].role == role)
+            .collect()
+    }
+
+    /// The indices of the nodes that keep a chain (CNs, PNs, ENs: all but bootnodes).
+    pub fn chain_nodes(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].role != Role::Bootnode)
+            .collect()
     }
 
     /// Starts node `i` (again, after a kill: its log is appended to).
@@ -316,12 +417,77 @@ impl Net {
         node.proc = Some(Proc::spawn(&node.name, &mut command, false));
     }
 
-    /// Starts every node and waits until they are meshed.
+    /// Starts every node (bootnodes first) and waits until each is ready ([`Net::wait_ready`]).
     pub fn spawn_all(&mut self) {
-        for i in 0..self.nodes.len() {
+        let mut order = self.of_role(Role::Bootnode);
+        order.extend(self.chain_nodes());
+        for i in order {
             self.spawn(i);
         }
-        self.wait_meshed(STARTUP);
+        self.wait_ready(STARTUP);
+    }
+
+    /// Whether node `i` is connected as its role requires, from its scraped `samples`: a CN
+    /// to every other CN; a PN to at least one CN and every other PN; an EN to every PN; a
+    /// bootnode serves metrics.
+    pub fn is_ready(&self, i: usize, samples: &[(String, f64)]) -> bool {
+        let count = |role: Role| self.nodes.iter().filter(|n| n.role == role).count() as f64;
+        let m = |name: &str| sample_of(samples, name);
+        match self.nodes[i].role {
+            Role::Cn => m(PEERS_CN) == Some(count(Role::Cn) - 1.0),
+            Role::Pn => {
+                m(PEERS_CN).is_some_and(|n| n >= 1.0) && m(PEERS_PN) == Some(count(Role::Pn) - 1.0)
+            }
+            Role::En => m(PEERS_PN) == Some(count(Role::Pn)),
+            Role::Bootnode => m(PEERS).is_some(),
+        }
+    }
+
+    /// Waits until every started node is ready ([`Net::is_ready`]); panics (with the peer
+    /// counts of the nodes not ready, and a log tail) after `within`.
+    pub fn wait_ready(&mut self, within: Duration) {
+        let which: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].proc.is_some())
+            .collect();
+        self.wait_ready_of(&which, within);
+    }
+
+    /// Waits until each node in `which` is ready ([`Net::is_ready`]).
+    pub fn wait_ready_of(&mut self, which: &[usize], within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            self.assert_running(which);
+            let mut waiting = Vec::new();
+            for &i in which {
+                let samples = self.nodes[i].metrics().unwrap_or_default();
+                if !self.is_ready(i, &samples) {
+                    let m = |name: &str| sample_of(&samples, name);
+                    waiting.push(format!(
+                        "{} (peers cn {:?} pn {:?} en {:?})",
+                        self.nodes[i].name,
+                        m(PEERS_CN),
+                        m(PEERS_PN),
+                        m(PEERS_EN)
+                    ));
+                }
+            }
+            if waiting.is_empty() {
+                return;
+            }
+            if Instant::now() >= deadline {
+                let first = which
+                    .iter()
+                    .copied()
+                    .find(|&i| waiting[0].starts_with(&self.nodes[i].name))
+                    .unwrap_or(which[0]);
+                panic!(
+                    "not ready within {within:?}: {}\n{}",
+                    waiting.join(", "),
+                    tail(&self.nodes[first].log(), 30)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Kill -9 node `i` and reaps it.
@@ -423,8 +589,9 @@ impl Net {
             }
             assert!(
                 Instant::now() < deadline,
-                "{}: {name} is {value:?} after {within:?}, expected at least {at_least}",
-                self.nodes[i].name
+                "{}: {name} is {value:?} after {within:?}, expected at least {at_least}\n{}",
+                self.nodes[i].name,
+                tail(&self.nodes[i].log(), 20)
             );
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -460,6 +627,40 @@ impl Net {
     pub fn chain(&self, i: usize) -> Vec<Hash32> {
         let node = &self.nodes[i];
         read_chain(&node.dir.join("data"), &self.genesis, &node.name)
+    }
+
+    /// The headers of node `i`'s block log, by height from 1 (works on a running node).
+    pub fn headers(&self, i: usize) -> Vec<BlockHeader> {
+        let node = &self.nodes[i];
+        let data = node.dir.join("data");
+        finalized_headers(&data, &self.genesis.header())
+            .unwrap_or_else(|e| panic!("{}: reading {}: {e}", node.name, data.display()))
+    }
+
+    /// The (name, chain) of each node in `which`, for [`assert_agree`].
+    pub fn chains(&self, which: &[usize]) -> Vec<(String, Vec<Hash32>)> {
+        which
+            .iter()
+            .map(|&i| (self.nodes[i].name.clone(), self.chain(i)))
+            .collect()
+    }
+
+    /// SIGTERM to every running node (each must exit 0), then the block logs of every
+    /// chain-keeping node that was ever started must agree at every height; returns the
+    /// chains' lengths.
+    pub fn stop_all_and_assert_agree(&mut self) -> Vec<(String, usize)> {
+        let running: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].is_running())
+            .collect();
+        self.stop(&running);
+        let started: Vec<usize> = self
+            .chain_nodes()
+            .into_iter()
+            .filter(|&i| self.nodes[i].proc.is_some())
+            .collect();
+        let chains = self.chains(&started);
+        assert_agree(&chains);
+        chains.iter().map(|(n, c)| (n.clone(), c.len())).collect()
     }
 }
 
