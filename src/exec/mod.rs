@@ -442,7 +442,29 @@ pub async fn run(
     stats: Arc<ShardStats>,
     counters: Arc<ExecCounters>,
 ) -> Result<(), String> {
-    run_with_rpc(engine, snapshots, channels, None, stats, counters).await
+    run_with_rpc(engine, snapshots, channels, None, None, stats, counters).await
+}
+
+/// Re-sending of overdue transactions (an EN's exec shard; a CN's gossip reaches every CN
+/// directly and a block brings what a proposer missed).
+#[derive(Debug, Clone, Copy)]
+pub struct Resend {
+    /// A pooled, executable transaction this long after it arrived is sent again ...
+    pub after_ms: u64,
+    /// ... checked this often, ...
+    pub every: std::time::Duration,
+    /// ... at most this many per check.
+    pub max: usize,
+}
+
+impl Default for Resend {
+    fn default() -> Resend {
+        Resend {
+            after_ms: 3_000,
+            every: std::time::Duration::from_secs(2),
+            max: GOSSIP_MAX_TXS,
+        }
+    }
 }
 
 /// What the exec shard of a node serving JSON-RPC (an EN) needs: the bridge's exec end, and
@@ -459,12 +481,14 @@ pub struct RpcService {
 /// [`run`], also answering JSON-RPC questions when `rpc` is given: the shard then keeps a
 /// [`chain_index::ChainIndex`] of the blocks it finalizes, and a task answers the bridge's
 /// questions one at a time (yielding between them), putting transactions admitted by
-/// `eth_sendRawTransaction` on the gossip buffer like a client's batch.
+/// `eth_sendRawTransaction` on the gossip buffer like a client's batch; and with `resend`, sends
+/// overdue pooled transactions again ([`Resend`]).
 pub async fn run_with_rpc(
     engine: Engine,
     snapshots: Option<SnapshotPolicy>,
     channels: ExecChannels,
     rpc: Option<RpcService>,
+    resend: Option<Resend>,
     stats: Arc<ShardStats>,
     counters: Arc<ExecCounters>,
 ) -> Result<(), String> {
@@ -540,6 +564,40 @@ pub async fn run_with_rpc(
         }),
         _ => None,
     };
+    let resender = resend.map(|policy| {
+        let engine = engine.clone();
+        let gossip = gossip.clone();
+        let doorbell = doorbell.clone();
+        let to_net = to_net.clone();
+        let stats = stats.clone();
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(policy.every).await;
+                let start = Instant::now();
+                let overdue = match &*engine.borrow() {
+                    Engine::Transfer(e) => e.overdue(
+                        crate::node::consensus_shard::now_ms(),
+                        policy.after_ms,
+                        policy.max,
+                    ),
+                    Engine::Raw(_) => Vec::new(),
+                };
+                if overdue.is_empty() {
+                    continue;
+                }
+                tracing::debug!(txs = overdue.len(), "re-sending overdue transactions");
+                let mut out = Vec::new();
+                gossip_admitted(&gossip, overdue, &doorbell, &mut out);
+                stats.add_busy(start);
+                for m in out {
+                    stats.count_out();
+                    if to_net.send(m).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        })
+    });
     let flusher = {
         let gossip = gossip.clone();
         let to_net = to_net.clone();
@@ -666,6 +724,9 @@ pub async fn run_with_rpc(
     drop(to_consensus);
     ingress.cancel().await;
     flusher.cancel().await;
+    if let Some(resender) = resender {
+        resender.cancel().await;
+    }
     if let Some(task) = rpc_task {
         task.cancel().await;
     }

@@ -350,6 +350,21 @@ impl TransferEngine {
         Ok(state_root)
     }
 
+    /// Pooled transactions that are executable now and arrived at least `older_than_ms`
+    /// before `now_ms`, at most `max`, in block order. An EN sends them on again: a batch it
+    /// handed to a PN that died on the way, or that a full queue dropped, would otherwise
+    /// stay pooled here and never reach a proposer.
+    pub fn overdue(&self, now_ms: u64, older_than_ms: u64, max: usize) -> Vec<SignedTransaction> {
+        self.pool
+            .ready(&self.state, BASE_FEE_WEI)
+            .filter(|p| now_ms.saturating_sub(p.arrived_ms()) >= older_than_ms)
+            .take(max)
+            .map(|p| SignedTransaction {
+                bytes: p.raw().to_vec(),
+            })
+            .collect()
+    }
+
     /// The transactions and state root of block `head + 1`. It is executed tentatively, so
     /// that finalizing it costs nothing more.
     ///
@@ -734,6 +749,25 @@ mod tests {
             assert_eq!(s.balance(&accts[2].1), U256::from(ETHER + 6));
             assert_eq!(s.root(), state_root);
         }
+    }
+
+    #[test]
+    fn overdue_lists_executable_transactions_that_waited_long_enough_in_block_order() {
+        let accts = accounts(3);
+        let mut e = engine(&accts);
+        let raw = [
+            transfer(&accts[0].0, 0, accts[2].1, 1),
+            transfer(&accts[0].0, 1, accts[2].1, 1),
+            // A nonce gap: not executable, so never overdue.
+            transfer(&accts[1].0, 5, accts[2].1, 1),
+        ];
+        let out = e.admit_batch(raw.iter().map(|t| t.as_slice()), None, 10_000);
+        assert_eq!(out.admitted, vec![0, 1, 2]);
+        assert!(e.overdue(12_999, 3_000, 10).is_empty(), "not yet");
+        let due = e.overdue(13_000, 3_000, 10);
+        let bytes: Vec<&[u8]> = due.iter().map(|t| t.bytes.as_slice()).collect();
+        assert_eq!(bytes, vec![raw[0].as_slice(), raw[1].as_slice()]);
+        assert_eq!(e.overdue(13_000, 3_000, 1).len(), 1, "bounded");
     }
 
     #[test]

@@ -496,8 +496,10 @@ impl State {
             let until = Instant::now() + self.config.limits.ban;
             self.banned.insert(node_id, until);
         }
+        // Counted whether or not the peer is still connected (it may have hung up before the
+        // verdict on what it sent).
+        self.counters.violations.fetch_add(1, Relaxed);
         if self.peers.remove(&slot).is_some() {
-            self.counters.violations.fetch_add(1, Relaxed);
             self.publish_peers();
         }
         tracing::warn!(peer = slot, %reason, ban_s = self.config.limits.ban.as_secs(), "peer banned");
@@ -1256,20 +1258,24 @@ fn dispatch_peer_frame(
         }
         // Transactions up the tiers (PN relay).
         (Role::Pn, Role::En | Role::Pn, Message::TxBatch(_)) => {
+            // Upstream: the PN's CN; without one, for an EN's batch, the other PNs.
+            let upstream: &[Role] = if s.first_of(&[Role::Cn]).is_some() {
+                &[Role::Cn]
+            } else if from.role == Role::En && s.first_of(&[Role::Pn]).is_some() {
+                &[Role::Pn]
+            } else {
+                // Nowhere to send it: dropped, and not remembered, so that the sender's
+                // next copy of it (the EN re-sends what stays unconfirmed) goes through.
+                s.counters.dropped.fetch_add(1, Relaxed);
+                return Ok(());
+            };
             let key = xxhash_rust::xxh3::xxh3_64(&frame.payload);
             if !s.relayed_batches.insert(key, RELAY_DEDUP_WINDOW) {
                 s.counters.duplicates.fetch_add(1, Relaxed);
                 return Ok(());
             }
             let bytes = Arc::new(frame_bytes(&frame));
-            if s.first_of(&[Role::Cn]).is_some() {
-                s.send_to_roles(&[Role::Cn], None, &bytes);
-            } else if from.role == Role::En {
-                s.send_to_roles(&[Role::Pn], None, &bytes);
-            } else {
-                s.counters.dropped.fetch_add(1, Relaxed);
-                return Ok(());
-            }
+            s.send_to_roles(upstream, None, &bytes);
             s.counters.relayed.fetch_add(1, Relaxed);
             return Ok(());
         }

@@ -431,12 +431,15 @@ pub fn run_node(
                         from_net: from_net.await,
                         to_net: to_net.await,
                     };
+                    // An EN sends on again what stays unconfirmed (its PN may have died).
+                    let resend = (role == Role::En).then(exec::Resend::default);
                     let rpc = rpc_inbox.map(|inbox| exec::RpcService {
                         inbox,
                         index_max_bytes: exec::chain_index::CHAIN_INDEX_MAX_BYTES,
                     });
                     let result =
-                        exec::run_with_rpc(engine, snapshots, channels, rpc, stats, c).await;
+                        exec::run_with_rpc(engine, snapshots, channels, rpc, resend, stats, c)
+                            .await;
                     shard_finished(Shard::Exec, result, &fatal, &stop);
                 })
             }),

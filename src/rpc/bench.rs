@@ -198,9 +198,16 @@ impl LocalNode {
                     inbox,
                     index_max_bytes,
                 };
-                if let Err(e) =
-                    crate::exec::run_with_rpc(engine, None, channels, Some(rpc), stats, counters)
-                        .await
+                if let Err(e) = crate::exec::run_with_rpc(
+                    engine,
+                    None,
+                    channels,
+                    Some(rpc),
+                    None,
+                    stats,
+                    counters,
+                )
+                .await
                 {
                     tracing::error!(error = %e, "exec shard stopped");
                 }
