@@ -389,3 +389,100 @@ fn killing_one_of_four_cns_keeps_the_others_finalizing() {
         started.elapsed()
     );
 }
+
+/// A connection from `source` (another loopback address) to `to`, silent.
+fn connect_from(source: [u8; 4], to: std::net::SocketAddr) -> Option<std::net::TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).ok()?;
+    let from = std::net::SocketAddr::from((source, 0));
+    socket.bind(&from.into()).ok()?;
+    socket
+        .connect_timeout(&to.into(), Duration::from_millis(500))
+        .ok()?;
+    Some(socket.into())
+}
+
+#[test]
+fn a_connection_flood_from_one_address_does_not_lock_out_the_peers() {
+    let _serial = serial();
+    let started = Instant::now();
+    let mut net = Net::start(24000, 200);
+    let all: Vec<usize> = (0..CNS).collect();
+    // cn3 is dialed by every other CN: its handshake slots are what they need.
+    let target = net.nodes[3].p2p;
+    let refused_before = net.sample(3, REFUSED);
+    // The attacker, at 127.0.0.2, keeps 80 silent connections open at cn3 (more than the 64
+    // handshake slots of the whole node), re-opening each one cn3 closes.
+    const FLOOD: usize = 80;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut opened, mut most_greeted) = (0usize, 0usize);
+            // Each open connection, and whether cn3 greeted it (sent its hello: the
+            // connection holds a handshake slot until cn3 closes it).
+            let mut live: Vec<(std::net::TcpStream, bool)> = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                live.retain_mut(|(s, greeted)| {
+                    let _ = s.set_nonblocking(true);
+                    loop {
+                        match s.read(&mut buf) {
+                            Ok(0) => return false,
+                            Ok(_) => *greeted = true,
+                            Err(e) => return e.kind() == std::io::ErrorKind::WouldBlock,
+                        }
+                    }
+                });
+                let held = live.iter().filter(|(_, g)| *g).count();
+                most_greeted = most_greeted.max(held);
+                while live.len() < FLOOD {
+                    match connect_from([127, 0, 0, 2], target) {
+                        Some(s) => {
+                            opened += 1;
+                            live.push((s, false));
+                        }
+                        None => break,
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            (opened, most_greeted)
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    // Under the flood, cn0 restarts: its handshake with cn3 (from 127.0.0.1) must get through.
+    net.kill(0);
+    net.spawn(0);
+    net.wait_meshed(Duration::from_secs(9));
+    let before = net.heights(&all);
+    let targets: Vec<u64> = before.iter().map(|h| h + 3).collect();
+    net.wait_heights(&all, &targets, Duration::from_secs(20));
+    // Past the handshake timeout, so held slots are freed and taken again under the flood.
+    let flood_for = corecell::net::HANDSHAKE_TIMEOUT * 2;
+    std::thread::sleep(flood_for.saturating_sub(started.elapsed()));
+    net.assert_running(&all);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (opened, most_greeted) = flood.join().expect("flood thread");
+    // One address gets at most a quarter of the node's handshake slots; the rest stay free
+    // for the peers elsewhere.
+    assert!(
+        most_greeted >= 1 && most_greeted * 4 <= corecell::net::MAX_PENDING_HANDSHAKES,
+        "cn3 held {most_greeted} of the flood's connections in handshakes at once (of {} slots)",
+        corecell::net::MAX_PENDING_HANDSHAKES
+    );
+    assert!(
+        opened > FLOOD,
+        "the flood re-opened connections ({opened} in all): cn3 closed the excess"
+    );
+    let refused = net.sample(3, REFUSED) - refused_before;
+    assert!(
+        refused >= (FLOOD - corecell::net::MAX_PENDING_HANDSHAKES_PER_ADDRESS) as f64,
+        "cn3 counted {refused} refused handshakes"
+    );
+    net.assert_running(&all);
+    eprintln!(
+        "flood of {opened} connections from 127.0.0.2: at most {most_greeted} held, {refused} refused; cn0 rejoined; {:.1?}",
+        started.elapsed()
+    );
+}

@@ -59,9 +59,14 @@
 //! node). Messages to the consensus and exec shards use `try_send`: a flood from a peer fills
 //! the channel and is dropped rather than blocking the reader of every other peer.
 //!
+//! **Floods.** At most [`MAX_PENDING_HANDSHAKES`] handshakes are in progress at once, and at
+//! most [`MAX_PENDING_HANDSHAKES_PER_ADDRESS`] from one remote address; a handshake must finish
+//! within [`HANDSHAKE_TIMEOUT`]. Beyond, a new connection is closed at once and counted.
+//!
 //! **Ingress** (clients, not authenticated; CNs and ENs): only `TxBatch` frames, at most
-//! [`MAX_INGRESS_CONNECTIONS`] connections; batches go to the exec shard (with TCP
-//! back-pressure to the client), answers (`IngressAck`) come back from exec.
+//! [`MAX_INGRESS_CONNECTIONS`] connections ([`MAX_INGRESS_CONNECTIONS_PER_ADDRESS`] from one
+//! address), each closed after [`INGRESS_IDLE_TIMEOUT`] without a byte; batches go to the exec
+//! shard (with TCP back-pressure to the client), answers (`IngressAck`) come back from exec.
 
 pub mod bootnode;
 pub mod handshake;
@@ -101,8 +106,16 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 pub const BOOTNODE_RETRY: Duration = Duration::from_secs(2);
 /// Most handshakes in progress at once (slow or silent connections beyond are closed).
 pub const MAX_PENDING_HANDSHAKES: usize = 64;
+/// Most handshakes in progress at once from one remote address: a flood of silent
+/// connections from one address cannot take all [`MAX_PENDING_HANDSHAKES`] slots from the
+/// peers elsewhere. (Nodes on one host, as in a local testnet, share an address: this is
+/// well above what a node's honest peers open at once.)
+pub const MAX_PENDING_HANDSHAKES_PER_ADDRESS: usize = 16;
 /// Most client connections on the ingress port.
 pub const MAX_INGRESS_CONNECTIONS: usize = 256;
+/// Most client connections on the ingress port from one remote address (a flood from one
+/// address leaves room for the others).
+pub const MAX_INGRESS_CONNECTIONS_PER_ADDRESS: usize = 64;
 /// An ingress connection that sends nothing for this long is closed (idle connections
 /// would otherwise hold the [`MAX_INGRESS_CONNECTIONS`] slots).
 pub const INGRESS_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -353,6 +366,10 @@ struct State {
     client_connections: usize,
     banned: HashMap<[u8; 20], Instant>,
     pending_handshakes: usize,
+    /// Handshakes in progress per remote address.
+    pending_by_address: HashMap<std::net::IpAddr, usize>,
+    /// Ingress connections open per remote address.
+    clients_by_address: HashMap<std::net::IpAddr, usize>,
     next_connection: u64,
     /// PN: frames of finalized blocks handed to the follower, by (height, hash), with the
     /// slot they came from.
@@ -689,6 +706,8 @@ pub async fn run(
         client_connections: 0,
         banned: HashMap::new(),
         pending_handshakes: 0,
+        pending_by_address: HashMap::new(),
+        clients_by_address: HashMap::new(),
         next_connection: 0,
         relay_pending: BTreeMap::new(),
         relayed_batches: RecentSet::default(),
@@ -747,18 +766,28 @@ pub async fn run(
         tasks.push(glommio::spawn_local(async move {
             loop {
                 let stream = accept_next(&ingress).await;
+                let remote = stream.peer_addr().ok().map(|a| a.ip());
                 let connection = {
                     let mut s = state.borrow_mut();
-                    if s.client_connections >= MAX_INGRESS_CONNECTIONS || s.stop.load(Relaxed) {
+                    let from_remote =
+                        remote.map_or(0, |ip| s.clients_by_address.get(&ip).copied().unwrap_or(0));
+                    if s.client_connections >= MAX_INGRESS_CONNECTIONS
+                        || from_remote >= MAX_INGRESS_CONNECTIONS_PER_ADDRESS
+                        || s.stop.load(Relaxed)
+                    {
                         continue;
                     }
                     // Counted here, not when run_client registers it, so a burst of accepts
                     // cannot overshoot the limit.
                     s.client_connections += 1;
+                    if let Some(ip) = remote {
+                        *s.clients_by_address.entry(ip).or_default() += 1;
+                    }
                     s.next_connection += 1;
                     s.next_connection
                 };
-                glommio::spawn_local(run_client(state.clone(), stream, connection)).detach();
+                glommio::spawn_local(run_client(state.clone(), stream, connection, remote))
+                    .detach();
             }
         }));
     }
@@ -767,20 +796,41 @@ pub async fn run(
         tasks.push(glommio::spawn_local(async move {
             loop {
                 let stream = accept_next(&listener).await;
+                let remote = stream.peer_addr().ok().map(|a| a.ip());
                 {
                     let mut s = state.borrow_mut();
-                    if s.pending_handshakes >= MAX_PENDING_HANDSHAKES || s.stop.load(Relaxed) {
+                    let from_remote = remote.map_or(0, |ip| {
+                        s.pending_by_address.get(&ip).copied().unwrap_or(0)
+                    });
+                    if s.pending_handshakes >= MAX_PENDING_HANDSHAKES
+                        || from_remote >= MAX_PENDING_HANDSHAKES_PER_ADDRESS
+                        || s.stop.load(Relaxed)
+                    {
                         s.counters.refused_handshakes.fetch_add(1, Relaxed);
                         continue;
                     }
                     s.pending_handshakes += 1;
+                    if let Some(ip) = remote {
+                        *s.pending_by_address.entry(ip).or_default() += 1;
+                    }
                 }
                 let state = state.clone();
                 glommio::spawn_local(async move {
                     let mut stream = stream;
                     let identity =
                         run_handshake(&state, &mut stream, Side::Listener, None).await;
-                    state.borrow_mut().pending_handshakes -= 1;
+                    {
+                        let mut s = state.borrow_mut();
+                        s.pending_handshakes -= 1;
+                        if let Some(ip) = remote {
+                            if let Some(n) = s.pending_by_address.get_mut(&ip) {
+                                *n -= 1;
+                                if *n == 0 {
+                                    s.pending_by_address.remove(&ip);
+                                }
+                            }
+                        }
+                    }
                     match identity {
                         Ok(identity) => run_peer(state, stream, identity).await,
                         Err(reason) => {
@@ -1315,7 +1365,12 @@ fn dispatch_peer_frame(
 }
 
 /// Serves one client ingress connection.
-async fn run_client(state: Shared, stream: TcpStream, connection: u64) {
+async fn run_client(
+    state: Shared,
+    stream: TcpStream,
+    connection: u64,
+    remote: Option<std::net::IpAddr>,
+) {
     let _ = stream.set_nodelay(true);
     let (outbox, queue, doorbell) = new_outbox(&state);
     let counters = {
@@ -1389,6 +1444,14 @@ async fn run_client(state: Shared, stream: TcpStream, connection: u64) {
         let mut s = state.borrow_mut();
         s.clients.remove(&connection);
         s.client_connections -= 1;
+        if let Some(ip) = remote {
+            if let Some(n) = s.clients_by_address.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    s.clients_by_address.remove(&ip);
+                }
+            }
+        }
     }
     writer_task.await;
     // The outbox is out of the tables now, so nothing more is queued: frames left behind leave
