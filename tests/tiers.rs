@@ -16,6 +16,9 @@
 //!    block log has no gap.
 //! 4. The PN bootnode refuses a PN missing from its allowlist, and admits it after the
 //!    allowlist is fixed and the bootnode reloaded with SIGHUP.
+//! 5. Twenty rounds of kill -9 and restart, or SIGSTOP / SIGCONT, of random CNs, PNs and ENs
+//!    under load: the network finalizes after every round, every transaction answered FINAL is
+//!    in the chain, and all chains agree.
 //!
 //! Ports: test t uses base 36000 + 20 t (p2p base+k, JSON-RPC base+1000+k, metrics
 //! base+2000+k, ingress base+3000+k for node k in the generator's order: cn0..cn3, pn0, pn1,
@@ -878,6 +881,113 @@ fn a_pn_missing_from_the_pn_bootnode_allowlist_is_admitted_after_a_reload() {
     net.stop(&which);
     eprintln!(
         "pn1 refused ({refusals} refusals) until the SIGHUP reload, registered {took:.1?} after it; {:.1?}",
+        started.elapsed()
+    );
+}
+
+/// A small deterministic generator for the fault schedule (xorshift64*), so a failing run can
+/// be replayed with its seed.
+struct Schedule(u64);
+
+impl Schedule {
+    fn next(&mut self, below: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % below as u64) as usize
+    }
+}
+
+/// Twenty rounds, each a kill -9 and restart or a one-second SIGSTOP/SIGCONT of a node picked at
+/// random among the CNs, PNs and ENs, under a transfer load entering at both ENs. After every
+/// round the whole network must finalize two more blocks; at the end every node's chain agrees
+/// and every transaction answered FINAL is in it. `CORECELL_CHAOS_SEED` replays a schedule.
+#[test]
+fn twenty_rounds_of_kills_and_pauses_across_the_tiers_lose_nothing_final() {
+    let _serial = serial();
+    let started = Instant::now();
+    let seed = std::env::var("CORECELL_CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| now_ms() | 1);
+    eprintln!("fault schedule seed {seed} (CORECELL_CHAOS_SEED={seed} replays it)");
+    let mut schedule = Schedule(seed);
+    let mut net = Net::generate_tiers(36080, 500, ACCOUNTS, PNS, ENS);
+    net.spawn_all();
+    let chain_nodes = net.chain_nodes();
+    let (en0, en1) = (net.index("en0"), net.index("en1"));
+    // The load: a batch of 16 transfers every 300 ms into each EN's native ingress, from
+    // accounts of its own; a client reconnects when its EN restarts.
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<std::thread::JoinHandle<TransferClient>> = [(en0, 0..16), (en1, 16..32)]
+        .into_iter()
+        .map(|(i, accounts)| {
+            let mut client = TransferClient::new(net.nodes[i].ingress, CHAIN_ID, accounts);
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    client.run_for(Duration::from_millis(300), Duration::from_millis(300));
+                }
+                client
+            })
+        })
+        .collect();
+
+    const ROUNDS: usize = 20;
+    let mut log = Vec::new();
+    for round in 0..ROUNDS {
+        let victim = chain_nodes[schedule.next(chain_nodes.len())];
+        let kill = schedule.next(2) == 0;
+        let before = net
+            .heights(&net.of_role(Role::Cn))
+            .into_iter()
+            .max()
+            .unwrap_or(0);
+        let name = net.nodes[victim].name.clone();
+        if kill {
+            net.kill(victim);
+            std::thread::sleep(Duration::from_millis(300));
+            net.spawn(victim);
+        } else {
+            let proc = net.nodes[victim].proc.as_mut().expect("running");
+            proc.signal(libc::SIGSTOP);
+            std::thread::sleep(Duration::from_secs(1));
+            proc.signal(libc::SIGCONT);
+        }
+        let targets = vec![before + 2; chain_nodes.len()];
+        net.wait_heights(&chain_nodes, &targets, Duration::from_secs(60));
+        let action = if kill {
+            "kill -9 + restart"
+        } else {
+            "pause 1 s"
+        };
+        log.push(format!("round {round}: {action} {name} at height {before}"));
+    }
+    eprintln!("{}", log.join("\n"));
+    stop.store(true, Ordering::Relaxed);
+    let mut finalized = std::collections::HashSet::new();
+    for client in clients {
+        let mut client = client.join().expect("load thread");
+        client.drain(Duration::from_secs(10));
+        finalized.extend(client.finalized);
+    }
+    assert!(
+        !finalized.is_empty(),
+        "no transaction was answered FINAL during the faults"
+    );
+    let cn0 = net.index("cn0");
+    let in_chain = chain_transactions(&net.nodes[cn0].dir.join("data"), &net.genesis);
+    let missing = finalized.difference(&in_chain).count();
+    assert_eq!(
+        missing,
+        0,
+        "{missing} of {} transactions answered FINAL are not in cn0's chain",
+        finalized.len()
+    );
+    let stopped = net.stop_all_and_assert_agree();
+    eprintln!(
+        "{ROUNDS} rounds of faults: {} transactions final and in the chain; chains {stopped:?}; {:.1?}",
+        finalized.len(),
         started.elapsed()
     );
 }

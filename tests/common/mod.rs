@@ -8,7 +8,8 @@
 
 #![allow(dead_code)]
 
-use std::io::{ErrorKind, Read};
+use std::collections::{HashMap, HashSet};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -16,12 +17,20 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use corecell::crypto::hash::Hash32;
+use alloy_primitives::U256;
+use corecell::crypto::hash::{keccak256, Hash32};
+use corecell::crypto::tx::{sign_transfer, Transfer, TxType};
+use corecell::exec::batch_frame;
+use corecell::exec::transfer::BASE_FEE_WEI;
 use corecell::net::HANDSHAKE_TIMEOUT;
 use corecell::node::config::Role;
+use corecell::node::genesis::test_account_secret;
 use corecell::node::genesis::{Genesis, NetworkSpec};
 use corecell::node::metrics::scrape;
 use corecell::store::finalized_headers;
+use corecell::types::chain::SignedTransaction;
+use corecell::types::frame::{FrameDecoder, Message};
+use corecell::types::network::IngressAck;
 use corecell::types::BlockHeader;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_corecell");
@@ -743,4 +752,190 @@ pub fn read_until_closed(s: &mut TcpStream, within: Duration) -> (bool, Vec<u8>)
             Err(e) => panic!("reading: {e}"),
         }
     }
+}
+
+/// Sends signed transfers to one node's native ingress port (a CN's, or an EN's) and tracks the
+/// answers.
+pub struct TransferClient {
+    pub addr: SocketAddr,
+    pub stream: Option<TcpStream>,
+    pub decoder: FrameDecoder,
+    pub chain_id: u64,
+    /// (secret, next nonce) of each sender this client uses.
+    pub senders: Vec<([u8; 32], u64)>,
+    pub next_batch: u64,
+    /// Unsettled batches: id -> transaction hashes.
+    pub pending: HashMap<u64, Vec<Hash32>>,
+    /// Unsettled batches' frames, sent again on a new connection.
+    pub frames: HashMap<u64, Vec<u8>>,
+    /// FINAL counts so far per pending batch.
+    pub final_counts: HashMap<u64, u32>,
+    /// Transactions of batches answered FINAL in full.
+    pub finalized: HashSet<Hash32>,
+    /// Non-FINAL answers, by status name.
+    pub refused: HashMap<&'static str, u64>,
+}
+
+impl TransferClient {
+    pub fn new(addr: SocketAddr, chain_id: u64, accounts: std::ops::Range<u64>) -> TransferClient {
+        TransferClient {
+            addr,
+            stream: None,
+            decoder: FrameDecoder::new(),
+            chain_id,
+            senders: accounts.map(|i| (test_account_secret(i), 0)).collect(),
+            next_batch: 1,
+            pending: HashMap::new(),
+            frames: HashMap::new(),
+            final_counts: HashMap::new(),
+            finalized: HashSet::new(),
+            refused: HashMap::new(),
+        }
+    }
+
+    /// The connection, made anew if there is none. On a new connection the batches still
+    /// unsettled are sent again, as a client must when its node restarted (its pool is gone);
+    /// whatever is still pooled there is refused as a duplicate.
+    pub fn connected(&mut self) -> Option<&mut TcpStream> {
+        if self.stream.is_none() {
+            let mut s = TcpStream::connect_timeout(&self.addr, IO).ok()?;
+            s.set_nodelay(true).ok()?;
+            s.set_write_timeout(Some(IO)).ok()?;
+            s.set_read_timeout(Some(Duration::from_millis(2))).ok()?;
+            self.decoder = FrameDecoder::new();
+            let mut unsettled: Vec<(&u64, &Vec<u8>)> = self.frames.iter().collect();
+            unsettled.sort_unstable_by_key(|(id, _)| **id);
+            for (_, frame) in unsettled {
+                s.write_all(frame).ok()?;
+            }
+            self.stream = Some(s);
+        }
+        self.stream.as_mut()
+    }
+
+    /// Sends one batch: the next transfer of every sender (to the next sender, 1 wei).
+    pub fn send_batch(&mut self) {
+        let n = self.senders.len();
+        let mut txs = Vec::with_capacity(n);
+        let mut hashes = Vec::with_capacity(n);
+        for k in 0..n {
+            let to = corecell::crypto::tx::address_of_secret(&self.senders[(k + 1) % n].0)
+                .expect("test key");
+            let (secret, nonce) = &mut self.senders[k];
+            let bytes = sign_transfer(
+                secret,
+                TxType::Eip1559,
+                &Transfer {
+                    chain_id: self.chain_id,
+                    nonce: *nonce,
+                    to,
+                    value: U256::from(1u8),
+                    gas_limit: 21_000,
+                    max_fee_per_gas: 2 * BASE_FEE_WEI,
+                    max_priority_fee_per_gas: 1_000_000_000,
+                },
+            )
+            .expect("signs");
+            *nonce += 1;
+            hashes.push(keccak256(&bytes));
+            txs.push(SignedTransaction { bytes });
+        }
+        let id = self.next_batch;
+        self.next_batch += 1;
+        let frame = batch_frame(id, txs);
+        let sent = self
+            .connected()
+            .map(|s| s.write_all(&frame).is_ok())
+            .unwrap_or(false);
+        // Kept either way: a failed send goes out again with the next connection.
+        self.pending.insert(id, hashes);
+        self.frames.insert(id, frame);
+        if !sent {
+            self.stream = None;
+        }
+    }
+
+    /// Reads whatever answers have arrived.
+    pub fn poll_acks(&mut self) {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            let Some(stream) = self.stream.as_mut() else {
+                return;
+            };
+            let n = match stream.read(&mut buf) {
+                Ok(0) => {
+                    self.stream = None;
+                    return;
+                }
+                Ok(n) => n,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return,
+                Err(_) => {
+                    self.stream = None;
+                    return;
+                }
+            };
+            let mut input = &buf[..n];
+            while let Ok(Some(frame)) = self.decoder.decode(&mut input) {
+                let Ok(Message::IngressAck(ack)) = frame.message() else {
+                    panic!(
+                        "the node sent a {} frame on the ingress port",
+                        frame.kind.name()
+                    );
+                };
+                let id = ack.batch_id.to_native();
+                let count = ack.count.to_native();
+                if ack.status == IngressAck::FINAL {
+                    let total = self.final_counts.entry(id).or_default();
+                    *total += count;
+                    if let Some(hashes) = self.pending.get(&id) {
+                        if *total as usize == hashes.len() {
+                            let hashes = self.pending.remove(&id).expect("present");
+                            self.frames.remove(&id);
+                            self.finalized.extend(hashes);
+                        }
+                    }
+                } else {
+                    *self
+                        .refused
+                        .entry(IngressAck::status_name(ack.status))
+                        .or_default() += count as u64;
+                }
+            }
+        }
+    }
+
+    /// Sends a batch every `every` for `duration`, reading answers in between.
+    pub fn run_for(&mut self, duration: Duration, every: Duration) {
+        let end = Instant::now() + duration;
+        while Instant::now() < end {
+            self.send_batch();
+            let next = Instant::now() + every;
+            while Instant::now() < next {
+                self.poll_acks();
+            }
+        }
+    }
+
+    /// Reads answers until every batch is settled FINAL or `within` passes.
+    pub fn drain(&mut self, within: Duration) {
+        let end = Instant::now() + within;
+        while !self.pending.is_empty() && Instant::now() < end {
+            self.poll_acks();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// Every transaction hash in a data directory's block log.
+pub fn chain_transactions(data: &Path, genesis: &Genesis) -> HashSet<Hash32> {
+    let recovered = corecell::store::recover(data, &genesis.header()).expect("recovers");
+    let mut out = HashSet::new();
+    corecell::store::replay_blocks(data, &recovered.index, 1, |block| {
+        for tx in block.block.transactions.iter() {
+            out.insert(keccak256(&tx.bytes));
+        }
+        Ok(())
+    })
+    .expect("replays");
+    out
 }
