@@ -661,6 +661,7 @@ impl Scraper {
                     round_changes: delta("corecell_round_changes_total") as u64,
                     cpu_seconds: delta("corecell_process_cpu_seconds"),
                     max_rss_mib: metric(last, "corecell_process_max_rss_bytes") / (1024.0 * 1024.0),
+                    resources: None,
                     signature_recoveries: delta("corecell_signature_recoveries_total") as u64,
                     block_txs_pooled: delta("corecell_block_txs_pooled_total") as u64,
                     block_txs_recovered: delta("corecell_block_txs_recovered_total") as u64,

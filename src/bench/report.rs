@@ -297,6 +297,28 @@ pub struct NodeReport {
     /// Per shard: the deepest inbox seen at the once-a-second samples.
     #[serde(default)]
     pub shard_queue_peak: BTreeMap<String, u64>,
+    /// Resident memory and open files after the warm-up and at the end (`testnet` reads them
+    /// from `/proc`; `None` when unknown).
+    #[serde(default)]
+    pub resources: Option<ResourceTrend>,
+}
+
+/// A node's resident memory and open file descriptors at two points of a run: flat figures
+/// under a steady load mean nothing leaks.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ResourceTrend {
+    /// Seconds into the load of the first point (after the warm-up).
+    pub start_s: f64,
+    /// Seconds into the load of the last point.
+    pub end_s: f64,
+    /// Resident memory at the first point, MiB.
+    pub rss_start_mib: f64,
+    /// Resident memory at the last point, MiB.
+    pub rss_end_mib: f64,
+    /// Open file descriptors at the first point.
+    pub fds_start: u64,
+    /// Open file descriptors at the last point.
+    pub fds_end: u64,
 }
 
 /// The sample name of a per-shard metric, e.g. `corecell_shard_busy_seconds{shard="exec"}`.
@@ -644,22 +666,58 @@ impl RunReport {
             .max()
             .unwrap_or(0)
             .max(4);
+        let trends = self.nodes.iter().any(|n| n.resources.is_some());
+        if trends {
+            let spans: Vec<String> = self
+                .nodes
+                .iter()
+                .filter_map(|n| n.resources)
+                .take(1)
+                .map(|t| format!("{} s -> {} s", fixed(t.start_s, 0), fixed(t.end_s, 0)))
+                .collect();
+            row(
+                "resources",
+                format!(
+                    "resident memory and open files per node at {} of the load (node table)",
+                    spans.join("")
+                ),
+            );
+        }
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "  {:<w$}  {:<8}  {:>12}  {:>13}  {:>10}  {:>11}",
-            "node", "role", "height", "round changes", "cpu s", "max rss MiB"
+            "  {:<w$}  {:<8}  {:>12}  {:>13}  {:>10}  {:>11}{}",
+            "node",
+            "role",
+            "height",
+            "round changes",
+            "cpu s",
+            "max rss MiB",
+            if trends {
+                format!("  {:>17}  {:>11}", "rss MiB start/end", "fds")
+            } else {
+                String::new()
+            }
         );
         for (n, name) in self.nodes.iter().zip(&names) {
             let _ = writeln!(
                 out,
-                "  {:<w$}  {:<8}  {:>12}  {:>13}  {:>10}  {:>11}",
+                "  {:<w$}  {:<8}  {:>12}  {:>13}  {:>10}  {:>11}{}",
                 name,
                 n.role.name(),
                 group(n.height),
                 group(n.round_changes),
                 fixed(n.cpu_seconds, 2),
-                fixed(n.max_rss_mib, 1)
+                fixed(n.max_rss_mib, 1),
+                match (trends, n.resources) {
+                    (true, Some(t)) => format!(
+                        "  {:>17}  {:>11}",
+                        format!("{}/{}", fixed(t.rss_start_mib, 1), fixed(t.rss_end_mib, 1)),
+                        format!("{}/{}", t.fds_start, t.fds_end)
+                    ),
+                    (true, None) => format!("  {:>17}  {:>11}", "n/a", "n/a"),
+                    (false, _) => String::new(),
+                }
             );
         }
         out
@@ -1088,6 +1146,14 @@ mod tests {
                     block_txs_recovered: 0,
                     shard_busy_s: BTreeMap::new(),
                     shard_queue_peak: BTreeMap::new(),
+                    resources: Some(ResourceTrend {
+                        start_s: 6.0,
+                        end_s: 60.0,
+                        rss_start_mib: 90.5,
+                        rss_end_mib: 91.0,
+                        fds_start: 40,
+                        fds_end: 40,
+                    }),
                 },
                 NodeReport {
                     name: "proxy-node-long-name-1".into(),
@@ -1101,6 +1167,7 @@ mod tests {
                     block_txs_recovered: 0,
                     shard_busy_s: BTreeMap::new(),
                     shard_queue_peak: BTreeMap::new(),
+                    resources: None,
                 },
                 NodeReport {
                     name: "en-0".into(),
@@ -1114,6 +1181,7 @@ mod tests {
                     block_txs_recovered: 0,
                     shard_busy_s: BTreeMap::new(),
                     shard_queue_peak: BTreeMap::new(),
+                    resources: None,
                 },
             ],
         }
@@ -1216,6 +1284,8 @@ mod tests {
         assert!(table.contains("tx size 110 B  block period 100 ms"));
         assert!(table.contains("p50 38.0 ms  p99 95.0 ms"));
         assert!(table.contains(&format!("{:<16}p50 41.0 ms  p99 90.0 ms", "EN lag")));
+        assert!(table.contains("at 6 s -> 60 s of the load"));
+        assert!(table.contains("90.5/91.0") && table.contains("40/40"));
         assert!(table.contains("1,234,567"));
         assert!(table.contains("600,000 txs  rejected 1,200  dropped 12"));
         assert!(table.contains(&format!(

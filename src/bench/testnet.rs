@@ -49,8 +49,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::drive::{NodeSample, RunLength};
 use super::load::{Load, LoadSpec, LoadWorkload, TransferPlan, TransferSchedule};
 use super::report::{
-    shard_metric, LatencyHistogram, NodeReport, Percentiles, RunReport, StateCheck, CN_SHARDS,
-    LAG_SAMPLE_MS,
+    shard_metric, LatencyHistogram, NodeReport, Percentiles, ResourceTrend, RunReport, StateCheck,
+    CN_SHARDS, LAG_SAMPLE_MS,
 };
 use crate::node::config::Role;
 use crate::node::genesis::{ExecutionMode, GeneratedNetwork, Genesis, NetworkSpec, PlannedNode};
@@ -661,6 +661,8 @@ fn drive(
     let nodes_metrics: Vec<(Role, SocketAddr)> =
         nodes.iter().map(|n| (n.node.role, n.metrics)).collect();
     let mut samples: Vec<Vec<(String, f64)>> = vec![Vec::new(); nodes.len()];
+    // Per node: (seconds into the load, resident MiB, open files), once a second.
+    let mut resources: Vec<Vec<(f64, f64, u64)>> = vec![Vec::new(); nodes.len()];
     let mut queue_peaks: Vec<BTreeMap<String, u64>> = vec![BTreeMap::new(); nodes.len()];
     let mut killed_at_ms = None;
     let observe = |elapsed: Duration| -> Result<NodeSample, String> {
@@ -685,6 +687,9 @@ fn drive(
             }
             if let Ok(Some(status)) = n.child.try_wait() {
                 return Err(format!("{} exited under load ({status})", n.node.name));
+            }
+            if let Some((rss, fds)) = process_resources(n.child.id()) {
+                resources[i].push((elapsed.as_secs_f64(), rss, fds));
             }
             if let Ok(s) = scrape(n.metrics, Duration::from_millis(500)) {
                 for shard in CN_SHARDS {
@@ -736,6 +741,7 @@ fn drive(
             round_changes: metric(s, "corecell_round_changes_total") as u64,
             cpu_seconds: metric(s, "corecell_process_cpu_seconds"),
             max_rss_mib: metric(s, "corecell_process_max_rss_bytes") / (1024.0 * 1024.0),
+            resources: resource_trend(&resources[i]),
             signature_recoveries: metric(s, "corecell_signature_recoveries_total") as u64,
             block_txs_pooled: metric(s, "corecell_block_txs_pooled_total") as u64,
             block_txs_recovered: metric(s, "corecell_block_txs_recovered_total") as u64,
@@ -778,6 +784,35 @@ fn drive(
     };
     report.nodes = node_reports;
     Ok(report)
+}
+
+/// A process's resident memory (MiB) and open file descriptors, from `/proc` (Linux).
+fn process_resources(pid: u32) -> Option<(f64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64;
+    Some((rss_kib / 1024.0, fds))
+}
+
+/// The first sample after the warm-up (the first tenth of the samples, at least one) and the
+/// last one.
+fn resource_trend(samples: &[(f64, f64, u64)]) -> Option<ResourceTrend> {
+    let start = samples.get(samples.len() / 10)?;
+    let end = samples.last()?;
+    Some(ResourceTrend {
+        start_s: start.0,
+        end_s: end.0,
+        rss_start_mib: start.1,
+        rss_end_mib: end.1,
+        fds_start: start.2,
+        fds_end: end.2,
+    })
 }
 
 /// Samples the CNs' and ENs' heights from their metrics every [`LAG_SAMPLE_MS`] ms on its own
