@@ -154,6 +154,11 @@ struct TestnetArgs {
     /// as in sweep.json).
     #[arg(long)]
     json: Option<PathBuf>,
+    /// MiB of recent blocks, transactions and receipts each EN keeps for JSON-RPC
+    /// (`[rpc] index_mib`; default 256). A soak run with a small value shows the ENs' memory
+    /// level off within the run.
+    #[arg(long)]
+    rpc_index_mib: Option<u64>,
     /// Kill -9 the last CN this many seconds into the load and report the block gaps after.
     #[arg(long)]
     kill_at: Option<u64>,
@@ -737,6 +742,7 @@ fn testnet(a: TestnetArgs) -> Result<(), String> {
         binary,
         kill_at: a.kill_at.map(std::time::Duration::from_secs),
         placement: a.placement.clone(),
+        rpc_index_mib: a.rpc_index_mib,
     };
     if let Some(rates) = rates {
         sweep::check(&options, &rates)?;

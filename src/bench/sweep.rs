@@ -383,6 +383,7 @@ mod tests {
             binary: PathBuf::from("corecell"),
             kill_at: None,
             placement: "spread".into(),
+            rpc_index_mib: None,
         }
     }
 

@@ -141,6 +141,8 @@ pub struct TestnetOptions {
     /// all land on one CPU), `auto` (each node spreads its own shards from CPU 0 up) or
     /// `unbound`.
     pub placement: String,
+    /// The ENs' `[rpc] index_mib` (recent blocks kept for JSON-RPC); `None`: the default.
+    pub rpc_index_mib: Option<u64>,
 }
 
 struct NodeProcess {
@@ -261,6 +263,9 @@ pub fn run(options: &TestnetOptions, interrupted: Arc<AtomicBool>) -> Result<Run
     let network = spec.generate(&options.dir)?;
     if options.placement != "auto" {
         set_placement(&network, &options.placement)?;
+    }
+    if let Some(mib) = options.rpc_index_mib {
+        set_rpc_index(&network, mib)?;
     }
     let genesis = Genesis::load(&network.genesis_path).map_err(|e| e.to_string())?;
     match options.workload {
@@ -492,6 +497,23 @@ fn set_placement(network: &GeneratedNetwork, placement: &str) -> Result<(), Stri
         } else {
             PlacementSection::Mode(placement.into())
         };
+        let body = toml::to_string(&file).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(path, body).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Rewrites the `[rpc] index_mib` of every generated EN config.
+fn set_rpc_index(network: &GeneratedNetwork, mib: u64) -> Result<(), String> {
+    for node in network.nodes.iter().filter(|n| n.role == Role::En) {
+        let path = &node.config_path;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let mut file: crate::node::config::ConfigFile =
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        if let Some(rpc) = file.rpc.as_mut() {
+            rpc.index_mib = mib;
+        }
         let body = toml::to_string(&file).map_err(|e| format!("{}: {e}", path.display()))?;
         std::fs::write(path, body).map_err(|e| format!("writing {}: {e}", path.display()))?;
     }

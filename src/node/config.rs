@@ -19,6 +19,7 @@
 //!
 //! [rpc]                          # EN only: JSON-RPC
 //! listen = "127.0.0.1:8545"
+//! index_mib = 256                # recent blocks, transactions and receipts kept for it
 //! [ingress]                      # CN or EN, optional: native client ingress (TxBatch frames)
 //! listen = "127.0.0.1:33000"
 //! [metrics]                      # optional: Prometheus
@@ -61,6 +62,10 @@ pub const DEFAULT_IO_MEMORY_KIB: u32 = 2048;
 pub const DEFAULT_SNAPSHOT_INTERVAL_BLOCKS: u64 = 1000;
 /// Largest `storage.snapshot_interval_blocks`.
 pub const MAX_SNAPSHOT_INTERVAL_BLOCKS: u64 = 10_000_000;
+/// Default `rpc.index_mib`.
+pub const DEFAULT_RPC_INDEX_MIB: u64 = 256;
+/// Largest `rpc.index_mib` (64 GiB).
+pub const MAX_RPC_INDEX_MIB: u64 = 64 * 1024;
 /// Largest CPU index a placement table may name.
 pub const MAX_CPU_INDEX: usize = 4095;
 /// Longest node name.
@@ -232,6 +237,8 @@ pub struct NodeConfig {
     pub allowlist: BTreeSet<[u8; 20]>,
     /// JSON-RPC listen address (EN).
     pub rpc_listen: Option<SocketAddr>,
+    /// MiB of recent blocks, transactions and receipts kept for JSON-RPC (EN).
+    pub rpc_index_mib: u64,
     /// Prometheus metrics listen address.
     pub metrics_listen: Option<SocketAddr>,
     /// Native client ingress listen address (CN, EN).
@@ -264,7 +271,7 @@ pub struct ConfigFile {
     pub network: NetworkSection,
     /// `[rpc]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rpc: Option<ListenSection>,
+    pub rpc: Option<RpcSection>,
     /// `[ingress]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress: Option<ListenSection>,
@@ -334,7 +341,22 @@ pub struct PeerSection {
     pub address: SocketAddr,
 }
 
-/// `[rpc]` or `[metrics]`.
+/// `[rpc]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RpcSection {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// MiB of recent blocks, transactions and receipts the EN keeps for JSON-RPC.
+    #[serde(default = "default_rpc_index_mib")]
+    pub index_mib: u64,
+}
+
+fn default_rpc_index_mib() -> u64 {
+    DEFAULT_RPC_INDEX_MIB
+}
+
+/// `[metrics]` or `[ingress]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenSection {
@@ -459,7 +481,17 @@ impl NodeConfig {
                 ));
             }
         }
-        let rpc_listen = file.rpc.map(|r| r.listen);
+        let rpc_listen = file.rpc.as_ref().map(|r| r.listen);
+        let rpc_index_mib = file
+            .rpc
+            .as_ref()
+            .map_or(DEFAULT_RPC_INDEX_MIB, |r| r.index_mib);
+        if !(1..=MAX_RPC_INDEX_MIB).contains(&rpc_index_mib) {
+            return Err(err(
+                "rpc.index_mib",
+                format!("{rpc_index_mib} is outside 1..={MAX_RPC_INDEX_MIB}"),
+            ));
+        }
         match (role, rpc_listen) {
             (Role::En, None) => {
                 return Err(err(
@@ -570,6 +602,7 @@ impl NodeConfig {
             bootnodes,
             allowlist,
             rpc_listen,
+            rpc_index_mib,
             metrics_listen,
             ingress_listen,
             placement,

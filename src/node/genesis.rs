@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::{
     check_name, BootnodeSection, ConfigFile, ListenSection, NetworkSection, PeerSection, Role,
-    RuntimeSection,
+    RpcSection, RuntimeSection,
 };
 use super::keys::NodeKey;
 use super::{parse_hex_array, parse_toml, read_bounded, to_hex, ConfigError};
@@ -708,7 +708,10 @@ impl NetworkSpec {
                 peers: peers.into_iter().map(entry).collect(),
                 bootnodes: bootnodes.into_iter().map(entry).collect(),
             },
-            rpc: me.rpc.map(|listen| ListenSection { listen }),
+            rpc: me.rpc.map(|listen| RpcSection {
+                listen,
+                index_mib: crate::node::config::DEFAULT_RPC_INDEX_MIB,
+            }),
             ingress: me.ingress.map(|listen| ListenSection { listen }),
             metrics: Some(ListenSection { listen: me.metrics }),
             runtime: RuntimeSection::default(),

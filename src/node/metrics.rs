@@ -56,10 +56,24 @@ pub fn process_usage() -> (f64, u64) {
         return (0.0, 0);
     }
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    (
-        secs(usage.ru_utime) + secs(usage.ru_stime),
-        usage.ru_maxrss.max(0) as u64 * 1024,
-    )
+    // `ru_maxrss` survives execve: a node started by a large parent (the testnet holding its
+    // pre-signed load) would report the parent's peak. The kernel's high-water mark of this
+    // process's own memory (`VmHWM`) does not; `ru_maxrss` is the fallback off Linux.
+    let peak = peak_resident_bytes().unwrap_or(usage.ru_maxrss.max(0) as u64 * 1024);
+    (secs(usage.ru_utime) + secs(usage.ru_stime), peak)
+}
+
+/// This process's peak resident memory, bytes (`VmHWM` in `/proc/self/status`).
+fn peak_resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
 }
 
 fn gauge(registry: &mut Registry, name: &str, help: &str, value: f64) {

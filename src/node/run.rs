@@ -180,6 +180,7 @@ pub fn run_node(
         weakening: Weakening::default(),
     };
     let head = Arc::new(std::sync::atomic::AtomicU64::new(recovered.head.height));
+    let config_rpc_index_mib = config.rpc_index_mib;
     let net_config = NetConfig {
         chain_id: genesis.chain_id,
         role,
@@ -432,10 +433,11 @@ pub fn run_node(
                         to_net: to_net.await,
                     };
                     // An EN sends on again what stays unconfirmed (its PN may have died).
+                    let rpc_index_mib = config_rpc_index_mib;
                     let resend = (role == Role::En).then(exec::Resend::default);
                     let rpc = rpc_inbox.map(|inbox| exec::RpcService {
                         inbox,
-                        index_max_bytes: exec::chain_index::CHAIN_INDEX_MAX_BYTES,
+                        index_max_bytes: (rpc_index_mib * 1024 * 1024) as usize,
                     });
                     let result =
                         exec::run_with_rpc(engine, snapshots, channels, rpc, resend, stats, c)
