@@ -51,7 +51,8 @@ for target in "${targets[@]}"; do
     found=$(find "$findings" -type f | sort)
     if [ "$rc" -ne 0 ] || [ -n "$found" ]; then
         echo "FAIL $target (exit $rc); its log: fuzz/$log"
-        grep -E "panicked at|ERROR: libFuzzer|SUMMARY|Test unit written to" "$log" | head -20 || true
+        grep -A4 "panicked at" "$log" | head -12 || true
+        grep -E "ERROR: libFuzzer|Test unit written to" "$log" | head -4 || true
         for f in $found; do echo "  finding: fuzz/$f"; done
         failed+=("$target")
     else

@@ -26,7 +26,7 @@
 //!   serves (jsonrpsee's HTTP handling and [`crate::rpc::methods::module`]), without a socket,
 //!   with the exec side of the bridge answered by the real [`chain_index::answer`] over a
 //!   transfer engine holding one finalized block and one pending transaction (and again over
-//!   a raw chain); the answer is JSON-RPC 2.0 JSON (`null` for a notification), never an
+//!   a raw chain); the answer is JSON-RPC 2.0 JSON (`null` for notifications), never an
 //!   internal error.
 
 use std::path::Path;
@@ -1029,8 +1029,20 @@ fn check_rpc_answer(request: &[u8], status: u16, content_type: &str, body: &[u8]
     };
     let first = request.iter().find(|b| !b.is_ascii_whitespace());
     match &value {
-        // jsonrpsee acknowledges a notification over HTTP with `null`.
-        serde_json::Value::Null => assert_eq!(first, Some(&b'{'), "null to a batch"),
+        // A notification, or a batch of notifications only, has no response (JSON-RPC 2.0
+        // section 6); jsonrpsee acknowledges it over HTTP with `null`. The request was parsed
+        // then: one call object or a batch of them.
+        serde_json::Value::Null => {
+            let calls = match serde_json::from_slice::<serde_json::Value>(request) {
+                Ok(serde_json::Value::Array(calls)) => calls,
+                Ok(call) => vec![call],
+                Err(e) => panic!("`null` to a request that is not JSON ({e})"),
+            };
+            assert!(
+                !calls.is_empty() && calls.iter().all(|c| c.is_object()),
+                "`null` to a request that is not calls"
+            );
+        }
         serde_json::Value::Object(_) => check_rpc_response(&value),
         serde_json::Value::Array(items) => {
             assert_eq!(first, Some(&b'['), "a batch answer to a single request");
