@@ -1030,19 +1030,12 @@ fn check_rpc_answer(request: &[u8], status: u16, content_type: &str, body: &[u8]
     let first = request.iter().find(|b| !b.is_ascii_whitespace());
     match &value {
         // A notification, or a batch of notifications only, has no response (JSON-RPC 2.0
-        // section 6); jsonrpsee acknowledges it over HTTP with `null`. The request was parsed
-        // then: one call object or a batch of them.
-        serde_json::Value::Null => {
-            let calls = match serde_json::from_slice::<serde_json::Value>(request) {
-                Ok(serde_json::Value::Array(calls)) => calls,
-                Ok(call) => vec![call],
-                Err(e) => panic!("`null` to a request that is not JSON ({e})"),
-            };
-            assert!(
-                !calls.is_empty() && calls.iter().all(|c| c.is_object()),
-                "`null` to a request that is not calls"
-            );
-        }
+        // section 6); jsonrpsee acknowledges it over HTTP with `null`. (It skips the params
+        // of a notification unparsed, so the request need not be strictly valid JSON.)
+        serde_json::Value::Null => assert!(
+            matches!(first, Some(b'{' | b'[')),
+            "`null` to a request that is neither a call nor a batch"
+        ),
         serde_json::Value::Object(_) => check_rpc_response(&value),
         serde_json::Value::Array(items) => {
             assert_eq!(first, Some(&b'['), "a batch answer to a single request");
