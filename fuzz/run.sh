@@ -7,8 +7,9 @@
 #
 # The committed corpus (corpus/<target>/) is read, not written: new interesting inputs go to
 # target/run/corpus/<target>/ and findings to target/run/artifacts/<target>/ (both ignored
-# by git; see README.md to keep some). Limits: FUZZ_MAX_LEN bytes per input (65536),
-# FUZZ_RSS_MB of memory (2048), FUZZ_TIMEOUT seconds per input (10).
+# by git, findings cleared when their target runs again; see README.md to keep some).
+# Limits: FUZZ_MAX_LEN bytes per input (65536), FUZZ_RSS_MB of memory (2048), FUZZ_TIMEOUT
+# seconds per input (10).
 set -euo pipefail
 cd "$(dirname "$0")"
 export CARGO_TERM_COLOR=never
@@ -40,6 +41,8 @@ for target in "${targets[@]}"; do
     new="target/run/corpus/$target"
     findings="target/run/artifacts/$target"
     log="target/run/$target.log"
+    # Findings of an earlier run are stale: this run judges only its own.
+    rm -rf "$findings"
     mkdir -p "$new" "$findings" "corpus/$target"
     rc=0
     cargo fuzz run -s none "$target" "$new" "corpus/$target" -- \
