@@ -313,6 +313,8 @@ pub struct ResourceTrend {
     pub end_s: f64,
     /// Resident memory at the first point, MiB.
     pub rss_start_mib: f64,
+    /// Resident memory halfway between the two points, MiB.
+    pub rss_mid_mib: f64,
     /// Resident memory at the last point, MiB.
     pub rss_end_mib: f64,
     /// Open file descriptors at the first point.
@@ -694,7 +696,7 @@ impl RunReport {
             "cpu s",
             "max rss MiB",
             if trends {
-                format!("  {:>17}  {:>11}", "rss MiB start/end", "fds")
+                format!("  {:>22}  {:>11}", "rss MiB start/mid/end", "fds")
             } else {
                 String::new()
             }
@@ -711,11 +713,16 @@ impl RunReport {
                 fixed(n.max_rss_mib, 1),
                 match (trends, n.resources) {
                     (true, Some(t)) => format!(
-                        "  {:>17}  {:>11}",
-                        format!("{}/{}", fixed(t.rss_start_mib, 1), fixed(t.rss_end_mib, 1)),
+                        "  {:>22}  {:>11}",
+                        format!(
+                            "{}/{}/{}",
+                            fixed(t.rss_start_mib, 1),
+                            fixed(t.rss_mid_mib, 1),
+                            fixed(t.rss_end_mib, 1)
+                        ),
                         format!("{}/{}", t.fds_start, t.fds_end)
                     ),
-                    (true, None) => format!("  {:>17}  {:>11}", "n/a", "n/a"),
+                    (true, None) => format!("  {:>22}  {:>11}", "n/a", "n/a"),
                     (false, _) => String::new(),
                 }
             );
@@ -1150,6 +1157,7 @@ mod tests {
                         start_s: 6.0,
                         end_s: 60.0,
                         rss_start_mib: 90.5,
+                        rss_mid_mib: 90.8,
                         rss_end_mib: 91.0,
                         fds_start: 40,
                         fds_end: 40,
@@ -1285,7 +1293,7 @@ mod tests {
         assert!(table.contains("p50 38.0 ms  p99 95.0 ms"));
         assert!(table.contains(&format!("{:<16}p50 41.0 ms  p99 90.0 ms", "EN lag")));
         assert!(table.contains("at 6 s -> 60 s of the load"));
-        assert!(table.contains("90.5/91.0") && table.contains("40/40"));
+        assert!(table.contains("90.5/90.8/91.0") && table.contains("40/40"));
         assert!(table.contains("1,234,567"));
         assert!(table.contains("600,000 txs  rejected 1,200  dropped 12"));
         assert!(table.contains(&format!(

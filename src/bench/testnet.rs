@@ -822,15 +822,18 @@ fn process_resources(pid: u32) -> Option<(f64, u64)> {
     Some((rss_kib / 1024.0, fds))
 }
 
-/// The first sample after the warm-up (the first tenth of the samples, at least one) and the
-/// last one.
+/// The first sample after the warm-up (the first tenth of the samples), the one halfway from
+/// there to the end, and the last one.
 fn resource_trend(samples: &[(f64, f64, u64)]) -> Option<ResourceTrend> {
-    let start = samples.get(samples.len() / 10)?;
+    let first = samples.len() / 10;
+    let start = samples.get(first)?;
+    let mid = samples.get((first + samples.len() - 1) / 2)?;
     let end = samples.last()?;
     Some(ResourceTrend {
         start_s: start.0,
         end_s: end.0,
         rss_start_mib: start.1,
+        rss_mid_mib: mid.1,
         rss_end_mib: end.1,
         fds_start: start.2,
         fds_end: end.2,
