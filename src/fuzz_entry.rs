@@ -921,9 +921,7 @@ pub fn rpc_request(data: &[u8]) {
 
 async fn serve_one(body: Vec<u8>, raw: bool) -> (u16, String, Vec<u8>) {
     use http_body_util::BodyExt;
-    use jsonrpsee::server::{
-        stop_channel, BatchRequestConfig, ConnectionState, HttpBody, HttpRequest, ServerConfig,
-    };
+    use jsonrpsee::server::{stop_channel, ConnectionState, HttpBody, HttpRequest};
     let t = template();
     let mut chain = t.chain.clone();
     if raw {
@@ -939,14 +937,8 @@ async fn serve_one(body: Vec<u8>, raw: bool) -> (u16, String, Vec<u8>) {
         Ok(module) => module,
         Err(e) => panic!("the JSON-RPC module: {e}"),
     };
-    // The server's settings, as `rpc::serve` builds them.
-    let server_config = ServerConfig::builder()
-        .max_request_body_size(config.max_body_bytes)
-        .max_response_body_size(config.max_response_bytes)
-        .max_connections(config.max_connections)
-        .set_batch_request_config(BatchRequestConfig::Limit(config.max_batch_requests))
-        .http_only()
-        .build();
+    // The server's own settings.
+    let server_config = crate::rpc::server_config(&config);
     let (engine, index) = exec_side(raw);
     // The exec shard's side of the bridge (`exec::run_with_rpc`), until the module is dropped.
     let exec = async move {

@@ -378,20 +378,27 @@ pub fn start(
     Ok(RpcServer { local_addr, thread })
 }
 
+/// The jsonrpsee server settings of `config`: body, response and batch limits, requests in
+/// flight, HTTP only.
+pub fn server_config(config: &RpcConfig) -> jsonrpsee::server::ServerConfig {
+    use jsonrpsee::server::{BatchRequestConfig, ServerConfig};
+    ServerConfig::builder()
+        .max_request_body_size(config.max_body_bytes)
+        .max_response_body_size(config.max_response_bytes)
+        .max_connections(config.max_connections)
+        .set_batch_request_config(BatchRequestConfig::Limit(config.max_batch_requests))
+        .http_only()
+        .build()
+}
+
 async fn serve(
     config: RpcConfig,
     bridge: RpcBridge,
     listener: std::net::TcpListener,
     stop: Arc<AtomicBool>,
 ) {
-    use jsonrpsee::server::{BatchRequestConfig, Server, ServerConfig};
-    let server_config = ServerConfig::builder()
-        .max_request_body_size(config.max_body_bytes)
-        .max_response_body_size(config.max_response_bytes)
-        .max_connections(config.max_connections)
-        .set_batch_request_config(BatchRequestConfig::Limit(config.max_batch_requests))
-        .http_only()
-        .build();
+    use jsonrpsee::server::Server;
+    let server_config = server_config(&config);
     let server = match Server::builder()
         .set_config(server_config)
         .build_from_tcp(listener)
