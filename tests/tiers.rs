@@ -19,6 +19,9 @@
 //! 5. Twenty rounds of kill -9 and restart, or SIGSTOP / SIGCONT, of random CNs, PNs and ENs
 //!    under load: the network finalizes after every round, every transaction answered FINAL is
 //!    in the chain, and all chains agree.
+//! 6. The whole network (bootnodes included) killed with SIGKILL at once under load: after the
+//!    restart every transaction an EN answered FINAL is in that EN's and cn0's block logs, the
+//!    chain continues, and all chains agree.
 //!
 //! Ports: test t uses base 36000 + 20 t (p2p base+k, JSON-RPC base+1000+k, metrics
 //! base+2000+k, ingress base+3000+k for node k in the generator's order: cn0..cn3, pn0, pn1,
@@ -988,6 +991,86 @@ fn twenty_rounds_of_kills_and_pauses_across_the_tiers_lose_nothing_final() {
     eprintln!(
         "{ROUNDS} rounds of faults: {} transactions final and in the chain; chains {stopped:?}; {:.1?}",
         finalized.len(),
+        started.elapsed()
+    );
+}
+
+/// Every node of the tiered network (bootnodes included) killed with SIGKILL at once under
+/// load, then restarted: every transaction an EN answered FINAL before the crash is in that
+/// EN's block log and in cn0's after the restart (an EN acks only what it made durable), the
+/// chain continues, and all chains agree.
+#[test]
+fn the_whole_tiered_network_killed_at_once_restarts_and_loses_nothing_final() {
+    let _serial = serial();
+    let started = Instant::now();
+    let mut net = Net::generate_tiers(36100, 500, ACCOUNTS, PNS, ENS);
+    net.spawn_all();
+    let (en0, en1, cn0) = (net.index("en0"), net.index("en1"), net.index("cn0"));
+    let mut clients = [
+        (
+            en0,
+            TransferClient::new(net.nodes[en0].ingress, CHAIN_ID, 0..16),
+        ),
+        (
+            en1,
+            TransferClient::new(net.nodes[en1].ingress, CHAIN_ID, 16..32),
+        ),
+    ];
+    let end = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < end {
+        for (_, c) in clients.iter_mut() {
+            c.run_for(Duration::from_millis(200), Duration::from_millis(200));
+        }
+    }
+    for (_, c) in clients.iter_mut() {
+        c.poll_acks();
+    }
+    // Everyone at once.
+    let everyone: Vec<usize> = (0..net.nodes.len()).collect();
+    for &i in &everyone {
+        net.nodes[i]
+            .proc
+            .as_mut()
+            .expect("running")
+            .signal(libc::SIGKILL);
+    }
+    for &i in &everyone {
+        let p = net.nodes[i].proc.as_mut().expect("running");
+        p.wait_until(Instant::now() + IO).expect("dies on SIGKILL");
+    }
+    let before: Vec<(usize, std::collections::HashSet<Hash32>)> = clients
+        .iter()
+        .map(|(i, c)| (*i, c.finalized.clone()))
+        .collect();
+    let total: usize = before.iter().map(|(_, f)| f.len()).sum();
+    assert!(total > 0, "nothing was answered FINAL before the crash");
+
+    net.spawn_all();
+    for (en, finalized) in &before {
+        for at in [*en, cn0] {
+            let chain = chain_transactions(&net.nodes[at].dir.join("data"), &net.genesis);
+            let missing = finalized.difference(&chain).count();
+            assert_eq!(
+                missing,
+                0,
+                "{missing} of {} transactions {} answered FINAL before the crash are not in {}'s log",
+                finalized.len(),
+                net.nodes[*en].name,
+                net.nodes[at].name
+            );
+        }
+    }
+    let chain_nodes = net.chain_nodes();
+    let heights = net.heights(&chain_nodes);
+    let top = heights.iter().copied().max().unwrap_or(0);
+    net.wait_heights(
+        &chain_nodes,
+        &vec![top + 3; chain_nodes.len()],
+        Duration::from_secs(60),
+    );
+    let stopped = net.stop_all_and_assert_agree();
+    eprintln!(
+        "whole network killed: {total} transactions final before the crash all kept; chains {stopped:?}; {:.1?}",
         started.elapsed()
     );
 }
