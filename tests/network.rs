@@ -14,11 +14,17 @@
 //!    node keeps finalizing.
 //! 4. With one of four CNs killed (f = 1), the other three keep finalizing, stop cleanly on
 //!    SIGTERM (exit 0), and their block logs agree.
+//! 5. Connection floods do not lock the peers out: silent connections from one address hold
+//!    at most that address's share of the handshake slots; from many addresses they fill the
+//!    shared slots, but a peer connecting from a known address still gets through.
+//! 6. Slowloris clients cannot hold the ingress port: a client that dribbles a frame is closed
+//!    at the frame deadline, and a new client takes the slot of the longest-idle one.
 //!
 //! Hygiene: every child process is owned by a guard ([`Proc`]) that kills and reaps it when
 //! dropped, also when a test panics; every wait has a deadline; the tests are serialized by a
 //! mutex (the nodes need the CPU more than the tests need parallelism) and use distinct port
-//! ranges as well. Only 127.0.0.1 is used.
+//! ranges as well. Nodes use 127.0.0.1 only; the flood and slowloris attackers connect from
+//! other loopback addresses (127.0.0.2 to 127.0.0.9).
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -402,49 +408,61 @@ fn connect_from(source: [u8; 4], to: std::net::SocketAddr) -> Option<std::net::T
     Some(socket.into())
 }
 
-#[test]
-fn a_connection_flood_from_one_address_does_not_lock_out_the_peers() {
-    let _serial = serial();
+/// What a handshake flood achieved.
+struct FloodOutcome {
+    /// Connections opened in all.
+    opened: usize,
+    /// Most flood connections cn3 held in handshakes (had greeted) at once.
+    most_greeted: usize,
+    /// Handshakes cn3 counted as refused during the flood.
+    refused: f64,
+}
+
+/// Floods cn3 of a network started at `base` with silent connections, `per_source` from each
+/// address of `sources` (kept open and re-opened as cn3 closes them), restarts cn0 under the
+/// flood and checks that it rejoins the mesh and everyone keeps finalizing.
+fn flood_cn3_and_restart_cn0(base: u16, sources: &[[u8; 4]], per_source: usize) -> FloodOutcome {
     let started = Instant::now();
-    let mut net = Net::start(24000, 200);
+    let mut net = Net::start(base, 200);
     let all: Vec<usize> = (0..CNS).collect();
     // cn3 is dialed by every other CN: its handshake slots are what they need.
     let target = net.nodes[3].p2p;
     let refused_before = net.sample(3, REFUSED);
-    // The attacker, at 127.0.0.2, keeps 80 silent connections open at cn3 (more than the 64
-    // handshake slots of the whole node), re-opening each one cn3 closes.
-    const FLOOD: usize = 80;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flood = {
         let stop = stop.clone();
+        let sources = sources.to_vec();
         std::thread::spawn(move || {
             let (mut opened, mut most_greeted) = (0usize, 0usize);
-            // Each open connection, and whether cn3 greeted it (sent its hello: the
-            // connection holds a handshake slot until cn3 closes it).
-            let mut live: Vec<(std::net::TcpStream, bool)> = Vec::new();
+            // Each open connection per source, and whether cn3 greeted it (sent its hello:
+            // the connection holds a handshake slot until cn3 closes it).
+            let mut live: Vec<Vec<(std::net::TcpStream, bool)>> =
+                sources.iter().map(|_| Vec::new()).collect();
             let mut buf = [0u8; 4096];
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                live.retain_mut(|(s, greeted)| {
-                    let _ = s.set_nonblocking(true);
-                    loop {
-                        match s.read(&mut buf) {
-                            Ok(0) => return false,
-                            Ok(_) => *greeted = true,
-                            Err(e) => return e.kind() == std::io::ErrorKind::WouldBlock,
+                for (source, live) in sources.iter().zip(live.iter_mut()) {
+                    live.retain_mut(|(s, greeted)| {
+                        let _ = s.set_nonblocking(true);
+                        loop {
+                            match s.read(&mut buf) {
+                                Ok(0) => return false,
+                                Ok(_) => *greeted = true,
+                                Err(e) => return e.kind() == std::io::ErrorKind::WouldBlock,
+                            }
                         }
-                    }
-                });
-                let held = live.iter().filter(|(_, g)| *g).count();
-                most_greeted = most_greeted.max(held);
-                while live.len() < FLOOD {
-                    match connect_from([127, 0, 0, 2], target) {
-                        Some(s) => {
-                            opened += 1;
-                            live.push((s, false));
+                    });
+                    while live.len() < per_source {
+                        match connect_from(*source, target) {
+                            Some(s) => {
+                                opened += 1;
+                                live.push((s, false));
+                            }
+                            None => break,
                         }
-                        None => break,
                     }
                 }
+                let held = live.iter().flatten().filter(|(_, g)| *g).count();
+                most_greeted = most_greeted.max(held);
                 std::thread::sleep(Duration::from_millis(50));
             }
             (opened, most_greeted)
@@ -464,25 +482,200 @@ fn a_connection_flood_from_one_address_does_not_lock_out_the_peers() {
     net.assert_running(&all);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (opened, most_greeted) = flood.join().expect("flood thread");
+    let refused = net.sample(3, REFUSED) - refused_before;
+    net.assert_running(&all);
+    eprintln!(
+        "flood of {opened} connections from {} addresses: at most {most_greeted} held, {refused} refused; cn0 rejoined; {:.1?}",
+        sources.len(),
+        started.elapsed()
+    );
+    FloodOutcome {
+        opened,
+        most_greeted,
+        refused,
+    }
+}
+
+#[test]
+fn a_connection_flood_from_one_address_does_not_lock_out_the_peers() {
+    let _serial = serial();
+    // The attacker, at 127.0.0.2, keeps 80 silent connections open at cn3 (more than the 64
+    // handshake slots of the whole node).
+    const FLOOD: usize = 80;
+    let outcome = flood_cn3_and_restart_cn0(24000, &[[127, 0, 0, 2]], FLOOD);
     // One address gets at most a quarter of the node's handshake slots; the rest stay free
     // for the peers elsewhere.
     assert!(
-        most_greeted >= 1 && most_greeted * 4 <= corecell::net::MAX_PENDING_HANDSHAKES,
-        "cn3 held {most_greeted} of the flood's connections in handshakes at once (of {} slots)",
+        outcome.most_greeted >= 1
+            && outcome.most_greeted * 4 <= corecell::net::MAX_PENDING_HANDSHAKES,
+        "cn3 held {} of the flood's connections in handshakes at once (of {} slots)",
+        outcome.most_greeted,
         corecell::net::MAX_PENDING_HANDSHAKES
     );
     assert!(
-        opened > FLOOD,
-        "the flood re-opened connections ({opened} in all): cn3 closed the excess"
+        outcome.opened > FLOOD,
+        "the flood re-opened connections ({} in all): cn3 closed the excess",
+        outcome.opened
     );
-    let refused = net.sample(3, REFUSED) - refused_before;
     assert!(
-        refused >= (FLOOD - corecell::net::MAX_PENDING_HANDSHAKES_PER_ADDRESS) as f64,
-        "cn3 counted {refused} refused handshakes"
+        outcome.refused >= (FLOOD - corecell::net::MAX_PENDING_HANDSHAKES_PER_ADDRESS) as f64,
+        "cn3 counted {} refused handshakes",
+        outcome.refused
     );
+}
+
+#[test]
+fn a_connection_flood_from_many_addresses_does_not_lock_out_the_known_peers() {
+    let _serial = serial();
+    // Eight attacking addresses, each at its per-address limit: together they could hold
+    // twice the node's shared handshake slots. The peers' address (127.0.0.1, in every CN's
+    // peer list) is known, so its handshakes do not queue behind them.
+    let sources: Vec<[u8; 4]> = (2..10).map(|x| [127, 0, 0, x]).collect();
+    let per_source = corecell::net::MAX_PENDING_HANDSHAKES_PER_ADDRESS;
+    let outcome = flood_cn3_and_restart_cn0(20000, &sources, per_source);
+    assert!(
+        outcome.most_greeted >= corecell::net::MAX_PENDING_HANDSHAKES / 2
+            && outcome.most_greeted <= corecell::net::MAX_PENDING_HANDSHAKES,
+        "the flood filled the shared slots but no more: it held {} at once (of {})",
+        outcome.most_greeted,
+        corecell::net::MAX_PENDING_HANDSHAKES
+    );
+    assert!(
+        outcome.refused
+            >= (sources.len() * per_source - corecell::net::MAX_PENDING_HANDSHAKES) as f64,
+        "cn3 counted {} refused handshakes",
+        outcome.refused
+    );
+}
+
+/// Connections from `source` to `to` that each send a frame header and then one byte every
+/// `every`, until `stop`; returns (connections opened, longest any one lived).
+fn slowloris(
+    source: [u8; 4],
+    to: std::net::SocketAddr,
+    connections: usize,
+    every: Duration,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<(usize, Duration)> {
+    std::thread::spawn(move || {
+        // A TxBatch frame header declaring the largest batch, which never comes in full.
+        let header = corecell::types::frame::FrameHeader {
+            kind: FrameKind::TxBatch,
+            len: FrameKind::TxBatch.max_payload() as u32,
+        }
+        .to_bytes();
+        let mut opened = 0usize;
+        let mut longest = Duration::ZERO;
+        let mut live: Vec<(std::net::TcpStream, Instant)> = Vec::new();
+        let mut buf = [0u8; 256];
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            // One byte more on each; a connection the node closed is gone.
+            live.retain_mut(|(s, since)| {
+                let alive = match s.read(&mut buf) {
+                    Ok(0) => false,
+                    Ok(_) => true,
+                    Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+                } && s.write_all(&[0]).is_ok();
+                if !alive {
+                    longest = longest.max(since.elapsed());
+                }
+                alive
+            });
+            while live.len() < connections {
+                let Some(mut s) = connect_from(source, to) else {
+                    break;
+                };
+                let _ = s.set_nonblocking(true);
+                if s.write_all(&header).is_ok() {
+                    opened += 1;
+                    live.push((s, Instant::now()));
+                }
+            }
+            std::thread::sleep(every);
+        }
+        for (_, since) in &live {
+            longest = longest.max(since.elapsed());
+        }
+        (opened, longest)
+    })
+}
+
+#[test]
+fn slowloris_clients_cannot_hold_the_ingress_slots() {
+    let _serial = serial();
+    let started = Instant::now();
+    let mut net = Net::start(8000, 200);
+    let ingress = net.nodes[0].ingress;
+    assert!(net.nodes[0].serves_ingress);
+    // Four addresses, each at its per-address limit: every one of cn0's ingress slots is held
+    // by a connection that dribbles one byte of a frame every 300 ms, forever.
+    let per_source = corecell::net::MAX_INGRESS_CONNECTIONS_PER_ADDRESS;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let attackers: Vec<_> = (2..6)
+        .map(|x| {
+            slowloris(
+                [127, 0, 0, x],
+                ingress,
+                per_source,
+                Duration::from_millis(300),
+                stop.clone(),
+            )
+        })
+        .collect();
+    let slots = corecell::net::MAX_INGRESS_CONNECTIONS as f64;
+    net.wait_metric(
+        0,
+        "corecell_ingress_connections",
+        slots,
+        Duration::from_secs(10),
+    );
+    // Every slot is held; an honest client still gets in (taking the slot of the
+    // longest-idle attacker) and its transfers become final.
+    let mut client = TransferClient::new(ingress, net.genesis.chain_id, 0..8);
+    client.run_for(Duration::from_secs(3), Duration::from_millis(200));
+    client.drain(Duration::from_secs(10));
+    assert!(
+        !client.finalized.is_empty() && client.pending.is_empty(),
+        "the honest client's transfers: {} final, {} batches unsettled, refused {:?}",
+        client.finalized.len(),
+        client.pending.len(),
+        client.refused
+    );
+    assert!(net.sample(0, "corecell_ingress_evicted_total") >= 1.0);
+    // Past the frame deadline, the dribblers are closed for being slow.
+    let frame_timeout = corecell::net::INGRESS_FRAME_TIMEOUT;
+    std::thread::sleep(frame_timeout.saturating_sub(started.elapsed()) + Duration::from_secs(2));
+    net.wait_metric(
+        0,
+        "corecell_ingress_slow_total",
+        1.0,
+        Duration::from_secs(5),
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut longest = Duration::ZERO;
+    let mut opened = 0;
+    for a in attackers {
+        let (n, l) = a.join().expect("slowloris thread");
+        opened += n;
+        longest = longest.max(l);
+    }
+    // No dribbling connection outlived the frame deadline by more than the attacker's own
+    // polling slack.
+    assert!(
+        longest <= frame_timeout + Duration::from_secs(2),
+        "a slowloris connection lived {longest:?} (frame deadline {frame_timeout:?})"
+    );
+    let all: Vec<usize> = (0..CNS).collect();
+    let before = net.heights(&all);
+    let targets: Vec<u64> = before.iter().map(|h| h + 3).collect();
+    net.wait_heights(&all, &targets, Duration::from_secs(20));
     net.assert_running(&all);
     eprintln!(
-        "flood of {opened} connections from 127.0.0.2: at most {most_greeted} held, {refused} refused; cn0 rejoined; {:.1?}",
+        "slowloris: {opened} connections, longest lived {longest:?}; refused {}, evicted {}, slow {}; honest client {} final; {:.1?}",
+        net.sample(0, "corecell_ingress_refused_total"),
+        net.sample(0, "corecell_ingress_evicted_total"),
+        net.sample(0, "corecell_ingress_slow_total"),
+        client.finalized.len(),
         started.elapsed()
     );
 }

@@ -62,11 +62,20 @@
 //! **Floods.** At most [`MAX_PENDING_HANDSHAKES`] handshakes are in progress at once, and at
 //! most [`MAX_PENDING_HANDSHAKES_PER_ADDRESS`] from one remote address; a handshake must finish
 //! within [`HANDSHAKE_TIMEOUT`]. Beyond, a new connection is closed at once and counted.
+//! Connections from a *known address* (the address of a configured peer or bootnode, or of a
+//! peer a bootnode named) count only against the per-address limit: a flood from many other
+//! addresses can fill the shared slots but cannot lock out the peers the node expects.
 //!
 //! **Ingress** (clients, not authenticated; CNs and ENs): only `TxBatch` frames, at most
 //! [`MAX_INGRESS_CONNECTIONS`] connections ([`MAX_INGRESS_CONNECTIONS_PER_ADDRESS`] from one
-//! address), each closed after [`INGRESS_IDLE_TIMEOUT`] without a byte; batches go to the exec
-//! shard (with TCP back-pressure to the client), answers (`IngressAck`) come back from exec.
+//! address); batches go to the exec shard (with TCP back-pressure to the client), answers
+//! (`IngressAck`) come back from exec. Slow and idle clients lose their slot:
+//! - a connection without a whole frame for [`INGRESS_IDLE_TIMEOUT`] is closed (`idle`);
+//! - a frame begun must be complete within [`INGRESS_FRAME_TIMEOUT`], so a client dribbling
+//!   bytes (slowloris) is closed (`slow`) however steadily it sends;
+//! - when every slot is taken, a new connection takes the slot of the connection that has gone
+//!   longest without a whole frame, if that is at least [`INGRESS_EVICTABLE_IDLE`]
+//!   (`evicted`); only when every client is active is the newcomer refused.
 
 pub mod bootnode;
 pub mod handshake;
@@ -116,9 +125,17 @@ pub const MAX_INGRESS_CONNECTIONS: usize = 256;
 /// Most client connections on the ingress port from one remote address (a flood from one
 /// address leaves room for the others).
 pub const MAX_INGRESS_CONNECTIONS_PER_ADDRESS: usize = 64;
-/// An ingress connection that sends nothing for this long is closed (idle connections
+/// An ingress connection that completes no frame for this long is closed (idle connections
 /// would otherwise hold the [`MAX_INGRESS_CONNECTIONS`] slots).
 pub const INGRESS_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A frame whose first byte arrived must be complete within this (a slowloris client that
+/// dribbles a byte at a time is closed). A full-size batch at 1 MB/s takes well under it.
+pub const INGRESS_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+/// With every ingress slot taken, a connection that has completed no frame for at least this
+/// long gives its slot to a new one (the longest-idle first).
+pub const INGRESS_EVICTABLE_IDLE: Duration = Duration::from_secs(1);
+/// Most addresses remembered as known (configured ones plus those bootnodes named).
+pub const MAX_KNOWN_ADDRESSES: usize = 4096;
 /// Wait after a failed accept (e.g. out of file descriptors) before the next one.
 pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 /// Socket read size.
@@ -291,6 +308,18 @@ pub struct NetCounters {
     pub relayed: AtomicU64,
     /// Frames dropped as duplicates (blocks at or below the head, batches already relayed).
     pub duplicates: AtomicU64,
+    /// Ingress connections open now (each holds one of [`MAX_INGRESS_CONNECTIONS`] slots).
+    pub ingress_connections: AtomicU64,
+    /// Ingress connections refused (every slot busy with an active client, or the address's
+    /// share used up).
+    pub ingress_refused: AtomicU64,
+    /// Ingress connections closed for completing no frame in [`INGRESS_IDLE_TIMEOUT`].
+    pub ingress_idle: AtomicU64,
+    /// Ingress connections closed for not completing a begun frame in
+    /// [`INGRESS_FRAME_TIMEOUT`] (slowloris).
+    pub ingress_slow: AtomicU64,
+    /// Ingress connections closed to give their slot to a new connection.
+    pub ingress_evicted: AtomicU64,
 }
 
 /// The channels of the net shard.
@@ -370,6 +399,11 @@ struct State {
     pending_by_address: HashMap<std::net::IpAddr, usize>,
     /// Ingress connections open per remote address.
     clients_by_address: HashMap<std::net::IpAddr, usize>,
+    /// Open ingress connections that hold a slot, by connection number.
+    client_slots: HashMap<u64, ClientSlot>,
+    /// Addresses of the peers and bootnodes this node knows (configured or named by a
+    /// bootnode): their handshakes do not count against the shared limit.
+    known_addresses: HashSet<std::net::IpAddr>,
     next_connection: u64,
     /// PN: frames of finalized blocks handed to the follower, by (height, hash), with the
     /// slot they came from.
@@ -390,7 +424,70 @@ struct State {
 
 type Shared = Rc<RefCell<State>>;
 
+/// An ingress connection's claim on a slot.
+struct ClientSlot {
+    remote: Option<std::net::IpAddr>,
+    /// When it last completed a frame (or connected).
+    last_frame: Instant,
+    /// Tells the connection's task it was evicted.
+    evict: local_channel::LocalSender<()>,
+}
+
 impl State {
+    /// Takes a slot for a new ingress connection from `remote`, evicting the longest-idle
+    /// client if every slot is taken; false if the connection must be refused.
+    fn take_client_slot(&mut self, remote: Option<std::net::IpAddr>, now: Instant) -> bool {
+        let from_remote = remote.map_or(0, |ip| {
+            self.clients_by_address.get(&ip).copied().unwrap_or(0)
+        });
+        if from_remote >= MAX_INGRESS_CONNECTIONS_PER_ADDRESS {
+            return false;
+        }
+        if self.client_connections >= MAX_INGRESS_CONNECTIONS {
+            let victim = self
+                .client_slots
+                .iter()
+                .filter(|(_, c)| now.duration_since(c.last_frame) >= INGRESS_EVICTABLE_IDLE)
+                .min_by_key(|(_, c)| c.last_frame)
+                .map(|(connection, _)| *connection);
+            let Some(victim) = victim else {
+                return false;
+            };
+            if let Some(slot) = self.release_client_slot(victim) {
+                // Its task ends on this (or on its own, if it is ending already).
+                let _ = slot.evict.try_send(());
+                self.counters.ingress_evicted.fetch_add(1, Relaxed);
+            }
+        }
+        assert!(self.client_connections < MAX_INGRESS_CONNECTIONS);
+        self.client_connections += 1;
+        self.counters
+            .ingress_connections
+            .store(self.client_connections as u64, Relaxed);
+        if let Some(ip) = remote {
+            *self.clients_by_address.entry(ip).or_default() += 1;
+        }
+        true
+    }
+
+    /// Gives back the slot of ingress connection `connection`, if it still holds one.
+    fn release_client_slot(&mut self, connection: u64) -> Option<ClientSlot> {
+        let slot = self.client_slots.remove(&connection)?;
+        self.client_connections -= 1;
+        self.counters
+            .ingress_connections
+            .store(self.client_connections as u64, Relaxed);
+        if let Some(ip) = slot.remote {
+            if let Some(n) = self.clients_by_address.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    self.clients_by_address.remove(&ip);
+                }
+            }
+        }
+        Some(slot)
+    }
+
     /// The slot of an admitted peer: a council member's index, or a tier slot.
     fn slot_of(&mut self, role: Role, node_id: &[u8; 20]) -> PeerSlot {
         if role == Role::Cn {
@@ -698,6 +795,12 @@ pub async fn run(
         .filter(|t| config.dials(t))
         .cloned()
         .collect();
+    let known_addresses: HashSet<std::net::IpAddr> = config
+        .dial
+        .iter()
+        .map(|t| t.address.ip())
+        .chain(config.bootnodes.iter().map(|b| b.address.ip()))
+        .collect();
     let state: Shared = Rc::new(RefCell::new(State {
         config,
         peers: HashMap::new(),
@@ -708,6 +811,8 @@ pub async fn run(
         pending_handshakes: 0,
         pending_by_address: HashMap::new(),
         clients_by_address: HashMap::new(),
+        client_slots: HashMap::new(),
+        known_addresses,
         next_connection: 0,
         relay_pending: BTreeMap::new(),
         relayed_batches: RecentSet::default(),
@@ -769,19 +874,9 @@ pub async fn run(
                 let remote = stream.peer_addr().ok().map(|a| a.ip());
                 let connection = {
                     let mut s = state.borrow_mut();
-                    let from_remote =
-                        remote.map_or(0, |ip| s.clients_by_address.get(&ip).copied().unwrap_or(0));
-                    if s.client_connections >= MAX_INGRESS_CONNECTIONS
-                        || from_remote >= MAX_INGRESS_CONNECTIONS_PER_ADDRESS
-                        || s.stop.load(Relaxed)
-                    {
+                    if s.stop.load(Relaxed) || !s.take_client_slot(remote, Instant::now()) {
+                        s.counters.ingress_refused.fetch_add(1, Relaxed);
                         continue;
-                    }
-                    // Counted here, not when run_client registers it, so a burst of accepts
-                    // cannot overshoot the limit.
-                    s.client_connections += 1;
-                    if let Some(ip) = remote {
-                        *s.clients_by_address.entry(ip).or_default() += 1;
                     }
                     s.next_connection += 1;
                     s.next_connection
@@ -797,23 +892,27 @@ pub async fn run(
             loop {
                 let stream = accept_next(&listener).await;
                 let remote = stream.peer_addr().ok().map(|a| a.ip());
-                {
+                let known = {
                     let mut s = state.borrow_mut();
                     let from_remote = remote.map_or(0, |ip| {
                         s.pending_by_address.get(&ip).copied().unwrap_or(0)
                     });
-                    if s.pending_handshakes >= MAX_PENDING_HANDSHAKES
+                    let known = remote.is_some_and(|ip| s.known_addresses.contains(&ip));
+                    if (!known && s.pending_handshakes >= MAX_PENDING_HANDSHAKES)
                         || from_remote >= MAX_PENDING_HANDSHAKES_PER_ADDRESS
                         || s.stop.load(Relaxed)
                     {
                         s.counters.refused_handshakes.fetch_add(1, Relaxed);
                         continue;
                     }
-                    s.pending_handshakes += 1;
+                    if !known {
+                        s.pending_handshakes += 1;
+                    }
                     if let Some(ip) = remote {
                         *s.pending_by_address.entry(ip).or_default() += 1;
                     }
-                }
+                    known
+                };
                 let state = state.clone();
                 glommio::spawn_local(async move {
                     let mut stream = stream;
@@ -821,7 +920,9 @@ pub async fn run(
                         run_handshake(&state, &mut stream, Side::Listener, None).await;
                     {
                         let mut s = state.borrow_mut();
-                        s.pending_handshakes -= 1;
+                        if !known {
+                            s.pending_handshakes -= 1;
+                        }
                         if let Some(ip) = remote {
                             if let Some(n) = s.pending_by_address.get_mut(&ip) {
                                 *n -= 1;
@@ -899,6 +1000,11 @@ async fn discover(state: Shared, bootnodes: Vec<crate::node::config::PeerEntry>)
                         tracing::warn!(bootnode = %b.name, pns, "the bootnode names fewer than two PNs: this EN has no PN to fail over to");
                     }
                     for p in peers {
+                        let mut s = state.borrow_mut();
+                        if s.known_addresses.len() < MAX_KNOWN_ADDRESSES {
+                            s.known_addresses.insert(p.address.ip());
+                        }
+                        drop(s);
                         let target = DialTarget {
                             role: p.role,
                             node_id: p.node_id,
@@ -1364,7 +1470,7 @@ fn dispatch_peer_frame(
     Ok(())
 }
 
-/// Serves one client ingress connection.
+/// Serves one client ingress connection (which holds a slot, taken at accept).
 async fn run_client(
     state: Shared,
     stream: TcpStream,
@@ -1373,9 +1479,19 @@ async fn run_client(
 ) {
     let _ = stream.set_nodelay(true);
     let (outbox, queue, doorbell) = new_outbox(&state);
+    let (evict, evicted) = local_channel::new_bounded(1);
+    let mut last_frame = Instant::now();
     let counters = {
         let mut s = state.borrow_mut();
         s.clients.insert(connection, outbox);
+        s.client_slots.insert(
+            connection,
+            ClientSlot {
+                remote,
+                last_frame,
+                evict,
+            },
+        );
         s.counters.clone()
     };
     let (mut reader, mut writer) = futures_lite::io::split(stream);
@@ -1387,6 +1503,8 @@ async fn run_client(
     });
     let mut decoder = FrameDecoder::new();
     let mut buf = vec![0u8; READ_CHUNK];
+    // When the frame now in the decoder began (None between frames).
+    let mut frame_began: Option<Instant> = None;
     let to_exec = state
         .borrow()
         .to_exec
@@ -1395,16 +1513,52 @@ async fn run_client(
     'read: loop {
         // See `run_peer`: one busy client must not starve the executor's other tasks.
         futures_lite::future::yield_now().await;
-        let n = match within(INGRESS_IDLE_TIMEOUT, reader.read(&mut buf)).await {
-            Some(Ok(0)) | Some(Err(_)) => break,
-            Some(Ok(n)) => n,
-            None => {
-                tracing::info!(connection, "ingress client idle; dropped");
+        // The read races the connection's deadline and its eviction; a read is dropped only
+        // when the connection closes, so no received byte is ever lost.
+        let idle_at = last_frame + INGRESS_IDLE_TIMEOUT;
+        let deadline = frame_began.map_or(idle_at, |t| idle_at.min(t + INGRESS_FRAME_TIMEOUT));
+        let read = futures_lite::future::or(
+            async { Ok(reader.read(&mut buf).await) },
+            futures_lite::future::or(
+                async {
+                    glommio::timer::sleep(deadline.saturating_duration_since(Instant::now())).await;
+                    Err(
+                        if frame_began.is_some_and(|t| t + INGRESS_FRAME_TIMEOUT <= idle_at) {
+                            ClientClose::Slow
+                        } else {
+                            ClientClose::Idle
+                        },
+                    )
+                },
+                async {
+                    evicted.recv().await;
+                    Err(ClientClose::Evicted)
+                },
+            ),
+        )
+        .await;
+        let n = match read {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => n,
+            Err(close) => {
+                match close {
+                    ClientClose::Idle => counters.ingress_idle.fetch_add(1, Relaxed),
+                    ClientClose::Slow => counters.ingress_slow.fetch_add(1, Relaxed),
+                    // Counted by the eviction.
+                    ClientClose::Evicted => 0,
+                };
+                tracing::info!(
+                    connection,
+                    ?remote,
+                    reason = close.name(),
+                    "ingress client dropped"
+                );
                 break;
             }
         };
         counters.bytes_in.fetch_add(n as u64, Relaxed);
         let mut input = &buf[..n];
+        let mut completed = false;
         loop {
             // Busy time: decoding and checking (not the wait for room in exec's inbox).
             let handling = Instant::now();
@@ -1435,7 +1589,22 @@ async fn run_client(
             if to_exec.send(batch).await.is_err() {
                 break 'read;
             }
+            completed = true;
         }
+        // Stamped after the hand-over to exec: time spent waiting on exec's back-pressure is
+        // the node's, not the client's.
+        let now = Instant::now();
+        if completed {
+            last_frame = now;
+            if let Some(slot) = state.borrow_mut().client_slots.get_mut(&connection) {
+                slot.last_frame = now;
+            }
+        }
+        frame_began = match decoder.buffered() {
+            0 => None,
+            _ if completed => Some(now),
+            _ => Some(frame_began.unwrap_or(now)),
+        };
         if state.borrow().stop.load(Relaxed) {
             break;
         }
@@ -1443,21 +1612,35 @@ async fn run_client(
     {
         let mut s = state.borrow_mut();
         s.clients.remove(&connection);
-        s.client_connections -= 1;
-        if let Some(ip) = remote {
-            if let Some(n) = s.clients_by_address.get_mut(&ip) {
-                *n -= 1;
-                if *n == 0 {
-                    s.clients_by_address.remove(&ip);
-                }
-            }
-        }
+        // None if it was evicted (its slot is someone else's now).
+        s.release_client_slot(connection);
     }
     writer_task.await;
     // The outbox is out of the tables now, so nothing more is queued: frames left behind leave
     // the queue-depth gauge with the connection.
     let left = std::mem::take(&mut queue.borrow_mut().frames).len() as u64;
     state.borrow().stats.queue_depth.fetch_sub(left, Relaxed);
+}
+
+/// Why the node closed an ingress connection of its own accord.
+#[derive(Debug, Clone, Copy)]
+enum ClientClose {
+    /// No whole frame for [`INGRESS_IDLE_TIMEOUT`].
+    Idle,
+    /// A frame begun and not completed within [`INGRESS_FRAME_TIMEOUT`].
+    Slow,
+    /// Its slot was given to a new connection.
+    Evicted,
+}
+
+impl ClientClose {
+    fn name(self) -> &'static str {
+        match self {
+            ClientClose::Idle => "idle",
+            ClientClose::Slow => "slow",
+            ClientClose::Evicted => "evicted",
+        }
+    }
 }
 
 /// A sync request frame (consensus's `RequestSync` on the wire).

@@ -9,7 +9,8 @@
 //! `finalized_txs`, `finalized_tps` (between the last two scrapes), `rejected_messages`,
 //! `evidence`, `peers`, `peers_cn`, `peers_pn`, `peers_en`, `relayed_frames`,
 //! `duplicate_frames`, `bytes_in`, `bytes_out`, `dropped_frames`, `peer_violations`,
-//! `refused_handshakes`, `pool_pending`, `pool_admitted`, `pool_refused`, per shard (label
+//! `refused_handshakes`, `ingress_connections`, `ingress_refused`, `ingress_idle`, `ingress_slow`, `ingress_evicted`,
+//! `pool_pending`, `pool_admitted`, `pool_refused`, per shard (label
 //! `shard`) `shard_busy_seconds`, `shard_messages_in`, `shard_messages_out`,
 //! `shard_queue_depth`, and `process_cpu_seconds`, `process_max_rss_bytes`.
 
@@ -193,6 +194,42 @@ pub fn render(counters: &NodeCounters, tps: f64) -> String {
         "refused_handshakes",
         "Handshakes refused",
         &n.refused_handshakes,
+    );
+    gauge(
+        &mut r,
+        "ingress_connections",
+        "Ingress connections open",
+        n.ingress_connections.load(Relaxed) as f64,
+    );
+    counter(
+        &mut r,
+        "ingress_refused",
+        "Ingress connections refused (every slot busy with an active client, or the address's share used)",
+        &n.ingress_refused,
+    );
+    counter(
+        &mut r,
+        "ingress_idle",
+        &format!(
+            "Ingress connections closed for completing no frame in {} s",
+            crate::net::INGRESS_IDLE_TIMEOUT.as_secs()
+        ),
+        &n.ingress_idle,
+    );
+    counter(
+        &mut r,
+        "ingress_slow",
+        &format!(
+            "Ingress connections closed for not completing a begun frame in {} s (slowloris)",
+            crate::net::INGRESS_FRAME_TIMEOUT.as_secs()
+        ),
+        &n.ingress_slow,
+    );
+    counter(
+        &mut r,
+        "ingress_evicted",
+        "Ingress connections closed to give their slot to a new connection",
+        &n.ingress_evicted,
     );
     let e = &counters.exec;
     gauge(
