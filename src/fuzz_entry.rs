@@ -28,6 +28,14 @@
 //!   transfer engine holding one finalized block and one pending transaction (and again over
 //!   a raw chain); the answer is JSON-RPC 2.0 JSON (`null` for notifications), never an
 //!   internal error.
+//! - [`handshake`]: a real handshake whose hello and `Auth` are tampered with on the way:
+//!   it authenticates exactly when nothing was touched and the peer is admitted.
+//! - [`bootnode_registry`]: a bootnode's registry through queries, expiries and reloads: the
+//!   registration cap, answers within their limits and roles, refusals changing nothing.
+//! - [`block_log`], [`consensus_wal`], [`snapshot`], [`key_file`]: what a node reads from its
+//!   data directory at start-up, as raw bytes or as records with correct checksums: refused
+//!   with an error naming the file, or accepted consistently (the scan's index and head agree,
+//!   accepted records round-trip, a snapshot or key round-trips).
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
@@ -38,6 +46,9 @@ use alloy_eips::eip2718::Decodable2718;
 use alloy_primitives::U256;
 use rkyv::util::AlignedVec;
 
+use std::time::Duration;
+
+use crate::crypto::bls::BlsSecretKey;
 use crate::crypto::hash::{keccak256, Hash32};
 use crate::crypto::tx::{
     address_of_secret, decode_transaction, sign_transfer, DecodedTx, Transfer, TxError, TxType,
@@ -48,6 +59,7 @@ use crate::exec::raw::RawPool;
 use crate::exec::state::State;
 use crate::exec::transfer::{FinalizedOutcome, TransferEngine, BASE_FEE_WEI};
 use crate::exec::Engine;
+use crate::net::handshake::{Handshake, Side, AUTH_LEN, HELLO_LEN, NONCE_LEN};
 use crate::node::config::{
     check_name, ConfigFile, NodeConfig, Role, MAX_CONFIG_BYTES, MAX_CONFIG_PEERS,
     MAX_IO_MEMORY_KIB, MAX_SNAPSHOT_INTERVAL_BLOCKS, MIN_IO_MEMORY_KIB,
@@ -1065,5 +1077,380 @@ fn check_rpc_response(value: &serde_json::Value) {
             assert_ne!(code, Some(-32603), "an internal error: {value}");
         }
         _ => panic!("a response with neither or both of result and error: {value}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handshake
+// ---------------------------------------------------------------------------------------------
+
+/// The handshake's chain id and the two fixed keys of its fuzz target: ours and the peer's.
+fn handshake_keys() -> &'static (BlsSecretKey, BlsSecretKey) {
+    static KEYS: OnceLock<(BlsSecretKey, BlsSecretKey)> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        (
+            BlsSecretKey::from_seed(&[0x11; 32]),
+            BlsSecretKey::from_seed(&[0x22; 32]),
+        )
+    })
+}
+
+/// Arbitrary bytes as tampering with a real handshake between two nodes: `data[0]` picks who
+/// dialed and whether the peer is admitted; the next [`HELLO_LEN`] bytes are XORed into the
+/// peer's hello on its way to us, the next [`AUTH_LEN`] into its `Auth` (missing bytes are
+/// zero: untouched). Invariants: we authenticate the peer exactly when neither message was
+/// touched and the peer is admitted, and then as the peer's real key and role; anything else
+/// is refused with an error, never a panic.
+pub fn handshake(data: &[u8]) {
+    let (ours, theirs) = handshake_keys();
+    let Some((&control, rest)) = data.split_first() else {
+        return;
+    };
+    let (our_side, their_side) = if control & 1 == 0 {
+        (Side::Listener, Side::Dialer)
+    } else {
+        (Side::Dialer, Side::Listener)
+    };
+    let admitted = control & 2 == 0;
+    let mut hello_mask = [0u8; HELLO_LEN];
+    let mut auth_mask = [0u8; AUTH_LEN];
+    let (for_hello, for_auth) = rest.split_at(rest.len().min(HELLO_LEN));
+    hello_mask[..for_hello.len()].copy_from_slice(for_hello);
+    auth_mask[..for_auth.len().min(AUTH_LEN)]
+        .copy_from_slice(&for_auth[..for_auth.len().min(AUTH_LEN)]);
+    let mut us = Handshake::new(our_side, ours, CHAIN_ID, Role::Cn, [0xa5; NONCE_LEN]);
+    let mut them = Handshake::new(their_side, theirs, CHAIN_ID, Role::Pn, [0x5a; NONCE_LEN]);
+    let mut hello = them.hello();
+    for (b, m) in hello.iter_mut().zip(hello_mask) {
+        *b ^= m;
+    }
+    let admit = |_role: Role, _node_id: [u8; 20]| {
+        if admitted {
+            Ok(())
+        } else {
+            Err("not on the allowlist".to_string())
+        }
+    };
+    let Ok(_our_auth) = us.on_peer_hello(&hello, admit) else {
+        assert!(
+            !admitted || hello_mask != [0; HELLO_LEN],
+            "the genuine hello of an admitted peer was refused"
+        );
+        return;
+    };
+    // The peer answers our (untouched) hello with its Auth, which we receive tampered.
+    let their_auth = them
+        .on_peer_hello(&us.hello(), |_, _| Ok(()))
+        .expect("the peer takes our genuine hello");
+    let mut auth = their_auth;
+    for (b, m) in auth.iter_mut().zip(auth_mask) {
+        *b ^= m;
+    }
+    let genuine = hello_mask == [0; HELLO_LEN] && auth_mask == [0; AUTH_LEN];
+    match us.on_peer_auth(&auth) {
+        Ok(identity) => {
+            assert!(genuine, "a tampered handshake authenticated");
+            assert_eq!(identity.node_id, theirs.public_key().node_id());
+            assert_eq!(identity.role, Role::Pn);
+        }
+        Err(_) => assert!(!genuine, "the genuine handshake was refused"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bootnode registry
+// ---------------------------------------------------------------------------------------------
+
+/// Arbitrary bytes as a bootnode's life: `data[0]` picks the tier it serves, then every 8
+/// bytes are one event (a query from one of 64 nodes, in a role, with or without a
+/// registration address, at a time that only moves forward; an expiry sweep; or a reload of
+/// the directory admitting a subset of the nodes). Invariants after every event: no more than
+/// [`MAX_REGISTRATIONS`] registrations; a refused node changes nothing; an answer lists at
+/// most [`MAX_PEER_LIST`] peers, never the asker, only roles its rule tells it about and only
+/// admitted nodes (registered, with a unicast address) or static peers; after a reload no
+/// registration of a node it removed is left.
+pub fn bootnode_registry(data: &[u8]) {
+    use crate::net::bootnode::{rule, Directory, DiscoveredPeer, Registry, MAX_REGISTRATIONS};
+    let Some((&control, events)) = data.split_first() else {
+        return;
+    };
+    const ROLES: [Role; 3] = [Role::Cn, Role::Pn, Role::En];
+    let serves = ROLES[control as usize % 3];
+    let node_id = |k: u8| -> [u8; 20] { [k % 64 + 1; 20] };
+    let council: std::collections::BTreeSet<[u8; 20]> = (0..16).map(node_id).collect();
+    let directory_of = |mask: u64| Directory {
+        allowlist: (0..64u8)
+            .filter(|k| mask >> k & 1 == 1)
+            .map(node_id)
+            .collect(),
+        static_peers: (0..4u8)
+            .map(|k| DiscoveredPeer {
+                role: ROLES[k as usize % 3],
+                node_id: node_id(60 + k),
+                address: std::net::SocketAddr::from(([10, 0, 0, k + 1], 4000)),
+            })
+            .collect(),
+    };
+    let mut registry = Registry::new(serves, council, directory_of(u64::MAX));
+    let start = std::time::Instant::now();
+    let mut now = start;
+    for (n, event) in events.chunks_exact(8).enumerate() {
+        now += Duration::from_secs(u64::from(event[7] % 64));
+        match event[0] % 8 {
+            0 => {
+                registry.expire(now);
+            }
+            1 => {
+                let mask = u64::from_le_bytes(event.try_into().expect("8 bytes"));
+                let change = registry.set_directory(directory_of(mask));
+                for removed in &change.removed {
+                    assert!(
+                        registry.admit(Role::Pn, removed).is_err()
+                            && registry.admit(Role::Cn, removed).is_err()
+                            && registry.admit(Role::En, removed).is_err()
+                    );
+                }
+            }
+            _ => {
+                let role = ROLES[event[1] as usize % 3];
+                let asker = node_id(event[2]);
+                let register = (event[3] & 1 == 1)
+                    .then(|| std::net::SocketAddr::from(([127, 0, event[4], event[5] | 1], 30000)));
+                let before = registry.registered();
+                match registry.query(now, role, asker, register, n as u64) {
+                    Err(_) => {
+                        assert!(registry.admit(role, &asker).is_err());
+                        assert_eq!(
+                            registry.registered(),
+                            before,
+                            "a refused node changed the registry"
+                        );
+                    }
+                    Ok(answer) => {
+                        let told = rule(serves, role).expect("admitted, so a rule").told;
+                        assert!(answer.peers.len() <= MAX_PEER_LIST);
+                        for p in &answer.peers {
+                            assert_ne!(p.node_id, asker, "an asker told about itself");
+                            assert!(told.contains(&p.role), "{role:?} told about a {:?}", p.role);
+                            let is_static =
+                                registry.directory().static_peers.iter().any(|s| s == p);
+                            assert!(
+                                is_static || registry.admit(p.role, &p.node_id).is_ok(),
+                                "told about a node not admitted"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        assert!(registry.registered() <= MAX_REGISTRATIONS);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// What a node reads from disk: block log segments, the consensus WAL, snapshots, key files
+// ---------------------------------------------------------------------------------------------
+
+/// A folder of this process for the disk targets (each run of a target rewrites its files).
+fn scratch_dir(name: &str) -> std::path::PathBuf {
+    static ROOT: OnceLock<std::path::PathBuf> = OnceLock::new();
+    let root = ROOT.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("corecell-fuzz-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("scratch folder");
+        dir
+    });
+    let dir = root.join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch folder");
+    dir
+}
+
+/// The genesis header block log inputs extend (see [`block_log_seed`]).
+pub fn block_log_genesis() -> BlockHeader {
+    BlockHeader {
+        parent_hash: [0; 32],
+        height: 0,
+        round: 0,
+        timestamp_ms: 1_700_000_000_000,
+        proposer: 0,
+        randao_reveal: [0; 96],
+        mix: [1; 32],
+        transactions_root: transactions_root(std::iter::empty()),
+        state_root: [2; 32],
+        committee_digest: [3; 32],
+    }
+}
+
+/// `count` blocks after [`block_log_genesis`] with structurally valid commit certificates (a
+/// block log checks shape and hashes, not signatures), for seeds.
+pub fn block_log_chain(count: u64) -> Vec<FinalizedBlock> {
+    let mut blocks: Vec<FinalizedBlock> = Vec::new();
+    let genesis = block_log_genesis();
+    for height in 1..=count {
+        let parent = blocks.last().map_or(&genesis, |b| &b.block.header);
+        let transactions: Vec<SignedTransaction> = (0..height % 4)
+            .map(|i| SignedTransaction {
+                bytes: vec![(height + i) as u8 | 1; 40],
+            })
+            .collect();
+        let header = BlockHeader {
+            parent_hash: parent.hash(),
+            height,
+            round: 0,
+            timestamp_ms: parent.timestamp_ms + 500,
+            proposer: (height % 4) as u32,
+            randao_reveal: [height as u8; 96],
+            mix: [height as u8; 32],
+            transactions_root: transactions_root(transactions.iter().map(|t| t.bytes.as_slice())),
+            state_root: [7; 32],
+            committee_digest: [3; 32],
+        };
+        let certificate = QuorumCertificate {
+            kind: VoteKind::Commit,
+            height,
+            round: 0,
+            block_hash: header.hash(),
+            signers: vec![0b1011],
+            signature: [9; 96],
+        };
+        blocks.push(FinalizedBlock {
+            block: Block {
+                header,
+                transactions,
+            },
+            certificate,
+        });
+    }
+    blocks
+}
+
+/// The file bytes a disk target writes: with `data[0]` even, the rest as it is; with it odd,
+/// the rest as payloads (each a little-endian `u16` length, then that many bytes), each framed
+/// as a record with its correct checksum, so the archive and chain checks behind the checksum
+/// are reached as well.
+fn record_file(data: &[u8]) -> Vec<u8> {
+    let Some((&mode, mut rest)) = data.split_first() else {
+        return Vec::new();
+    };
+    if mode & 1 == 0 {
+        return rest.to_vec();
+    }
+    let mut out = Vec::new();
+    while rest.len() >= 2 {
+        let len = usize::from(u16::from_le_bytes([rest[0], rest[1]])).min(rest.len() - 2);
+        let payload = &rest[2..2 + len];
+        rest = &rest[2 + len..];
+        if !payload.is_empty() {
+            crate::store::record::append_record(&mut out, payload);
+        }
+    }
+    out
+}
+
+/// The input of [`block_log`] or [`consensus_wal`] that frames `payloads` as records.
+pub fn records_input(payloads: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = vec![1u8];
+    for p in payloads {
+        out.extend_from_slice(&(p.len() as u16).to_le_bytes());
+        out.extend_from_slice(p);
+    }
+    out
+}
+
+/// Arbitrary bytes as the first block log segment of a data directory (see [`record_file`]),
+/// scanned as at start-up ([`crate::store::scan_block_log`], which changes nothing).
+/// Invariants: refused with an error naming the file, or accepted with as many indexed
+/// blocks as good records, heights 1..=head from the genesis, the good length within the
+/// file; a second scan gives the same result.
+pub fn block_log(data: &[u8]) {
+    let dir = scratch_dir("block_log");
+    let bytes = record_file(data);
+    let path = crate::store::segment_path(&dir, 1);
+    std::fs::write(&path, &bytes).expect("write the segment");
+    let genesis = block_log_genesis();
+    match crate::store::scan_block_log(&dir, &genesis) {
+        Err(e) => assert!(
+            e.to_string().contains(&path.display().to_string()),
+            "an error that does not name its file: {e}"
+        ),
+        Ok(scan) => {
+            assert_eq!(scan.segments.len(), 1);
+            let segment = &scan.segments[0];
+            assert!(segment.good_len <= segment.file_len);
+            assert_eq!(segment.file_len, bytes.len() as u64);
+            assert_eq!(scan.blocks(), scan.head.height);
+            assert_eq!(scan.index.blocks(), scan.blocks());
+            assert_eq!(scan.index.head_height(), scan.head.height);
+            for h in 1..=scan.head.height {
+                assert!(scan.index.locate(h).is_some(), "height {h} not indexed");
+            }
+            let again = crate::store::scan_block_log(&dir, &genesis).expect("the same scan");
+            assert_eq!(again.head.hash(), scan.head.hash());
+            assert_eq!(again.segments[0].good_len, segment.good_len);
+        }
+    }
+}
+
+/// Arbitrary bytes as the consensus WAL (see [`record_file`]), scanned as at start-up
+/// ([`crate::store::scan_wal`]). Invariants: refused with an error, or accepted with the good
+/// prefix within the file, and the accepted records written anew scan back as the same
+/// records, all good. (The bytes need not come back: an archive with slack bytes can be
+/// accepted, and re-encodes shorter.)
+pub fn consensus_wal(data: &[u8]) {
+    let dir = scratch_dir("consensus_wal");
+    let bytes = record_file(data);
+    std::fs::write(dir.join(crate::store::WAL_FILE), &bytes).expect("write the WAL");
+    let Ok(scan) = crate::store::scan_wal(&dir) else {
+        return;
+    };
+    assert!(scan.good_len <= scan.file_len);
+    assert_eq!(scan.file_len, bytes.len() as u64);
+    let mut reencoded = Vec::new();
+    for record in &scan.records {
+        crate::store::record::append_record(&mut reencoded, &crate::types::to_bytes(record));
+    }
+    std::fs::write(dir.join(crate::store::WAL_FILE), &reencoded).expect("write the WAL");
+    let again = crate::store::scan_wal(&dir).expect("re-encoded records scan");
+    assert_eq!(again.records, scan.records);
+    assert_eq!(again.good_len, reencoded.len() as u64);
+}
+
+/// Arbitrary bytes as a state snapshot file ([`State::decode_snapshot`]). Invariants: an
+/// accepted snapshot encodes back to a snapshot that decodes to the same chain, height,
+/// accounts and state root.
+pub fn snapshot(data: &[u8]) {
+    let Ok(mut state) = State::decode_snapshot(data) else {
+        return;
+    };
+    let mut again = State::decode_snapshot(&state.encode_snapshot()).expect("re-encoded snapshot");
+    assert_eq!(again.chain_id(), state.chain_id());
+    assert_eq!(again.height(), state.height());
+    assert_eq!(again.len(), state.len());
+    assert_eq!(again.root(), state.root());
+}
+
+/// Arbitrary bytes as a node key file, written 0600 and loaded as at start-up
+/// ([`crate::node::keys::NodeKey::load`]). Invariants: refused with an error naming the file,
+/// or a key whose public key, node id and proof of possession belong to its secret, and which
+/// written back loads as the same key.
+pub fn key_file(data: &[u8]) {
+    use crate::node::keys::NodeKey;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch_dir("key_file");
+    let path = dir.join("node.key");
+    std::fs::write(&path, data).expect("write the key file");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    match NodeKey::load(&path) {
+        Err(e) => check_error(&e, &path),
+        Ok(key) => {
+            let public = key.secret.public_key();
+            assert_eq!(key.public_key, public.to_bytes());
+            assert_eq!(key.node_id, public.node_id());
+            let again = dir.join("again.key");
+            key.write(&again, true).expect("write the key back");
+            let reloaded = NodeKey::load(&again).expect("the written key loads");
+            assert_eq!(reloaded.public_key, key.public_key);
+            assert_eq!(reloaded.secret.to_bytes(), key.secret.to_bytes());
+        }
     }
 }

@@ -4,7 +4,8 @@
 //! calls, so a fixed crash stays fixed under plain `cargo test`.
 //!
 //! The seeds (`seed-*` files) are written by the ignored test [`generate_seed_corpus`]:
-//! `cargo test --test fuzz_corpus -- --ignored generate_seed_corpus` rewrites them.
+//! `cargo test --test fuzz_corpus -- --ignored generate_seed_corpus` rewrites them (and
+//! `generate_session_and_disk_seeds` those of the handshake, bootnode and disk targets).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -92,6 +93,12 @@ mod replay {
         config_toml,
         genesis_toml,
         rpc_request,
+        handshake,
+        bootnode_registry,
+        block_log,
+        consensus_wal,
+        snapshot,
+        key_file,
     );
 }
 
@@ -517,4 +524,125 @@ fn generate_seed_corpus() {
         "malformed",
         br#"{"jsonrpc":"2.0","id":1,"method":"#,
     );
+}
+
+/// Seeds of the handshake, bootnode registry and disk targets (see the module doc).
+#[test]
+#[ignore = "rewrites the seed files of fuzz/corpus/"]
+fn generate_session_and_disk_seeds() {
+    use corecell::consensus::WalRecord;
+    use corecell::exec::state::State;
+    use corecell::node::genesis::GenesisAccount;
+    use corecell::node::keys::NodeKey;
+
+    // The handshake: untouched (both sides), the peer not admitted, one hello byte and one
+    // auth byte flipped.
+    let untouched = vec![0u8; 1 + 94 + 96];
+    write_seed("handshake", "untouched-listener", &untouched);
+    let mut dialer = untouched.clone();
+    dialer[0] = 1;
+    write_seed("handshake", "untouched-dialer", &dialer);
+    write_seed("handshake", "not-admitted", &[2]);
+    let mut hello = untouched.clone();
+    hello[1 + 20] = 0x40;
+    write_seed("handshake", "hello-key-flipped", &hello);
+    let mut auth = untouched.clone();
+    auth[1 + 94 + 5] = 1;
+    write_seed("handshake", "auth-flipped", &auth);
+
+    // The bootnode registry: each tier, queries with registrations, a reload, expiry.
+    for (tier, name) in [(0u8, "cn"), (1, "pn"), (2, "en")] {
+        let mut events = vec![tier];
+        for k in 0..12u8 {
+            // query: role k % 3, node k, register, address 127.0.k.1, 1 s later
+            events.extend_from_slice(&[2, k % 3, k, 1, k, 1, 0, 1]);
+        }
+        events.extend_from_slice(&[1, 0xff, 0x0f, 0, 0, 0, 0, 0]); // reload: nodes 0..11 only
+        events.extend_from_slice(&[2, 1, 3, 0, 0, 0, 0, 63]); // query after 63 s
+        events.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 63]); // expiry sweep 63 s later
+        write_seed("bootnode_registry", &format!("serves-{name}"), &events);
+    }
+
+    // A block log: five blocks as records, and the same file as raw bytes.
+    let payloads: Vec<Vec<u8>> = fuzz_entry::block_log_chain(5)
+        .iter()
+        .map(|b| corecell::types::to_bytes(b).to_vec())
+        .collect();
+    let records = fuzz_entry::records_input(&payloads);
+    write_seed("block_log", "five-blocks-records", &records);
+    let mut raw = vec![0u8];
+    for p in &payloads {
+        raw.extend_from_slice(&corecell::store::encode_record(p));
+    }
+    write_seed("block_log", "five-blocks-raw", &raw);
+
+    // A consensus WAL: one record of each kind.
+    let block = fuzz_entry::block_log_chain(1).remove(0).block;
+    let wal: Vec<Vec<u8>> = [
+        WalRecord::Proposed { round: 0, block },
+        WalRecord::Voted {
+            kind: VoteKind::Prepare,
+            height: 1,
+            round: 0,
+            block_hash: [4; 32],
+        },
+        WalRecord::RoundChanged {
+            height: 1,
+            round: 1,
+        },
+    ]
+    .iter()
+    .map(|r| corecell::types::to_bytes(r).to_vec())
+    .collect();
+    write_seed(
+        "consensus_wal",
+        "three-records",
+        &fuzz_entry::records_input(&wal),
+    );
+
+    // A snapshot of a few accounts.
+    let accounts: Vec<GenesisAccount> = (0..4u8)
+        .map(|k| GenesisAccount {
+            address: [k + 1; 20],
+            balance: U256::from(1_000_000u64) * U256::from(k + 1),
+        })
+        .collect();
+    let state = State::from_genesis(CHAIN, &accounts).expect("genesis state");
+    write_seed("snapshot", "four-accounts", &state.encode_snapshot());
+
+    // A key file as `corecell keygen` writes it.
+    let key = NodeKey::from_secret(corecell::crypto::bls::BlsSecretKey::from_seed(&[3; 32]));
+    write_seed("key_file", "keygen", key.to_toml().as_bytes());
+}
+
+/// The disk targets' seeds reach the accepting paths (so mutations start from good files).
+#[test]
+fn the_disk_seeds_are_good_files() {
+    let seed = |target: &str, name: &str| {
+        std::fs::read(
+            fuzz_dir()
+                .join("corpus")
+                .join(target)
+                .join(format!("seed-{name}")),
+        )
+        .expect("seed")
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Mode byte 0: the rest is the segment as it is.
+    let raw = seed("block_log", "five-blocks-raw");
+    std::fs::write(corecell::store::segment_path(dir.path(), 1), &raw[1..]).expect("write");
+    let scan = corecell::store::scan_block_log(dir.path(), &fuzz_entry::block_log_genesis())
+        .expect("the seed segment scans");
+    assert_eq!(scan.blocks(), 5);
+    let snapshot = seed("snapshot", "four-accounts");
+    let state = corecell::exec::state::State::decode_snapshot(&snapshot).expect("snapshot");
+    assert_eq!(state.len(), 4);
+    let key = dir.path().join("node.key");
+    std::fs::write(&key, seed("key_file", "keygen")).expect("write");
+    std::fs::set_permissions(
+        &key,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
+    )
+    .expect("chmod");
+    corecell::node::keys::NodeKey::load(&key).expect("the seed key loads");
 }
