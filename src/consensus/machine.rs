@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::finality;
 use super::scheme::SignatureScheme;
-use super::types::{Effect, Evidence, Input, Message, Millis, Rejection, Timer, WalRecord};
+use super::types::{
+    Effect, Evidence, EvidenceKind, Input, Message, Millis, Rejection, Timer, WalRecord,
+};
 use super::votes::{Added, VoteSet};
 use crate::crypto::bls::Domain;
 use crate::crypto::election::{self, Committee};
@@ -20,6 +22,13 @@ use crate::types::{
 pub const MAX_FUTURE_HEIGHTS: u64 = 64;
 /// Buffered messages per future height.
 pub const MAX_FUTURE_MESSAGES_PER_HEIGHT: usize = 4096;
+/// Buffered messages per future height that name one signer (a proposal's proposer, a vote's
+/// or round change's signer, a finalized block's proposer): one member cannot crowd the
+/// others' early messages out of a height. An honest member sends about three per round.
+pub const MAX_FUTURE_MESSAGES_PER_SIGNER: usize = 64;
+/// Bytes of buffered future messages, all heights together (by [`approximate_bytes`]): a
+/// member sending far-ahead proposals of maximal blocks cannot make the buffer grow past this.
+pub const MAX_FUTURE_BYTES: usize = 256 * 1024 * 1024;
 /// Distinct peers asked for sync per height.
 pub const MAX_SYNC_REQUESTS_PER_HEIGHT: usize = 3;
 /// Sync offers to lagging peers per height (bounds what stale messages can make us send).
@@ -96,7 +105,7 @@ struct HeightState {
     /// A commit certificate whose block this node does not have yet.
     decided: Option<QuorumCertificate>,
     /// Signers already reported for equivocation, per (round, kind).
-    evidenced: BTreeSet<(CouncilIndex, Round, VoteKind)>,
+    evidenced: BTreeSet<(CouncilIndex, Round, EvidenceKind)>,
     /// Peers asked for sync at this height.
     sync_asked: BTreeSet<CouncilIndex>,
     /// Lagging peers offered sync at this height: (peer, their height, their round).
@@ -117,7 +126,7 @@ pub struct Machine<S> {
     committee: Committee,
     state: HeightState,
     /// Messages for future heights, bounded.
-    future: BTreeMap<Height, Vec<Message>>,
+    future: FutureBuffer,
     /// The driver's time at the input being handled.
     now: Millis,
 }
@@ -154,7 +163,7 @@ impl<S: SignatureScheme> Machine<S> {
             round: 0,
             committee,
             state: HeightState::default(),
-            future: BTreeMap::new(),
+            future: FutureBuffer::default(),
             now,
         };
         machine.restore(wal);
@@ -269,10 +278,8 @@ impl<S: SignatureScheme> Machine<S> {
             });
         }
         // Messages that arrived early for this height.
-        if let Some(buffered) = self.future.remove(&self.height) {
-            for m in buffered {
-                self.on_message(now, m, out);
-            }
+        for m in self.future.take_height(self.height) {
+            self.on_message(now, m, out);
         }
     }
 
@@ -320,13 +327,7 @@ impl<S: SignatureScheme> Machine<S> {
                         self.request_sync(peer, out);
                     }
                 }
-                let ahead: Vec<CouncilIndex> = self
-                    .future
-                    .values()
-                    .flat_map(|ms| ms.iter().map(Message::signer))
-                    .collect::<BTreeSet<_>>()
-                    .into_iter()
-                    .collect();
+                let ahead: Vec<CouncilIndex> = self.future.signers().into_iter().collect();
                 for peer in ahead {
                     self.request_sync(peer, out);
                 }
@@ -474,10 +475,7 @@ impl<S: SignatureScheme> Machine<S> {
             });
             return;
         }
-        let slot = self.future.entry(h).or_default();
-        if slot.len() < MAX_FUTURE_MESSAGES_PER_HEIGHT {
-            slot.push(m);
-        }
+        self.future.push(m);
     }
 
     /// A consensus message for a height this node already finalized: its sender is behind.
@@ -540,8 +538,13 @@ impl<S: SignatureScheme> Machine<S> {
 
     fn on_proposal(&mut self, now: Millis, p: Proposal, out: &mut Vec<Effect>) {
         let round = p.round;
-        if round > MAX_ROUND || self.state.proposals.contains_key(&round) {
-            return; // absurd, or already have this round's proposal
+        if round > MAX_ROUND {
+            return; // absurd
+        }
+        if let Some(held) = self.state.proposals.get(&round) {
+            let held = (held.proposer, held.block.hash(), held.signature);
+            self.on_second_proposal(now, held, p, out);
+            return;
         }
         let proposer = p.proposer;
         if !self.check_member(proposer, out) {
@@ -606,6 +609,60 @@ impl<S: SignatureScheme> Machine<S> {
         self.state.proposals.insert(round, p);
         self.maybe_prepare(round, out);
         self.maybe_commit_decided(now, out);
+    }
+
+    /// Another proposal for a round whose proposal this node already accepted (`held`: its
+    /// proposer, block hash and signature). A copy of it costs nothing. A different block,
+    /// validly signed by the same proposer, is equivocation evidence (once per round); its
+    /// block is kept if its header is valid, in case a commit quorum certifies it.
+    fn on_second_proposal(
+        &mut self,
+        now: Millis,
+        (proposer, held_hash, held_signature): (
+            CouncilIndex,
+            Hash32,
+            crate::types::BlsSignatureBytes,
+        ),
+        p: Proposal,
+        out: &mut Vec<Effect>,
+    ) {
+        let hash = p.block.hash();
+        if hash == held_hash
+            || p.proposer != proposer
+            || self
+                .state
+                .evidenced
+                .contains(&(proposer, p.round, EvidenceKind::Proposal))
+        {
+            return;
+        }
+        if !self.scheme.verify(
+            proposer,
+            Domain::Vote,
+            &p.signing_message(self.config.chain_id),
+            &p.signature,
+        ) {
+            out.push(Effect::Rejected {
+                from: proposer,
+                reason: Rejection::BadSignature,
+            });
+            return;
+        }
+        self.state
+            .evidenced
+            .insert((proposer, p.round, EvidenceKind::Proposal));
+        out.push(Effect::Evidence(Evidence {
+            signer: proposer,
+            kind: EvidenceKind::Proposal,
+            height: self.height,
+            round: p.round,
+            first: (held_hash, held_signature),
+            second: (hash, p.signature),
+        }));
+        if self.check_block_header(now, &p.block, p.round).is_ok() {
+            self.state.blocks.entry(hash).or_insert(p.block);
+            self.maybe_commit_decided(now, out);
+        }
     }
 
     /// Header checks against this node's chain, for a block proposed in `round`. The block was
@@ -771,6 +828,10 @@ impl<S: SignatureScheme> Machine<S> {
         let set = self.state.votes.entry((v.round, v.kind)).or_default();
         match set.add(&self.scheme, chain_id, &v, verified) {
             Added::Stored => {}
+            Added::ForgeryReplaced => out.push(Effect::Rejected {
+                from: v.signer,
+                reason: Rejection::BadSignature,
+            }),
             Added::BadSignature => {
                 out.push(Effect::Rejected {
                     from: v.signer,
@@ -779,10 +840,14 @@ impl<S: SignatureScheme> Machine<S> {
                 return;
             }
             Added::Equivocation { first } => {
-                if self.state.evidenced.insert((v.signer, v.round, v.kind)) {
+                if self
+                    .state
+                    .evidenced
+                    .insert((v.signer, v.round, v.kind.into()))
+                {
                     out.push(Effect::Evidence(Evidence {
                         signer: v.signer,
-                        kind: v.kind,
+                        kind: v.kind.into(),
                         height: v.height,
                         round: v.round,
                         first,
@@ -902,7 +967,7 @@ impl<S: SignatureScheme> Machine<S> {
             &self.head.mix,
         );
         self.state = HeightState::default();
-        self.future.retain(|&h, _| h >= self.height);
+        self.future.drop_below(self.height);
         self.start_height(now.max(self.head.timestamp_ms), out);
     }
 
@@ -1133,10 +1198,7 @@ impl<S: SignatureScheme> Machine<S> {
                 });
                 // The blocks after it wait for a valid block at its height.
                 for (_, later) in run {
-                    self.future
-                        .entry(later.block.header.height)
-                        .or_default()
-                        .push(Message::Finalized(Box::new(later)));
+                    self.future.push(Message::Finalized(Box::new(later)));
                 }
                 return;
             }
@@ -1147,16 +1209,117 @@ impl<S: SignatureScheme> Machine<S> {
     /// Removes from the future buffer a finalized block that extends `parent` (by height,
     /// parent hash and its certificate naming it), if one is buffered.
     fn take_buffered_successor(&mut self, parent: &BlockHeader) -> Option<FinalizedBlock> {
-        let buffered = self.future.get_mut(&(parent.height + 1))?;
         let parent_hash = parent.hash();
-        let at = buffered.iter().position(|m| {
+        let taken = self.future.take_first(parent.height + 1, |m| {
             matches!(m, Message::Finalized(g)
                 if g.block.header.parent_hash == parent_hash
                     && g.certificate.block_hash == g.block.hash())
         })?;
-        match buffered.remove(at) {
+        match taken {
             Message::Finalized(g) => Some(*g),
             _ => unreachable!("matched a finalized block above"),
         }
+    }
+
+    /// Messages and (approximate) bytes buffered for later heights.
+    pub fn future_buffered(&self) -> (usize, usize) {
+        (self.future.len(), self.future.bytes)
+    }
+}
+
+/// About how many bytes `m` holds in memory: its transactions and a fixed allowance for the
+/// rest (headers, signatures, certificates, justifications).
+pub fn approximate_bytes(m: &Message) -> usize {
+    let txs = |b: &Block| {
+        b.transactions
+            .iter()
+            .map(|t| t.bytes.len() + 32)
+            .sum::<usize>()
+    };
+    match m {
+        Message::Proposal(p) => 512 + txs(&p.block) + 512 * p.justification.len(),
+        Message::Vote(_) => 256,
+        Message::RoundChange(_) => 512,
+        Message::Finalized(f) => 512 + txs(&f.block) + f.certificate.signers.len(),
+    }
+}
+
+/// Messages for later heights, bounded by [`MAX_FUTURE_MESSAGES_PER_HEIGHT`],
+/// [`MAX_FUTURE_MESSAGES_PER_SIGNER`] and [`MAX_FUTURE_BYTES`] (beyond, new ones are dropped:
+/// a node that misses early messages catches up by sync). `bytes` is always the sum of
+/// [`approximate_bytes`] of what is held.
+#[derive(Debug, Default)]
+struct FutureBuffer {
+    by_height: BTreeMap<Height, Vec<Message>>,
+    bytes: usize,
+}
+
+impl FutureBuffer {
+    /// Keeps `m` unless a bound is reached.
+    fn push(&mut self, m: Message) {
+        let size = approximate_bytes(&m);
+        if self.bytes + size > MAX_FUTURE_BYTES {
+            return;
+        }
+        let signer = m.signer();
+        let slot = self.by_height.entry(m.height()).or_default();
+        if slot.len() >= MAX_FUTURE_MESSAGES_PER_HEIGHT
+            || slot.iter().filter(|x| x.signer() == signer).count()
+                >= MAX_FUTURE_MESSAGES_PER_SIGNER
+        {
+            return;
+        }
+        slot.push(m);
+        self.bytes += size;
+    }
+
+    fn forget(&mut self, taken: &[Message]) {
+        let size: usize = taken.iter().map(approximate_bytes).sum();
+        debug_assert!(size <= self.bytes, "buffer accounting");
+        self.bytes -= size;
+    }
+
+    /// Removes and returns the messages of `height`, in arrival order.
+    fn take_height(&mut self, height: Height) -> Vec<Message> {
+        let taken = self.by_height.remove(&height).unwrap_or_default();
+        self.forget(&taken);
+        taken
+    }
+
+    /// Drops the messages of heights below `height`.
+    fn drop_below(&mut self, height: Height) {
+        let kept = self.by_height.split_off(&height);
+        let dropped = std::mem::replace(&mut self.by_height, kept);
+        for (_, ms) in dropped {
+            self.forget(&ms);
+        }
+    }
+
+    /// Removes and returns the first message of `height` that `matches`.
+    fn take_first(
+        &mut self,
+        height: Height,
+        matches: impl Fn(&Message) -> bool,
+    ) -> Option<Message> {
+        let slot = self.by_height.get_mut(&height)?;
+        let at = slot.iter().position(matches)?;
+        let m = slot.remove(at);
+        if slot.is_empty() {
+            self.by_height.remove(&height);
+        }
+        self.forget(std::slice::from_ref(&m));
+        Some(m)
+    }
+
+    /// The signers named by buffered messages.
+    fn signers(&self) -> BTreeSet<CouncilIndex> {
+        self.by_height
+            .values()
+            .flat_map(|ms| ms.iter().map(Message::signer))
+            .collect()
+    }
+
+    fn len(&self) -> usize {
+        self.by_height.values().map(Vec::len).sum()
     }
 }

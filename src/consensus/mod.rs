@@ -63,8 +63,15 @@
 //! Votes are stored unverified and checked as one aggregate when a quorum for one block is
 //! reached: about one pairing check per quorum, not per vote. Only if the aggregate fails are
 //! the votes checked one by one, and each bad signer is named ([`votes`]). Two different
-//! validly signed votes from one member for one `(height, round, kind)` are kept as
-//! [`Evidence`].
+//! validly signed votes from one member for one `(height, round, kind)`, or two validly signed
+//! proposals of different blocks by one proposer for one `(height, round)`, are reported as
+//! [`Evidence`] ([`EvidenceKind`]), once per member, round and kind. A second proposal for a
+//! round costs one signature check only when its block differs from the one held (so a flood
+//! of copies costs nothing); its block is kept if its header is valid, so a node that held the
+//! other block can still finalize the one a commit quorum certifies. CNs do not relay
+//! proposals, so a proposer that sends each block to a disjoint set of peers is caught by no
+//! single node's proposals; its prepares then split, the round fails and changes, and its
+//! double votes, if any, are caught as vote evidence.
 //!
 //! # Durability
 //!
@@ -77,7 +84,10 @@
 //!
 //! # Catch-up
 //!
-//! Messages for later heights are buffered (bounded, [`machine::MAX_FUTURE_HEIGHTS`]); one two
+//! Messages for later heights are buffered, bounded: up to [`machine::MAX_FUTURE_HEIGHTS`]
+//! ahead (further is refused as [`Rejection::TooFarAhead`]), per height in count and per
+//! signer ([`machine::MAX_FUTURE_MESSAGES_PER_SIGNER`]), and in bytes over all heights
+//! ([`machine::MAX_FUTURE_BYTES`]); one two
 //! or more heights ahead, a round timeout while later messages wait, or a commit quorum whose
 //! block never arrived, makes the node ask a peer for finalized blocks
 //! ([`Effect::RequestSync`]). A [`crate::types::FinalizedBlock`] for the current height with a
@@ -93,7 +103,9 @@ pub mod votes;
 pub use follower::{Follower, FollowerEffect, FollowerInput};
 pub use machine::{ConsensusConfig, Machine, Weakening};
 pub use scheme::{BlsScheme, FastScheme, SignatureScheme};
-pub use types::{Effect, Evidence, Input, Message, Millis, Rejection, Timer, WalRecord};
+pub use types::{
+    Effect, Evidence, EvidenceKind, Input, Message, Millis, Rejection, Timer, WalRecord,
+};
 
 #[cfg(test)]
 mod tests;

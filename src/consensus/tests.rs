@@ -592,3 +592,258 @@ fn a_forged_block_ahead_does_not_hide_the_real_one_and_a_quiet_follower_polls() 
         vec![FollowerEffect::RequestSync { from_height: 3 }]
     );
 }
+
+/// The proposal of height 1, round 0, by its elected proposer, and that proposer's index.
+fn first_proposal() -> (crate::types::Proposal, CouncilIndex) {
+    let probe = Machine::new(config(), FastScheme::new(0, N), 0, genesis(), &[], 0).0;
+    let proposer = probe.committee().proposer(0);
+    let scheme = FastScheme::new(proposer, N);
+    let (mut m, _) = Machine::new(config(), scheme, proposer, genesis(), &[], 0);
+    let built = m.handle(500, Input::Timer(Timer::Propose { height: 1 }));
+    let parent = built
+        .iter()
+        .find_map(|e| match e {
+            Effect::BuildBlock { parent, .. } => Some(parent.clone()),
+            _ => None,
+        })
+        .expect("the proposer builds at its proposal time");
+    let txs = vec![crate::types::chain::SignedTransaction {
+        bytes: vec![1, 0, 1],
+    }];
+    let root = transactions_root(txs.iter().map(|t| t.bytes.as_slice()));
+    let effects = m.handle(
+        500,
+        Input::BlockBuilt {
+            height: 1,
+            round: 0,
+            transactions: txs,
+            state_root: state_root(&parent.hash(), &root),
+        },
+    );
+    let proposal = effects
+        .into_iter()
+        .find_map(|e| match e {
+            Effect::Broadcast(Message::Proposal(p)) => Some(*p),
+            _ => None,
+        })
+        .expect("a proposal");
+    (proposal, proposer)
+}
+
+/// `proposal` for a different block of the same slot (a later timestamp), signed by `signer`.
+fn other_block(
+    proposal: &crate::types::Proposal,
+    by: CouncilIndex,
+    ms: u64,
+) -> crate::types::Proposal {
+    let mut p = proposal.clone();
+    p.block.header.timestamp_ms += ms;
+    p.signature = FastScheme::new(by, N).sign(
+        crate::crypto::bls::Domain::Vote,
+        &p.signing_message(config().chain_id),
+    );
+    p
+}
+
+fn evidence_of(effects: &[Effect]) -> Vec<Evidence> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Evidence(ev) => Some(ev.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn two_signed_proposals_of_different_blocks_are_evidence_against_the_proposer() {
+    let (a, proposer) = first_proposal();
+    let receiver = (proposer + 1) % N as CouncilIndex;
+    let scheme = FastScheme::new(receiver, N);
+    let (mut m, _) = Machine::new(config(), scheme, receiver, genesis(), &[], 0);
+    let deliver = |m: &mut Machine<FastScheme>, p: &crate::types::Proposal| {
+        m.handle(600, Input::Message(Message::Proposal(Box::new(p.clone()))))
+    };
+    let first = deliver(&mut m, &a);
+    assert!(evidence_of(&first).is_empty());
+    assert!(
+        first.iter().any(|e| matches!(e, Effect::VerifyBlock(_))),
+        "the first proposal is accepted"
+    );
+    // A copy costs nothing and proves nothing.
+    assert!(deliver(&mut m, &a).is_empty());
+    // A different block with a forged signature is refused, and is no evidence.
+    let mut forged = other_block(&a, proposer, 2);
+    forged.signature[5] ^= 0xff;
+    let refused = deliver(&mut m, &forged);
+    assert!(evidence_of(&refused).is_empty());
+    assert!(refused.iter().any(|e| matches!(e,
+        Effect::Rejected { from, reason: Rejection::BadSignature } if *from == proposer)));
+    // A different block signed by someone else is not the proposer's doing.
+    let by_other = other_block(&a, receiver, 3);
+    assert!(evidence_of(&deliver(&mut m, &by_other)).is_empty());
+    // A different, validly signed block for the same slot is evidence naming the proposer.
+    let b = other_block(&a, proposer, 1);
+    let evidence = evidence_of(&deliver(&mut m, &b));
+    assert_eq!(evidence.len(), 1, "{evidence:?}");
+    let e = &evidence[0];
+    assert_eq!(
+        (e.signer, e.kind, e.height, e.round),
+        (proposer, EvidenceKind::Proposal, 1, 0)
+    );
+    assert_eq!(e.first, (a.block.hash(), a.signature));
+    assert_eq!(e.second, (b.block.hash(), b.signature));
+    // Reported once per round.
+    let again = other_block(&a, proposer, 4);
+    assert!(evidence_of(&deliver(&mut m, &again)).is_empty());
+
+    // The second block was kept: a commit quorum for it finalizes it here, although this
+    // node accepted (and would prepare) the first.
+    let mut effects = Vec::new();
+    for signer in (0..N as CouncilIndex).filter(|s| *s != receiver) {
+        let mut vote = crate::types::Vote {
+            kind: crate::types::VoteKind::Commit,
+            height: 1,
+            round: 0,
+            block_hash: b.block.hash(),
+            signer,
+            signature: [0; 96],
+        };
+        vote.signature = FastScheme::new(signer, N).sign(
+            crate::crypto::bls::Domain::Vote,
+            &vote.signing_message(config().chain_id),
+        );
+        effects.extend(m.handle(700, Input::Message(Message::Vote(vote))));
+    }
+    assert!(
+        effects.iter().any(|e| matches!(e,
+            Effect::Commit { block, .. } if block.hash() == b.block.hash())),
+        "{effects:?}"
+    );
+}
+
+#[test]
+fn a_forged_vote_sent_ahead_of_the_real_one_is_reported_as_a_bad_signature() {
+    let receiver: CouncilIndex = 0;
+    let (mut m, _) = Machine::new(
+        config(),
+        FastScheme::new(receiver, N),
+        receiver,
+        genesis(),
+        &[],
+        0,
+    );
+    let signer: CouncilIndex = 2;
+    let mut vote = crate::types::Vote {
+        kind: crate::types::VoteKind::Prepare,
+        height: 1,
+        round: 0,
+        block_hash: [7; 32],
+        signer,
+        signature: [0; 96],
+    };
+    vote.signature = FastScheme::new(signer, N).sign(
+        crate::crypto::bls::Domain::Vote,
+        &vote.signing_message(config().chain_id),
+    );
+    let mut forged = vote.clone();
+    forged.signature[0] ^= 1;
+    assert!(m
+        .handle(10, Input::Message(Message::Vote(forged)))
+        .is_empty());
+    let effects = m.handle(11, Input::Message(Message::Vote(vote)));
+    assert_eq!(
+        effects,
+        vec![Effect::Rejected {
+            from: signer,
+            reason: Rejection::BadSignature
+        }]
+    );
+}
+
+#[test]
+fn messages_a_million_heights_ahead_are_refused() {
+    let (mut m, _) = Machine::new(config(), FastScheme::new(0, N), 0, genesis(), &[], 0);
+    let mut vote = crate::types::Vote {
+        kind: crate::types::VoteKind::Commit,
+        height: 1_000_000,
+        round: 0,
+        block_hash: [7; 32],
+        signer: 1,
+        signature: [0; 96],
+    };
+    vote.signature = FastScheme::new(1, N).sign(
+        crate::crypto::bls::Domain::Vote,
+        &vote.signing_message(config().chain_id),
+    );
+    for round in 0..100 {
+        vote.round = round;
+        let effects = m.handle(10, Input::Message(Message::Vote(vote.clone())));
+        assert!(effects.contains(&Effect::Rejected {
+            from: 1,
+            reason: Rejection::TooFarAhead
+        }));
+    }
+}
+
+#[test]
+fn every_rejection_reason_has_its_index_and_a_distinct_name() {
+    let names: std::collections::BTreeSet<&str> = Rejection::ALL.iter().map(|r| r.name()).collect();
+    assert_eq!(names.len(), Rejection::ALL.len());
+    for (i, r) in Rejection::ALL.iter().enumerate() {
+        assert_eq!(*r as usize, i, "{r:?}");
+    }
+}
+
+#[test]
+fn one_member_cannot_grow_the_future_buffer_past_its_bounds_or_crowd_out_the_others() {
+    use crate::consensus::machine::{
+        approximate_bytes, MAX_FUTURE_BYTES, MAX_FUTURE_HEIGHTS, MAX_FUTURE_MESSAGES_PER_SIGNER,
+    };
+    let (mut m, _) = Machine::new(config(), FastScheme::new(0, N), 0, genesis(), &[], 0);
+    let vote = |signer: CouncilIndex, height: Height, hash: u8| {
+        let mut v = crate::types::Vote {
+            kind: crate::types::VoteKind::Commit,
+            height,
+            round: 0,
+            block_hash: [hash; 32],
+            signer,
+            signature: [0; 96],
+        };
+        v.signature = FastScheme::new(signer, N).sign(
+            crate::crypto::bls::Domain::Vote,
+            &v.signing_message(config().chain_id),
+        );
+        Message::Vote(v)
+    };
+    // A flood of votes for height 3 from member 1: only its share is kept.
+    for i in 0..1000u32 {
+        m.handle(10, Input::Message(vote(1, 3, i as u8)));
+    }
+    assert_eq!(m.future_buffered().0, MAX_FUTURE_MESSAGES_PER_SIGNER);
+    // Member 2's early vote for that height is still kept.
+    m.handle(10, Input::Message(vote(2, 3, 0)));
+    assert_eq!(m.future_buffered().0, MAX_FUTURE_MESSAGES_PER_SIGNER + 1);
+
+    // Proposals of 8 MiB blocks for the heights ahead, from member 1: the bytes stay bounded.
+    let (proposal, _) = first_proposal();
+    let mut big = proposal;
+    big.proposer = 1;
+    big.block.transactions = vec![crate::types::chain::SignedTransaction {
+        bytes: vec![0; 8 << 20],
+    }];
+    for height in 2..=MAX_FUTURE_HEIGHTS {
+        for _ in 0..4 {
+            let mut p = big.clone();
+            p.block.header.height = height;
+            m.handle(10, Input::Message(Message::Proposal(Box::new(p))));
+        }
+    }
+    let (_, bytes) = m.future_buffered();
+    let one = approximate_bytes(&Message::Proposal(Box::new(big)));
+    assert!(bytes <= MAX_FUTURE_BYTES, "{bytes}");
+    assert!(
+        bytes + one > MAX_FUTURE_BYTES,
+        "filled to the bound: {bytes}"
+    );
+}

@@ -208,13 +208,46 @@ impl WalRecord {
     }
 }
 
-/// Two different signed votes by one member for the same `(height, round, kind)`.
+/// What a member signed twice, for two different blocks, in one `(height, round)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum EvidenceKind {
+    /// Two PREPAREs.
+    Prepare,
+    /// Two COMMITs.
+    Commit,
+    /// Two PRE-PREPAREs (the round's proposer proposed two different blocks).
+    Proposal,
+}
+
+impl EvidenceKind {
+    /// The name used in logs, metrics and the evidence log.
+    pub fn name(self) -> &'static str {
+        match self {
+            EvidenceKind::Prepare => "prepare",
+            EvidenceKind::Commit => "commit",
+            EvidenceKind::Proposal => "proposal",
+        }
+    }
+}
+
+impl From<VoteKind> for EvidenceKind {
+    fn from(kind: VoteKind) -> EvidenceKind {
+        match kind {
+            VoteKind::Prepare => EvidenceKind::Prepare,
+            VoteKind::Commit => EvidenceKind::Commit,
+        }
+    }
+}
+
+/// Two different messages, both validly signed by one member, for the same
+/// `(height, round, kind)`: two votes for different blocks, or two proposals of different
+/// blocks. Either signature pair proves the member equivocated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Evidence {
     /// The equivocating member.
     pub signer: CouncilIndex,
-    /// Prepare or commit.
-    pub kind: VoteKind,
+    /// What it signed twice.
+    pub kind: EvidenceKind,
     /// Height.
     pub height: Height,
     /// Round.
@@ -251,4 +284,38 @@ pub enum Rejection {
     InvalidBlock,
     /// A message for a height too far ahead to buffer.
     TooFarAhead,
+}
+
+impl Rejection {
+    /// Every reason, in declaration order (`reason as usize` indexes it).
+    pub const ALL: [Rejection; 11] = [
+        Rejection::NotInCommittee,
+        Rejection::NotInCouncil,
+        Rejection::BadSignature,
+        Rejection::WrongProposer,
+        Rejection::BadRandaoReveal,
+        Rejection::BadProposal,
+        Rejection::Unjustified,
+        Rejection::BadCertificate,
+        Rejection::BadRoundChange,
+        Rejection::InvalidBlock,
+        Rejection::TooFarAhead,
+    ];
+
+    /// The name used in logs and metrics (a `reason` label).
+    pub fn name(self) -> &'static str {
+        match self {
+            Rejection::NotInCommittee => "not_in_committee",
+            Rejection::NotInCouncil => "not_in_council",
+            Rejection::BadSignature => "bad_signature",
+            Rejection::WrongProposer => "wrong_proposer",
+            Rejection::BadRandaoReveal => "bad_randao_reveal",
+            Rejection::BadProposal => "bad_proposal",
+            Rejection::Unjustified => "unjustified",
+            Rejection::BadCertificate => "bad_certificate",
+            Rejection::BadRoundChange => "bad_round_change",
+            Rejection::InvalidBlock => "invalid_block",
+            Rejection::TooFarAhead => "too_far_ahead",
+        }
+    }
 }

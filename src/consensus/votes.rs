@@ -32,6 +32,9 @@ struct Entry {
 pub enum Added {
     /// Stored (or a duplicate of a stored vote).
     Stored,
+    /// Stored in place of an unverified vote of the same signer whose signature turned out
+    /// not to verify (a forgery sent ahead of the real vote): the signer sent a bad signature.
+    ForgeryReplaced,
     /// The signer already voted for another block: both signatures verify.
     Equivocation {
         /// The stored vote's hash and signature.
@@ -71,6 +74,7 @@ impl VoteSet {
                     if valid {
                         existing.signature = vote.signature;
                         existing.verified = true;
+                        return Added::ForgeryReplaced;
                     }
                 }
                 if verified {
@@ -99,7 +103,7 @@ impl VoteSet {
                     signature: vote.signature,
                     verified: true,
                 };
-                return Added::Stored;
+                return Added::ForgeryReplaced;
             }
             existing.verified = true;
             return Added::Equivocation {
@@ -273,7 +277,11 @@ mod tests {
         let scheme = FastScheme::new(0, 4);
         let mut set = VoteSet::default();
         set.add(&scheme, CHAIN, &vote(1, [1; 32], true), false);
-        set.add(&scheme, CHAIN, &vote(1, [1; 32], false), false);
+        assert_eq!(
+            set.add(&scheme, CHAIN, &vote(1, [1; 32], false), false),
+            Added::ForgeryReplaced,
+            "the forgery is reported"
+        );
         set.add(&scheme, CHAIN, &vote(0, [1; 32], false), false);
         set.add(&scheme, CHAIN, &vote(2, [1; 32], false), false);
         let (cert, refused) = certify(&mut set, [1; 32]);

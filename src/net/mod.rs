@@ -51,7 +51,8 @@
 //! whose signer is not the connection's peer is a violation). Any violation closes the
 //! connection and bans the peer's node id for [`PeerLimits::ban`], with the reason logged. So
 //! does a follower's refusal of a block the peer sent ([`NetCommand::Ban`]). Signatures are
-//! checked by the consensus shard.
+//! checked by the consensus shard, which bans a member that sends a stream of bad ones
+//! ([`crate::node::evidence`]).
 //!
 //! **Back-pressure.** Each connection has a bounded queue of outgoing frames
 //! ([`PeerLimits::queue_frames`] frames, [`PeerLimits::queue_bytes`] bytes); what does not
@@ -269,7 +270,9 @@ pub enum NetCommand {
         /// First height wanted.
         from_height: Height,
     },
-    /// Close the connection of a peer that sent a block that is not final, and ban it.
+    /// Close the connection of a peer and ban it: a follower's peer that sent a block that is
+    /// not final, or a council member that sent a stream of bad signatures
+    /// ([`crate::node::evidence`]).
     Ban {
         /// The peer.
         peer: PeerSlot,

@@ -31,6 +31,9 @@
 //! snapshot_interval_blocks = 1000  # CN: a state snapshot after every this many blocks
 //! [bootnode]                     # bootnode only
 //! serves = "pn"                  # the tier it serves: "cn", "pn" or "en" (see net::bootnode)
+//! [byzantine]                    # TEST ONLY, CN only: needs a build with `--features byzantine`
+//! behaviours = ["equivocate", "double-vote", "bad-signature", "future-height"]
+//! seed = 7                       # (see node::byzantine; a build without the feature refuses it)
 //! ```
 //!
 //! A bootnode's `allowlist` names the nodes it admits, its `[[network.peers]]` the nodes it
@@ -251,6 +254,9 @@ pub struct NodeConfig {
     pub snapshot_interval_blocks: u64,
     /// For a bootnode: the tier it serves.
     pub bootnode_serves: Option<Role>,
+    /// Test-only Byzantine behaviours of a CN (`[byzantine]`).
+    #[cfg(feature = "byzantine")]
+    pub byzantine: Option<super::byzantine::ByzantineSettings>,
 }
 
 /// The file format (also written by `corecell genesis`).
@@ -287,6 +293,21 @@ pub struct ConfigFile {
     /// `[bootnode]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bootnode: Option<BootnodeSection>,
+    /// `[byzantine]`: test-only misbehaviour of a CN. Parsed by every build so that a build
+    /// without the `byzantine` feature can refuse it by name rather than as an unknown field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub byzantine: Option<ByzantineSection>,
+}
+
+/// `[byzantine]` (test only; see `node::byzantine`, built with the `byzantine` feature).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ByzantineSection {
+    /// Behaviour names: "equivocate", "double-vote", "bad-signature", "future-height".
+    pub behaviours: Vec<String>,
+    /// Seed of the Byzantine layer's choices.
+    #[serde(default)]
+    pub seed: u64,
 }
 
 /// `[storage]`.
@@ -590,6 +611,21 @@ impl NodeConfig {
             ));
         }
 
+        #[cfg(not(feature = "byzantine"))]
+        if file.byzantine.is_some() {
+            return Err(err(
+                "byzantine",
+                "Byzantine behaviours are test-only: this build has none (build with \
+                 `--features byzantine`), so it refuses to run a node configured to misbehave"
+                    .into(),
+            ));
+        }
+        #[cfg(feature = "byzantine")]
+        let byzantine = match file.byzantine {
+            None => None,
+            Some(section) => Some(byzantine_settings(path, role, section)?),
+        };
+
         Ok(NodeConfig {
             path: path.to_path_buf(),
             role,
@@ -609,8 +645,51 @@ impl NodeConfig {
             io_memory_kib: io,
             snapshot_interval_blocks,
             bootnode_serves,
+            #[cfg(feature = "byzantine")]
+            byzantine,
         })
     }
+}
+
+/// Checks a `[byzantine]` section: a CN's, at least one known behaviour, none twice.
+#[cfg(feature = "byzantine")]
+fn byzantine_settings(
+    path: &Path,
+    role: Role,
+    section: ByzantineSection,
+) -> Result<super::byzantine::ByzantineSettings, ConfigError> {
+    use super::byzantine::Behaviour;
+    let err = |field: &str, problem: String| ConfigError::new(path, field, problem);
+    if role != Role::Cn {
+        return Err(err(
+            "byzantine",
+            format!("only a CN misbehaves in tests, this is a {}", role.name()),
+        ));
+    }
+    if section.behaviours.is_empty() {
+        return Err(err(
+            "byzantine.behaviours",
+            "name at least one behaviour".into(),
+        ));
+    }
+    let mut behaviours = BTreeSet::new();
+    for (i, name) in section.behaviours.iter().enumerate() {
+        let field = format!("byzantine.behaviours[{i}]");
+        let b = Behaviour::from_name(name).ok_or_else(|| {
+            let known: Vec<&str> = Behaviour::ALL.iter().map(|b| b.name()).collect();
+            err(
+                &field,
+                format!("unknown behaviour {name:?}; known: {}", known.join(", ")),
+            )
+        })?;
+        if !behaviours.insert(b) {
+            return Err(err(&field, format!("{name:?} is listed twice")));
+        }
+    }
+    Ok(super::byzantine::ByzantineSettings {
+        behaviours,
+        seed: section.seed,
+    })
 }
 
 /// The roles a bootnode serving `serves` hands out (and so may list in `[[network.peers]]`):

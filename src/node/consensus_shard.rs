@@ -11,22 +11,34 @@
 //!   the exec shard's pool, client acks) and handed to the net shard for the CN's PNs.
 //!
 //! BLS verification runs here, inside the machine (certificates are one pairing check each).
+//!
+//! Misbehaviour the machine reports is recorded here ([`super::evidence`]): each
+//! [`Effect::Evidence`] is counted (in total and per signer: the metrics `evidence` and
+//! `evidence_by_signer{signer}`) and appended to `<data_dir>/evidence.log`; each
+//! [`Effect::Rejected`] is counted per reason (`rejected_by_reason{reason}`), and a stream of
+//! bad signatures from one member gets it banned through the net shard.
+//!
+//! With the test-only `byzantine` feature and a `[byzantine]` config section, the machine's
+//! effects pass through a [`super::byzantine::ByzantineLayer`] before they are carried out.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use glommio::channels::local_channel;
 
-use crate::consensus::{BlsScheme, Effect, Input, Machine, Message as ConsensusMessage, Millis};
+use super::evidence::{BadSignatureStrikes, EvidenceLog};
+use crate::consensus::{
+    BlsScheme, Effect, Input, Machine, Message as ConsensusMessage, Millis, Rejection,
+};
 use crate::exec::{ExecReply, ExecRequest};
 use crate::net::{sync_request_frame, Inbound, NetCommand};
 use crate::runtime::{Rx, ShardStats, Tx};
 use crate::store::{StoreReply, StoreRequest};
 use crate::types::frame::encode_frame;
-use crate::types::{FinalizedBlock, Height};
+use crate::types::{CouncilIndex, FinalizedBlock, Height};
 
 /// Wall-clock milliseconds since the Unix epoch (the machine's clock in production).
 pub fn now_ms() -> Millis {
@@ -50,8 +62,13 @@ pub struct ConsensusCounters {
     pub finalized_txs: AtomicU64,
     /// Messages refused by the machine.
     pub rejected: AtomicU64,
+    /// Messages refused, per reason (indexed by `Rejection as usize`, [`Rejection::ALL`]).
+    pub rejected_by_reason: [AtomicU64; Rejection::ALL.len()],
     /// Equivocation evidence recorded.
     pub evidence: AtomicU64,
+    /// Equivocation evidence recorded, per equivocating council member. Touched once per
+    /// piece of evidence (rare), read per scrape.
+    pub evidence_by_signer: Mutex<BTreeMap<CouncilIndex, u64>>,
     /// Time the shard waited for the store to make WAL records durable (before votes leave).
     pub persist_wait_ns: AtomicU64,
     /// Time the shard waited for the store to make finalized blocks durable.
@@ -74,6 +91,16 @@ pub struct ConsensusChannels {
     pub from_store: Rx<StoreReply>,
 }
 
+/// What the consensus shard keeps besides the machine: the evidence log, and (test-only
+/// builds) the Byzantine layer.
+pub struct ConsensusRecords {
+    /// `<data_dir>/evidence.log`.
+    pub evidence_log: EvidenceLog,
+    /// The test-only misbehaviour of this CN, if its config asks for it.
+    #[cfg(feature = "byzantine")]
+    pub byzantine: Option<super::byzantine::ByzantineLayer>,
+}
+
 // Inputs travel inline: one per message, and they are moved straight into the machine.
 #[allow(clippy::large_enum_variant)]
 enum Event {
@@ -90,7 +117,18 @@ pub async fn run(
     stop: Arc<AtomicBool>,
     stats: Arc<ShardStats>,
     counters: Arc<ConsensusCounters>,
+    records: ConsensusRecords,
 ) -> Result<(), String> {
+    #[cfg(feature = "byzantine")]
+    let mut byzantine = records.byzantine;
+    #[cfg(feature = "byzantine")]
+    let initial = match &mut byzantine {
+        Some(layer) => {
+            tracing::warn!("TEST ONLY: this CN is Byzantine");
+            layer.rewrite(machine.scheme(), initial)
+        }
+        None => initial,
+    };
     let ConsensusChannels {
         from_net,
         to_net,
@@ -162,6 +200,8 @@ pub async fn run(
         stats: stats.clone(),
         counters,
         pending_effects: VecDeque::from(initial),
+        evidence_log: records.evidence_log,
+        strikes: BadSignatureStrikes::default(),
     };
     let mut result = driver.drain().await;
     while result.is_ok() {
@@ -178,11 +218,20 @@ pub async fn run(
             tracing::debug!(?timer, "timer fired");
         }
         let effects = machine.handle(now_ms(), input);
+        #[cfg(feature = "byzantine")]
+        let effects = match &mut byzantine {
+            Some(layer) => layer.rewrite(machine.scheme(), effects),
+            None => effects,
+        };
         let round = machine_round(&machine);
         driver.note_round(round);
         stats.add_busy(start);
         driver.pending_effects.extend(effects);
         result = driver.drain().await;
+    }
+    #[cfg(feature = "byzantine")]
+    if let Some(layer) = &byzantine {
+        tracing::warn!(sent = ?layer.sent(), "TEST ONLY: what the Byzantine layer sent");
     }
     // Closing our senders lets net, exec and store finish.
     drop(driver);
@@ -205,6 +254,8 @@ struct Driver {
     stats: Arc<ShardStats>,
     counters: Arc<ConsensusCounters>,
     pending_effects: VecDeque<Effect>,
+    evidence_log: EvidenceLog,
+    strikes: BadSignatureStrikes,
 }
 
 impl Driver {
@@ -341,17 +392,42 @@ impl Driver {
                 }
                 Effect::Evidence(evidence) => {
                     self.counters.evidence.fetch_add(1, Relaxed);
+                    *self
+                        .counters
+                        .evidence_by_signer
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .entry(evidence.signer)
+                        .or_default() += 1;
+                    let logged = self.evidence_log.record(&evidence, now_ms());
                     tracing::warn!(
                         signer = evidence.signer,
                         height = evidence.height,
                         round = evidence.round,
-                        kind = ?evidence.kind,
+                        kind = evidence.kind.name(),
+                        logged,
                         "equivocation evidence"
                     );
                 }
                 Effect::Rejected { from, reason } => {
                     self.counters.rejected.fetch_add(1, Relaxed);
+                    self.counters.rejected_by_reason[reason as usize].fetch_add(1, Relaxed);
                     tracing::debug!(from, ?reason, "message rejected");
+                    if reason == Rejection::BadSignature
+                        && self.strikes.strike(from, Instant::now())
+                    {
+                        // Only the member itself can have sent it: the net shard takes a
+                        // member's messages only over that member's own connection.
+                        self.send_net(NetCommand::Ban {
+                            peer: from,
+                            reason: format!(
+                                "{} bad signatures within {} s",
+                                super::evidence::BAD_SIGNATURE_BAN_THRESHOLD,
+                                super::evidence::BAD_SIGNATURE_WINDOW.as_secs()
+                            ),
+                        })
+                        .await?;
+                    }
                 }
             }
         }

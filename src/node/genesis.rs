@@ -723,6 +723,7 @@ impl NetworkSpec {
                     Role::En
                 },
             }),
+            byzantine: None,
         }
     }
 }

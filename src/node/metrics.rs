@@ -6,8 +6,9 @@
 //! ([`MAX_REQUEST_BYTES`], [`REQUEST_TIMEOUT`]); anything but `GET /metrics` gets a 404.
 //!
 //! Metrics (all prefixed `corecell_`): `height`, `round`, `round_changes`, `blocks`,
-//! `finalized_txs`, `finalized_tps` (between the last two scrapes), `rejected_messages`,
-//! `evidence`, `peers`, `peers_cn`, `peers_pn`, `peers_en`, `relayed_frames`,
+//! `finalized_txs`, `finalized_tps` (between the last two scrapes), `rejected_messages` (and per
+//! reason, label `reason`, `rejected_by_reason`), `evidence` (and per equivocating council
+//! member, label `signer` = its council index, `evidence_by_signer`), `peers`, `peers_cn`, `peers_pn`, `peers_en`, `relayed_frames`,
 //! `duplicate_frames`, `bytes_in`, `bytes_out`, `dropped_frames`, `peer_violations`,
 //! `refused_handshakes`, `ingress_connections`, `ingress_refused`, `ingress_idle`, `ingress_slow`, `ingress_evicted`,
 //! `pool_pending`, `pool_admitted`, `pool_refused`, per shard (label
@@ -27,6 +28,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use super::consensus_shard::ConsensusCounters;
+use crate::consensus::Rejection;
 use crate::exec::ExecCounters;
 use crate::net::NetCounters;
 use crate::runtime::NodeShardStats;
@@ -130,11 +132,38 @@ pub fn render(counters: &NodeCounters, tps: f64) -> String {
         "Consensus messages refused",
         &c.rejected,
     );
+    let by_reason: Family<Vec<(String, String)>, Counter> = Family::default();
+    for reason in Rejection::ALL {
+        by_reason
+            .get_or_create(&vec![("reason".to_string(), reason.name().to_string())])
+            .inc_by(c.rejected_by_reason[reason as usize].load(Relaxed));
+    }
+    r.register(
+        "rejected_by_reason",
+        "Consensus messages refused, per reason",
+        by_reason,
+    );
     counter(
         &mut r,
         "evidence",
         "Equivocation evidence recorded",
         &c.evidence,
+    );
+    let by_signer: Family<Vec<(String, String)>, Counter> = Family::default();
+    let evidence_by_signer = c
+        .evidence_by_signer
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    for (signer, n) in evidence_by_signer {
+        by_signer
+            .get_or_create(&vec![("signer".to_string(), signer.to_string())])
+            .inc_by(n);
+    }
+    r.register(
+        "evidence_by_signer",
+        "Equivocation evidence recorded, per equivocating council member (its council index)",
+        by_signer,
     );
     gauge(
         &mut r,
@@ -455,7 +484,26 @@ mod tests {
         };
         counters.consensus.height.store(42, Relaxed);
         counters.consensus.finalized_txs.store(7, Relaxed);
+        counters.consensus.rejected_by_reason[Rejection::TooFarAhead as usize].store(4, Relaxed);
+        counters
+            .consensus
+            .evidence_by_signer
+            .lock()
+            .unwrap()
+            .insert(3, 2);
         let text = render(&counters, 3.5);
+        assert!(
+            text.contains("corecell_rejected_by_reason_total{reason=\"too_far_ahead\"} 4"),
+            "{text}"
+        );
+        assert!(
+            text.contains("corecell_rejected_by_reason_total{reason=\"bad_signature\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("corecell_evidence_by_signer_total{signer=\"3\"} 2"),
+            "{text}"
+        );
         assert!(text.contains("corecell_height 42"), "{text}");
         assert!(text.contains("corecell_finalized_txs_total 7"), "{text}");
         assert!(text.contains("corecell_finalized_tps 3.5"), "{text}");

@@ -11,8 +11,11 @@
 //! - [`setup`]: a config together with the genesis and key it names, cross-checked.
 
 pub mod bootnode_run;
+#[cfg(feature = "byzantine")]
+pub mod byzantine;
 pub mod config;
 pub mod consensus_shard;
+pub mod evidence;
 pub mod follower_shard;
 pub mod genesis;
 pub mod keys;

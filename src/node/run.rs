@@ -323,6 +323,22 @@ pub fn run_node(
         let wal = recovered.wal.clone();
         let secret = key.secret.clone();
         let head = head.clone();
+        let records = consensus_shard::ConsensusRecords {
+            evidence_log: super::evidence::EvidenceLog::open(
+                &config.data_dir,
+                genesis.council.iter().map(|m| m.node_id).collect(),
+            ),
+            #[cfg(feature = "byzantine")]
+            byzantine: match (&config.byzantine, me) {
+                (Some(settings), Some(me)) => Some(super::byzantine::ByzantineLayer::new(
+                    settings,
+                    me,
+                    genesis.council.len(),
+                    genesis.chain_id,
+                )),
+                _ => None,
+            },
+        };
         starts.insert(
             Shard::Consensus,
             Box::new(move || {
@@ -363,8 +379,16 @@ pub fn run_node(
                                 &wal,
                                 now_ms(),
                             );
-                            consensus_shard::run(machine, initial, channels, stop.clone(), stats, c)
-                                .await
+                            consensus_shard::run(
+                                machine,
+                                initial,
+                                channels,
+                                stop.clone(),
+                                stats,
+                                c,
+                                records,
+                            )
+                            .await
                         }
                         (_, _, to_exec, from_exec) => {
                             // A follower never asks exec for answers.

@@ -397,3 +397,59 @@ mod hostile_files {
         }
     }
 }
+
+/// A generated node config with `section` appended, loaded.
+fn load_with_section(node: usize, section: &str) -> Result<NodeConfig, ConfigError> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = spec(4, 1, 1).generate(dir.path()).expect("generate");
+    let path = &net.nodes[node].config_path;
+    let mut text = std::fs::read_to_string(path).expect("read");
+    text.push_str(section);
+    std::fs::write(path, text).expect("write");
+    NodeConfig::load(path)
+}
+
+#[cfg(not(feature = "byzantine"))]
+#[test]
+fn a_build_without_the_byzantine_feature_refuses_a_byzantine_section() {
+    let err = load_with_section(0, "\n[byzantine]\nbehaviours = [\"equivocate\"]\n")
+        .expect_err("refused");
+    assert_eq!(err.field, "byzantine", "{err}");
+    assert!(err.problem.contains("--features byzantine"), "{err}");
+}
+
+#[cfg(feature = "byzantine")]
+#[test]
+fn a_byzantine_section_names_known_behaviours_of_a_cn() {
+    use super::byzantine::Behaviour;
+    let config = load_with_section(
+        0,
+        "\n[byzantine]\nbehaviours = [\"double-vote\", \"equivocate\"]\nseed = 9\n",
+    )
+    .expect("a CN may misbehave in tests");
+    let settings = config.byzantine.expect("settings");
+    assert_eq!(settings.seed, 9);
+    assert_eq!(
+        settings.behaviours.into_iter().collect::<Vec<_>>(),
+        vec![Behaviour::Equivocate, Behaviour::DoubleVote]
+    );
+    assert_eq!(load_with_section(0, "").expect("plain").byzantine, None);
+    for (node, section, field) in [
+        (
+            0,
+            "behaviours = [\"equivocate\", \"lie\"]",
+            "byzantine.behaviours[1]",
+        ),
+        (
+            0,
+            "behaviours = [\"equivocate\", \"equivocate\"]",
+            "byzantine.behaviours[1]",
+        ),
+        (0, "behaviours = []", "byzantine.behaviours"),
+        (4, "behaviours = [\"equivocate\"]", "byzantine"),
+    ] {
+        let err =
+            load_with_section(node, &format!("\n[byzantine]\n{section}\n")).expect_err(section);
+        assert_eq!(err.field, field, "{err}");
+    }
+}

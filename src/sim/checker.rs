@@ -570,7 +570,7 @@ pub(crate) mod tests {
         );
         let ev = |signer| Evidence {
             signer,
-            kind: VoteKind::Prepare,
+            kind: crate::consensus::EvidenceKind::Prepare,
             height: 3,
             round: 0,
             first: ([1; 32], [0; 96]),
