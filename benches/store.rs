@@ -25,10 +25,9 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use glommio::{LocalExecutor, LocalExecutorBuilder, Placement};
 
-use corecell::crypto::hash::Hash32;
 use corecell::store::{self, BlockIndex, BlockLog, SEGMENT_BYTES};
-use corecell::types::chain::{transactions_root, SignedTransaction};
-use corecell::types::{Block, BlockHeader, FinalizedBlock, QuorumCertificate, VoteKind};
+use corecell::types::chain::SignedTransaction;
+use corecell::types::{BlockHeader, FinalizedBlock};
 
 /// Blocks built and appended per timed chunk.
 const CHUNK: usize = 64;
@@ -41,24 +40,12 @@ fn executor() -> LocalExecutor {
 }
 
 fn genesis() -> BlockHeader {
-    BlockHeader {
-        parent_hash: [0; 32],
-        height: 0,
-        round: 0,
-        timestamp_ms: 1_700_000_000_000,
-        proposer: 0,
-        randao_reveal: [0; 96],
-        mix: [1; 32],
-        transactions_root: transactions_root(std::iter::empty()),
-        state_root: [2; 32],
-        committee_digest: [3; 32],
-    }
+    store::fixtures::genesis_header()
 }
 
-/// The transactions every block of a shape carries, and their root.
+/// The transactions every block of a shape carries.
 struct Body {
     transactions: Vec<SignedTransaction>,
-    root: Hash32,
 }
 
 impl Body {
@@ -70,45 +57,19 @@ impl Body {
                     .collect(),
             })
             .collect();
-        let root = transactions_root(transactions.iter().map(|t| t.bytes.as_slice()));
-        Body { transactions, root }
+        Body { transactions }
     }
 }
 
 /// `count` blocks after `parent` carrying `body`.
 fn blocks_after(parent: &BlockHeader, body: &Body, count: usize) -> Vec<FinalizedBlock> {
     let mut blocks: Vec<FinalizedBlock> = Vec::with_capacity(count);
-    let mut parent = parent.clone();
     for _ in 0..count {
-        let height = parent.height + 1;
-        let header = BlockHeader {
-            parent_hash: parent.hash(),
-            height,
-            round: 0,
-            timestamp_ms: parent.timestamp_ms + 500,
-            proposer: (height % 4) as u32,
-            randao_reveal: [height as u8; 96],
-            mix: [height as u8 ^ 0x5a; 32],
-            transactions_root: body.root,
-            state_root: [7; 32],
-            committee_digest: [3; 32],
-        };
-        let certificate = QuorumCertificate {
-            kind: VoteKind::Commit,
-            height,
-            round: 0,
-            block_hash: header.hash(),
-            signers: vec![0b1111],
-            signature: [9; 96],
-        };
-        parent = header.clone();
-        blocks.push(FinalizedBlock {
-            block: Block {
-                header,
-                transactions: body.transactions.clone(),
-            },
-            certificate,
-        });
+        let parent = blocks.last().map_or(parent, |b| &b.block.header);
+        blocks.push(store::fixtures::child_block(
+            parent,
+            body.transactions.clone(),
+        ));
     }
     blocks
 }

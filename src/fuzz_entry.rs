@@ -1265,24 +1265,12 @@ fn scratch_dir(name: &str) -> std::path::PathBuf {
     dir
 }
 
-/// The genesis header block log inputs extend (see [`block_log_seed`]).
+/// The genesis header block log inputs extend.
 pub fn block_log_genesis() -> BlockHeader {
-    BlockHeader {
-        parent_hash: [0; 32],
-        height: 0,
-        round: 0,
-        timestamp_ms: 1_700_000_000_000,
-        proposer: 0,
-        randao_reveal: [0; 96],
-        mix: [1; 32],
-        transactions_root: transactions_root(std::iter::empty()),
-        state_root: [2; 32],
-        committee_digest: [3; 32],
-    }
+    crate::store::fixtures::genesis_header()
 }
 
-/// `count` blocks after [`block_log_genesis`] with structurally valid commit certificates (a
-/// block log checks shape and hashes, not signatures), for seeds.
+/// `count` blocks after [`block_log_genesis`] (see [`crate::store::fixtures`]), for seeds.
 pub fn block_log_chain(count: u64) -> Vec<FinalizedBlock> {
     let mut blocks: Vec<FinalizedBlock> = Vec::new();
     let genesis = block_log_genesis();
@@ -1293,33 +1281,7 @@ pub fn block_log_chain(count: u64) -> Vec<FinalizedBlock> {
                 bytes: vec![(height + i) as u8 | 1; 40],
             })
             .collect();
-        let header = BlockHeader {
-            parent_hash: parent.hash(),
-            height,
-            round: 0,
-            timestamp_ms: parent.timestamp_ms + 500,
-            proposer: (height % 4) as u32,
-            randao_reveal: [height as u8; 96],
-            mix: [height as u8; 32],
-            transactions_root: transactions_root(transactions.iter().map(|t| t.bytes.as_slice())),
-            state_root: [7; 32],
-            committee_digest: [3; 32],
-        };
-        let certificate = QuorumCertificate {
-            kind: VoteKind::Commit,
-            height,
-            round: 0,
-            block_hash: header.hash(),
-            signers: vec![0b1011],
-            signature: [9; 96],
-        };
-        blocks.push(FinalizedBlock {
-            block: Block {
-                header,
-                transactions,
-            },
-            certificate,
-        });
+        blocks.push(crate::store::fixtures::child_block(parent, transactions));
     }
     blocks
 }

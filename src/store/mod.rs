@@ -55,6 +55,7 @@
 //! rewritten with other bytes (the partial-page rewrite writes the same bytes again).
 
 pub mod block_log;
+pub mod fixtures;
 pub mod index;
 pub mod record;
 pub mod segments;

@@ -3,29 +3,17 @@
 use std::path::Path;
 
 use super::*;
-use crate::types::chain::{transactions_root, SignedTransaction};
-use crate::types::{Block, QuorumCertificate, VoteKind};
+use crate::types::chain::SignedTransaction;
 
 /// Segments of three pages: a few blocks each.
 const TINY_SEGMENT: u64 = 3 * 4096;
 
 fn genesis() -> BlockHeader {
-    BlockHeader {
-        parent_hash: [0; 32],
-        height: 0,
-        round: 0,
-        timestamp_ms: 1_700_000_000_000,
-        proposer: 0,
-        randao_reveal: [0; 96],
-        mix: [1; 32],
-        transactions_root: transactions_root(std::iter::empty()),
-        state_root: [2; 32],
-        committee_digest: [3; 32],
-    }
+    super::fixtures::genesis_header()
 }
 
-/// The child of `parent` with `txs` transactions of `tx_bytes` bytes and a structurally valid
-/// commit certificate (the store checks shape and block hash, not signatures).
+/// The child of `parent` with `txs` transactions of `tx_bytes` bytes (see
+/// [`super::fixtures::child_block`]).
 fn child(parent: &BlockHeader, txs: usize, tx_bytes: usize) -> FinalizedBlock {
     let height = parent.height + 1;
     let transactions: Vec<SignedTransaction> = (0..txs)
@@ -33,33 +21,7 @@ fn child(parent: &BlockHeader, txs: usize, tx_bytes: usize) -> FinalizedBlock {
             bytes: vec![(height as usize + i) as u8 | 1; tx_bytes],
         })
         .collect();
-    let header = BlockHeader {
-        parent_hash: parent.hash(),
-        height,
-        round: (height % 3) as u32,
-        timestamp_ms: parent.timestamp_ms + 500,
-        proposer: (height % 4) as u32,
-        randao_reveal: [height as u8; 96],
-        mix: [height as u8 ^ 0x5a; 32],
-        transactions_root: transactions_root(transactions.iter().map(|t| t.bytes.as_slice())),
-        state_root: [7; 32],
-        committee_digest: [3; 32],
-    };
-    let certificate = QuorumCertificate {
-        kind: VoteKind::Commit,
-        height,
-        round: header.round,
-        block_hash: header.hash(),
-        signers: vec![0b1011],
-        signature: [9; 96],
-    };
-    FinalizedBlock {
-        block: Block {
-            header,
-            transactions,
-        },
-        certificate,
-    }
+    super::fixtures::child_block(parent, transactions)
 }
 
 /// `count` blocks after `parent`, of varied sizes (0 to 12 transactions of 110 bytes), so
