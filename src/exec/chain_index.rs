@@ -44,9 +44,22 @@ pub const CHAIN_INDEX_MAX_BYTES: usize = 256 * 1024 * 1024;
 
 /// Estimated bytes one block costs beyond its transactions (header, certificate, maps).
 pub const BLOCK_OVERHEAD_BYTES: usize = 512;
-/// Estimated bytes one transaction costs beyond its envelope: hash, sender, receipt, and its
-/// entry in the hash map.
-pub const TX_OVERHEAD_BYTES: usize = 32 + 20 + std::mem::size_of::<Receipt>() + 64;
+/// Estimated bytes one transaction costs beyond its envelope: its hash, sender and receipt,
+/// the envelope's `Vec` and the allocator's per-allocation overhead (16), and its entry in the
+/// transaction hash map ([`TX_MAP_ENTRY_BYTES`]). Checked against the heap really held by
+/// `tests/chain_index_memory.rs`.
+pub const TX_OVERHEAD_BYTES: usize = 32
+    + 20
+    + std::mem::size_of::<Receipt>()
+    + std::mem::size_of::<SignedTransaction>()
+    + 16
+    + TX_MAP_ENTRY_BYTES;
+
+/// What one entry of the transaction hash map costs at the map's lowest load. The index
+/// inserts and removes all the time, and a hashbrown table whose deleted slots run out doubles
+/// when more than half its capacity (7/8 of its buckets) is live, so under this churn a table
+/// can settle as little as 7/32 full: a 48-byte entry plus its control byte, times 32/7.
+pub const TX_MAP_ENTRY_BYTES: usize = (std::mem::size_of::<(Hash32, TxLocation)>() + 1) * 32 / 7;
 
 /// One finalized block and what executing it produced.
 #[derive(Debug)]
