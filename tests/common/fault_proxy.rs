@@ -39,8 +39,9 @@
 //! at once and counted); four threads per connection (a reader and a writer per direction)
 //! plus one listener thread per link; at most [`QUEUE_CHUNKS`] chunks of at most
 //! [`CHUNK`] bytes held per direction (a full queue blocks the reader, which is TCP
-//! back-pressure). Every blocking call has a timeout, so every thread notices the stop flag
-//! within about 100 ms.
+//! back-pressure). Socket reads and queue waits time out every 50 ms, writes after 5 s,
+//! connecting to the real listener after 1 s, and a reader blocked on a full queue is
+//! released when its writer exits; so every thread notices the stop flag promptly.
 //!
 //! **Shutdown.** Dropping a [`FaultProxy`] sets every link's stop flag, shuts down every
 //! socket, and joins every thread.
