@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+pub mod fault_proxy;
+
 use std::collections::{HashMap, HashSet};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
