@@ -26,6 +26,13 @@ use crate::types::{BlockHeader, FinalizedBlock, Height};
 /// A segment is sealed and a new one started before a record would take it past this size
 /// (a record larger than this gets a segment of its own).
 pub const SEGMENT_BYTES: u64 = 256 * 1024 * 1024;
+/// The most record bytes one write (then fdatasync) of [`BlockLog::append_all`] holds; a
+/// larger batch is written in parts. Bounds what a crash can tear: see [`TORN_WINDOW`].
+pub const MAX_WRITE_BYTES: u64 = 16 * 1024 * 1024;
+/// The torn window of the last segment's scan ([`super::record::Ending::Open`]): one write's
+/// records plus the zero padding to its page boundary (pages are at most 64 KiB).
+pub const TORN_WINDOW: u64 = MAX_WRITE_BYTES + 64 * 1024;
+const _: () = assert!((RECORD_HEADER_LEN + MAX_RECORD_BYTES) as u64 <= MAX_WRITE_BYTES);
 /// Smallest unit of a DMA write: the page size, or the device's alignment when larger.
 const MIN_WRITE_UNIT: u64 = 4096;
 
@@ -260,12 +267,16 @@ impl BlockLog {
             let payload = crate::types::to_bytes(block);
             let record_len = (RECORD_HEADER_LEN + payload.len()) as u64;
             let end = segment_end + records.len() as u64;
-            if end > 0 && end + record_len > self.segment_limit {
-                if !records.is_empty() {
-                    self.write_records(&records, &entries, parent_hash).await?;
-                    records.clear();
-                    entries.clear();
-                }
+            let rolls_over = end > 0 && end + record_len > self.segment_limit;
+            let too_big = records.len() as u64 + record_len > MAX_WRITE_BYTES;
+            if (rolls_over || too_big) && !records.is_empty() {
+                // `parent_hash` is still the hash of the last block in `records`.
+                self.write_records(&records, &entries, parent_hash).await?;
+                segment_end += records.len() as u64;
+                records.clear();
+                entries.clear();
+            }
+            if rolls_over {
                 self.roll_over(header.height).await?;
                 segment_end = 0;
             }
@@ -303,6 +314,10 @@ impl BlockLog {
             let segment = state.index.last_segment().expect("a current segment");
             (state.current.clone(), state.partial_page.clone(), segment)
         };
+        assert!(
+            records.len() as u64 <= MAX_WRITE_BYTES,
+            "one write holds at most MAX_WRITE_BYTES: the torn window of recovery relies on it"
+        );
         let path = segment_path(&self.dir, segment.first_height);
         let end = segment.end;
         let page_start = end - partial_page.len() as u64;

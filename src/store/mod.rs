@@ -41,11 +41,18 @@
 //! [`recover`], run before the shards start, streams every segment and the WAL one record at
 //! a time (memory stays at one record, whatever the log's size) and checks each record:
 //! length within [`MAX_RECORD_BYTES`], checksum, archive validation, and for blocks the next
-//! height and the parent hash. In the last segment and the WAL, a bad record that ends the
-//! file, or is followed only by zero bytes (page padding), or has a damaged length and starts
+//! height and the parent hash. The last segment and the WAL are written one write at a time,
+//! each fsynced before the next, and each at most a *torn window* long (the block log splits
+//! a larger batch at [`block_log::MAX_WRITE_BYTES`], the WAL at [`WAL_MAX_WRITE_BYTES`]): a
+//! crash can tear only the last write, and its pages reach the disk in any order (its first
+//! page, holding the new record's header, may be lost while later ones are kept). So in the
+//! last segment and the WAL, a bad record followed only by zero bytes (page padding), or
+//! whose non-zero data ends within the torn window of its start, or with a damaged length
 //! within one largest record of the end, is a torn write: the file is cut back to the last
-//! good record. A bad record with data after it, or any bad record or trailing byte in a
-//! sealed segment, is corruption: the node refuses to start and names the file and offset.
+//! good record (blocks cut that peers finalized are fetched again by sync; nothing in that
+//! write was acknowledged). A bad record with non-zero data further on, or any bad record or
+//! trailing byte in a sealed segment, is corruption: the node refuses to start and names the
+//! file and offset.
 //! `corecell db check` runs the same scans read-only.
 //!
 //! # Invariants
@@ -82,6 +89,11 @@ use crate::types::frame::{FrameHeader, FRAME_HEADER_LEN};
 use crate::types::network::MAX_SYNC_BLOCKS;
 use crate::types::{BlockHeader, CouncilIndex, FinalizedBlock, FrameKind, Height};
 use record::{append_record, read_records, Ending};
+
+/// The most bytes one WAL write holds (a persist batch larger than this is written and
+/// fsynced in parts): the torn window of the WAL's scan, see [`record::Ending::Open`]. Two of
+/// the largest records (a proposal's block and the votes beside it).
+pub const WAL_MAX_WRITE_BYTES: u64 = 2 * (RECORD_HEADER_LEN + MAX_RECORD_BYTES) as u64;
 
 /// Consensus WAL file name.
 pub const WAL_FILE: &str = "consensus.wal";
@@ -170,7 +182,10 @@ pub fn scan_wal(dir: &Path) -> Result<WalScan, StoreError> {
     };
     let file_len = file.metadata().map_err(io_error(&path))?.len();
     let mut records = Vec::new();
-    let end = read_records(&path, file, file_len, Ending::Open, |_, payload| {
+    let ending = Ending::Open {
+        torn_window: WAL_MAX_WRITE_BYTES,
+    };
+    let end = read_records(&path, file, file_len, ending, |_, payload| {
         let record = rkyv::from_bytes::<WalRecord, rkyv::rancor::Error>(payload)
             .map_err(|e| e.to_string())?;
         records.push(record);
@@ -338,16 +353,31 @@ pub async fn run(
         let start = Instant::now();
         let reply = match req {
             StoreRequest::Persist(records) => {
-                let mut bytes = Vec::new();
+                // Writes of at most WAL_MAX_WRITE_BYTES, each fsynced before the next: a crash
+                // can tear only the last, within the scan's torn window.
+                let mut writes = vec![Vec::new()];
                 for r in &records {
-                    append_record(&mut bytes, &crate::types::to_bytes(r));
+                    let payload = crate::types::to_bytes(r);
+                    let size = (RECORD_HEADER_LEN + payload.len()) as u64;
+                    let current = writes.last_mut().expect("one write at least");
+                    if !current.is_empty() && current.len() as u64 + size > WAL_MAX_WRITE_BYTES {
+                        writes.push(Vec::new());
+                    }
+                    let current = writes.last_mut().expect("one write at least");
+                    append_record(current, &payload);
+                    assert!(current.len() as u64 <= WAL_MAX_WRITE_BYTES);
                 }
-                let len = bytes.len() as u64;
-                if let Err(e) = write_wal(&wal, bytes, wal_len).await {
-                    result = Err(io_error(&wal_path)(e.into()));
+                for bytes in writes {
+                    let len = bytes.len() as u64;
+                    if let Err(e) = write_wal(&wal, bytes, wal_len).await {
+                        result = Err(io_error(&wal_path)(e.into()));
+                        break;
+                    }
+                    wal_len += len;
+                }
+                if result.is_err() {
                     break;
                 }
-                wal_len += len;
                 StoreReply::Persisted
             }
             StoreRequest::Commit(block) => {

@@ -50,9 +50,15 @@ pub(crate) fn parse_record_header(header: &[u8; RECORD_HEADER_LEN]) -> (usize, u
 /// How a scanned file is allowed to end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Ending {
-    /// The file is still appended to (the last block log segment, the WAL): a bad record
-    /// with nothing but zeros after it is a torn write or page padding, and ends the scan.
-    Open,
+    /// The file is still appended to (the last block log segment, the WAL), one write and one
+    /// fsync at a time, each write at most `torn_window` bytes from the first byte it changes
+    /// to its end. A crash before the fsync can leave any subset of that write's pages on the
+    /// disk, in any order: a bad record with nothing after it but zeros, or whose non-zero
+    /// bytes end within `torn_window` of its start, may be that write torn, and ends the scan.
+    Open {
+        /// The most bytes one write spans (see above).
+        torn_window: u64,
+    },
     /// The file is never written again (a sealed segment): it ends exactly at its last
     /// record, and any bad record or trailing byte is corruption.
     Sealed,
@@ -85,11 +91,13 @@ pub(crate) struct ScanEnd {
 /// record bad.
 ///
 /// With [`Ending::Open`], a bad record (short header, length out of range, past the end,
-/// checksum mismatch, refused by `visit`) that ends the file, or after which only zero bytes
-/// follow, ends the scan (a torn tail); a bad record with anything else after it is
-/// corruption. A record whose length field is damaged but which starts within one largest
-/// record of the end may be the last one, torn, and also ends the scan. With
-/// [`Ending::Sealed`], every bad record and every byte after the last record is corruption.
+/// checksum mismatch, refused by `visit`) ends the scan as a torn tail when everything after
+/// it is zeros, or when the non-zero bytes from its start on fit in the torn window (the
+/// pages of the last, unsynced write reach the disk in any order: its first page may be lost
+/// and later ones kept). A bad record with non-zero data beyond the window is corruption. A
+/// record whose length field is damaged but which starts within one largest record of the end
+/// may be the last one, torn, and also ends the scan. With [`Ending::Sealed`], every bad
+/// record and every byte after the last record is corruption.
 pub(crate) fn read_records(
     path: &Path,
     source: impl Read,
@@ -102,7 +110,10 @@ pub(crate) fn read_records(
     let mut at = 0u64;
     let mut payload = AlignedVec::<16>::new();
     let context = match ending {
-        Ending::Open => "data follows it, so this is not a torn write; refusing to start",
+        Ending::Open { .. } => {
+            "non-zero data runs on past it further than one write spans, so this is not a torn \
+             write; refusing to start"
+        }
         Ending::Sealed => {
             "in a sealed segment, which ends exactly at its last record; refusing to start"
         }
@@ -134,22 +145,23 @@ pub(crate) fn read_records(
         if size == 0 || size > MAX_RECORD_BYTES || end > len {
             let problem =
                 format!("record length {size} is out of range or runs past the end of the file");
-            if ending == Ending::Sealed {
+            let Ending::Open { torn_window } = ending else {
                 return Err(corrupt(problem));
-            }
+            };
             // Zero padding reads as a zero length. A length out of range or past the end is a
             // torn header or payload when the record can be the file's last one (it starts
-            // within one largest record of the end). Otherwise, or with data after a zero
-            // length, it is corruption.
+            // within one largest record of the end), or when the non-zero data after it fits
+            // in the torn window. Otherwise it is corruption.
             let could_be_last = len - at <= (RECORD_HEADER_LEN + MAX_RECORD_BYTES) as u64;
-            let rest_zeros = only_zeros(&mut reader).map_err(io)?;
-            if rest_zeros && header.iter().all(|b| *b == 0) {
+            let rest = nonzero_extent(&mut reader).map_err(io)?;
+            if rest == 0 && header.iter().all(|b| *b == 0) {
                 return Ok(ScanEnd {
                     good_len: at,
                     tail: Tail::ZeroPadding,
                 });
             }
-            if rest_zeros || (size != 0 && could_be_last) {
+            let extent = RECORD_HEADER_LEN as u64 + rest;
+            if rest == 0 || extent <= torn_window || (size != 0 && could_be_last) {
                 return Ok(ScanEnd {
                     good_len: at,
                     tail: Tail::Torn,
@@ -167,11 +179,14 @@ pub(crate) fn read_records(
             visit(at, &payload).err()
         };
         if let Some(problem) = problem {
-            if ending == Ending::Open && only_zeros(&mut reader).map_err(io)? {
-                return Ok(ScanEnd {
-                    good_len: at,
-                    tail: Tail::Torn,
-                });
+            if let Ending::Open { torn_window } = ending {
+                let rest = nonzero_extent(&mut reader).map_err(io)?;
+                if rest == 0 || end - at + rest <= torn_window {
+                    return Ok(ScanEnd {
+                        good_len: at,
+                        tail: Tail::Torn,
+                    });
+                }
             }
             return Err(corrupt(problem));
         }
@@ -183,23 +198,30 @@ pub(crate) fn read_records(
     })
 }
 
-/// Whether everything left in `reader` is zero bytes (the padding a torn write can leave).
-fn only_zeros(reader: &mut impl Read) -> std::io::Result<bool> {
+/// Reads `reader` to its end and returns how far its non-zero bytes reach: the offset just
+/// past the last non-zero byte (0 if everything left is zeros).
+fn nonzero_extent(reader: &mut impl Read) -> std::io::Result<u64> {
     let mut chunk = vec![0u8; 64 * 1024];
+    let (mut read, mut extent) = (0u64, 0u64);
     loop {
         let n = reader.read(&mut chunk)?;
         if n == 0 {
-            return Ok(true);
+            return Ok(extent);
         }
-        if chunk[..n].iter().any(|b| *b != 0) {
-            return Ok(false);
+        if let Some(last) = chunk[..n].iter().rposition(|b| *b != 0) {
+            extent = read + last as u64 + 1;
         }
+        read += n as u64;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An open file whose writes are tiny: only a bad record with nothing but zeros after it
+    /// can be torn.
+    const OPEN: Ending = Ending::Open { torn_window: 0 };
 
     /// Scans in-memory bytes: (records seen, how the scan ended) or the error.
     fn scan(path: &str, bytes: &[u8], ending: Ending) -> Result<(Vec<u64>, ScanEnd), StoreError> {
@@ -233,7 +255,7 @@ mod tests {
         append_record(&mut bytes, &[2; 16]);
         append_record(&mut bytes, &[3; 16]);
         bytes[second..second + 4].copy_from_slice(&0u32.to_le_bytes());
-        let err = scan("z.log", &bytes, Ending::Open).expect_err("corruption");
+        let err = scan("z.log", &bytes, OPEN).expect_err("corruption");
         assert!(
             err.to_string().contains(&format!("offset {second}")),
             "{err}"
@@ -250,7 +272,7 @@ mod tests {
             Path::new("v.log"),
             std::io::Cursor::new(&bytes),
             bytes.len() as u64,
-            Ending::Open,
+            OPEN,
             |_, payload| {
                 if payload[0] == 2 {
                     Err("refused".into())
@@ -269,7 +291,7 @@ mod tests {
     fn records_round_trip_and_torn_tails_and_padding_end_the_scan() {
         let bytes = three_records();
         let good = bytes.len() as u64;
-        let (records, end) = scan("test.log", &bytes, Ending::Open).unwrap();
+        let (records, end) = scan("test.log", &bytes, OPEN).unwrap();
         assert_eq!(records.len(), 3);
         assert_eq!(
             end,
@@ -281,7 +303,7 @@ mod tests {
         // Torn: half a record at the end.
         let mut torn = bytes.clone();
         torn.extend_from_slice(&encode_record(&[9; 50])[..30]);
-        let (records, end) = scan("test.log", &torn, Ending::Open).unwrap();
+        let (records, end) = scan("test.log", &torn, OPEN).unwrap();
         assert_eq!(
             (records.len(), end.good_len, end.tail),
             (3, good, Tail::Torn)
@@ -289,19 +311,19 @@ mod tests {
         // A torn header of a few bytes.
         let mut short = bytes.clone();
         short.extend_from_slice(&[7, 0, 0]);
-        let end = scan("test.log", &short, Ending::Open).unwrap().1;
+        let end = scan("test.log", &short, OPEN).unwrap().1;
         assert_eq!((end.good_len, end.tail), (good, Tail::Torn));
         // Zero padding after the last record (what a DMA write leaves) is not a torn write.
         for pad in [3, 4096] {
             let mut padded = bytes.clone();
             padded.extend(std::iter::repeat_n(0, pad));
-            let end = scan("test.log", &padded, Ending::Open).unwrap().1;
+            let end = scan("test.log", &padded, OPEN).unwrap().1;
             assert_eq!((end.good_len, end.tail), (good, Tail::ZeroPadding));
         }
         // A torn record followed by padding is torn.
         let mut torn_padded = torn.clone();
         torn_padded.extend_from_slice(&[0; 4000]);
-        let end = scan("test.log", &torn_padded, Ending::Open).unwrap().1;
+        let end = scan("test.log", &torn_padded, OPEN).unwrap().1;
         assert_eq!((end.good_len, end.tail), (good, Tail::Torn));
     }
 
@@ -338,7 +360,7 @@ mod tests {
         append_record(&mut bytes, &[2; 64]);
         append_record(&mut bytes, &[3; 64]);
         bytes[first.len() + RECORD_HEADER_LEN + 5] ^= 0xff;
-        let err = scan("x.log", &bytes, Ending::Open).expect_err("corruption refused");
+        let err = scan("x.log", &bytes, OPEN).expect_err("corruption refused");
         let text = err.to_string();
         assert!(text.contains("x.log") && text.contains(&format!("offset {}", first.len())));
         // The same damage in the last record is a torn tail.
@@ -346,7 +368,7 @@ mod tests {
         let at = last.len();
         append_record(&mut last, &[2; 64]);
         last[at + RECORD_HEADER_LEN + 1] ^= 1;
-        let end = scan("x.log", &last, Ending::Open).unwrap().1;
+        let end = scan("x.log", &last, OPEN).unwrap().1;
         assert_eq!((end.good_len, end.tail), (at as u64, Tail::Torn));
     }
 
@@ -356,7 +378,38 @@ mod tests {
         let good = bytes.len() as u64;
         bytes.extend_from_slice(&u32::MAX.to_le_bytes());
         bytes.extend_from_slice(&[0xaa; 20]);
-        let end = scan("y", &bytes, Ending::Open).unwrap().1;
+        let end = scan("y", &bytes, OPEN).unwrap().1;
         assert_eq!((end.good_len, end.tail), (good, Tail::Torn));
+    }
+
+    #[test]
+    fn a_bad_record_is_torn_when_the_data_after_it_fits_in_one_write() {
+        // The last write held records 2 and 3 (70 bytes each with their headers); its first
+        // page never reached the disk, a later one did: zeros where record 2's header was,
+        // record 3 intact after.
+        let mut bytes = encode_record(&[1; 58]);
+        let second = bytes.len();
+        append_record(&mut bytes, &[2; 58]);
+        append_record(&mut bytes, &[3; 58]);
+        bytes[second..second + 70].fill(0);
+        let window = Ending::Open { torn_window: 140 };
+        let end = scan("t.log", &bytes, window).unwrap().1;
+        assert_eq!((end.good_len, end.tail), (second as u64, Tail::Torn));
+        // A flipped byte in record 2 with record 3 after it: torn too, within the window.
+        let mut flipped = encode_record(&[1; 58]);
+        append_record(&mut flipped, &[2; 58]);
+        append_record(&mut flipped, &[3; 58]);
+        flipped[second + RECORD_HEADER_LEN + 3] ^= 1;
+        let end = scan("t.log", &flipped, window).unwrap().1;
+        assert_eq!((end.good_len, end.tail), (second as u64, Tail::Torn));
+        // The same damage with more non-zero data after it than one write spans: corruption.
+        let narrow = Ending::Open { torn_window: 139 };
+        for damaged in [&bytes, &flipped] {
+            let err = scan("t.log", damaged, narrow).expect_err("beyond one write");
+            assert!(
+                err.to_string().contains(&format!("offset {second}")),
+                "{err}"
+            );
+        }
     }
 }

@@ -180,7 +180,9 @@ pub(crate) fn scan_segments(
         let ending = if k + 1 < files.len() {
             Ending::Sealed
         } else {
-            Ending::Open
+            Ending::Open {
+                torn_window: super::block_log::TORN_WINDOW,
+            }
         };
         let file = std::fs::File::open(path).map_err(io_error(path))?;
         let file_len = file.metadata().map_err(io_error(path))?.len();
