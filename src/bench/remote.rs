@@ -99,7 +99,7 @@ pub struct BenchPlan {
     /// The genesis used, when one was.
     pub genesis_path: Option<PathBuf>,
     /// The chain's block period from the genesis, ms (0 when unknown).
-    pub block_period_ms: u64,
+    pub block_period_ms: Option<u64>,
     /// Notes for the operator (what was not checked, and why).
     pub notes: Vec<String>,
 }
@@ -321,7 +321,7 @@ pub fn plan(options: &BenchOptions) -> Result<BenchPlan, String> {
         metrics,
         transfer,
         genesis_path,
-        block_period_ms: genesis.as_ref().map_or(0, |g| g.block_period_ms),
+        block_period_ms: genesis.as_ref().map(|g| g.block_period_ms),
         notes,
     })
 }

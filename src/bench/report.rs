@@ -414,8 +414,9 @@ pub struct RunReport {
     pub targets: Vec<String>,
     /// Size of one transaction, bytes (the mean size for signed transfers).
     pub tx_size: usize,
-    /// Configured block period, ms; 0 when unknown (a bench without the chain's genesis).
-    pub block_period_ms: u64,
+    /// Configured block period, ms (0: propose as soon as the last block is final); `None`
+    /// when unknown (a bench without the chain's genesis).
+    pub block_period_ms: Option<u64>,
     /// CPU time of all nodes per finalized transaction, microseconds; `None` when unknown.
     pub cpu_us_per_tx: Option<f64>,
     /// The final state check (transfer chains): `None` when not made.
@@ -498,10 +499,10 @@ impl RunReport {
                 "{} tx/s  tx size {} B  block period {}",
                 group(self.offered_rate),
                 group(self.tx_size as u64),
-                if self.block_period_ms == 0 {
-                    "unknown".to_string()
-                } else {
-                    format!("{} ms", group(self.block_period_ms))
+                match self.block_period_ms {
+                    None => "unknown".to_string(),
+                    Some(0) => "0 (back to back)".to_string(),
+                    Some(ms) => format!("{} ms", group(ms)),
                 }
             ),
         );
@@ -1137,7 +1138,7 @@ mod tests {
             generator_behind_ms: 3,
             targets: vec!["127.0.0.1:33000".into(), "127.0.0.1:33001".into()],
             tx_size: 110,
-            block_period_ms: 100,
+            block_period_ms: Some(100),
             cpu_us_per_tx: Some(12.5),
             state: None,
             nodes: vec![
@@ -1330,8 +1331,11 @@ mod tests {
         // Without node metrics (a bench given only ingress targets) round changes are unknown,
         // and without its genesis the chain's block period too.
         r.nodes.clear();
-        r.block_period_ms = 0;
+        r.block_period_ms = None;
         assert!(r.summary_table().contains("block period unknown"));
+        r.block_period_ms = Some(0);
+        assert!(r.summary_table().contains("block period 0 (back to back)"));
+        r.block_period_ms = None;
         let table = r.summary_table();
         assert!(table.contains(&format!("{:<16}n/a (no node metrics)", "round changes")));
         assert!(

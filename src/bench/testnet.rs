@@ -797,7 +797,7 @@ fn drive(
         .min()
         .unwrap_or(0);
     report.round_changes = outcome.last_sample.round_changes.unwrap_or(0);
-    report.block_period_ms = options.block_period_ms;
+    report.block_period_ms = Some(options.block_period_ms);
     report.cpu_us_per_tx = (outcome.finalized > 0).then(|| cpu * 1e6 / outcome.finalized as f64);
     report.targets = if offered_rate > 0 {
         targets.iter().map(|t| t.to_string()).collect()
