@@ -504,10 +504,17 @@ fn an_even_split_finalizes_nothing_and_resumes_after_the_heal() {
     proxy.heal();
     let healed = Instant::now();
     let target = frozen.iter().max().copied().unwrap_or(0) + 3;
-    // The first block after the heal comes when the round timers next expire (the round
-    // changes sent during the split were lost with the connections).
+    // The round changes sent during the split were lost with the connections; each CN sends
+    // its current round's messages again to a peer that reconnects, so the first block comes
+    // once the links are redialed (backoff at most DIAL_BACKOFF_MAX), not at the next round
+    // timeout (6.7-7.0 s after the heal before the re-send).
     net.wait_heights(&ALL, &[target - 2; CNS], PROGRESS);
     let first = healed.elapsed();
+    let bound = corecell::net::DIAL_BACKOFF_MAX + Duration::from_secs(2);
+    assert!(
+        first <= bound,
+        "the first block came {first:.1?} after the heal (at most {bound:?} expected)"
+    );
     net.wait_heights(&ALL, &[target; CNS], PROGRESS);
     let resumed = healed.elapsed();
     let chains = net.stop_all_and_assert_agree();

@@ -96,6 +96,9 @@ struct HeightState {
     round_changes: BTreeMap<Round, BTreeMap<CouncilIndex, RoundChange>>,
     /// This node's own signed votes: (round, kind) -> hash. Never signs a different one.
     sent: BTreeMap<(Round, VoteKind), Hash32>,
+    /// This node's own signed votes as sent (not restored from the WAL, which keeps only the
+    /// hashes), to send again to a peer that reconnects.
+    sent_votes: BTreeMap<(Round, VoteKind), Vote>,
     /// Rounds this node proposed in.
     proposed: BTreeMap<Round, Hash32>,
     /// Rounds whose block this node asked the driver to build.
@@ -302,6 +305,7 @@ impl<S: SignatureScheme> Machine<S> {
                 block_hash,
                 valid,
             } => self.on_block_verified(now, height, block_hash, valid, &mut out),
+            Input::PeerConnected(peer) => self.on_peer_connected(peer, &mut out),
         }
         out
     }
@@ -806,6 +810,7 @@ impl<S: SignatureScheme> Machine<S> {
             .scheme
             .sign(Domain::Vote, &vote.signing_message(self.config.chain_id));
         self.state.sent.insert((round, kind), block_hash);
+        self.state.sent_votes.insert((round, kind), vote.clone());
         out.push(Effect::Persist(WalRecord::Voted {
             kind,
             height: self.height,
@@ -814,6 +819,33 @@ impl<S: SignatureScheme> Machine<S> {
         }));
         out.push(Effect::Broadcast(Message::Vote(vote.clone())));
         self.add_vote(vote, true, out);
+    }
+
+    /// See [`Input::PeerConnected`]. Everything sent here was persisted when it was first
+    /// sent, so nothing new is signed and nothing waits for the disk.
+    fn on_peer_connected(&mut self, peer: CouncilIndex, out: &mut Vec<Effect>) {
+        if peer == self.me || (peer as usize) >= self.config.council_size {
+            return;
+        }
+        let round = self.round;
+        if let Some(p) = self.state.proposals.get(&round) {
+            if p.proposer == self.me {
+                out.push(Effect::SendTo(peer, Message::Proposal(Box::new(p.clone()))));
+            }
+        }
+        for kind in [VoteKind::Prepare, VoteKind::Commit] {
+            if let Some(v) = self.state.sent_votes.get(&(round, kind)) {
+                out.push(Effect::SendTo(peer, Message::Vote(v.clone())));
+            }
+        }
+        if let Some(rc) = self
+            .state
+            .round_changes
+            .get(&round)
+            .and_then(|by_signer| by_signer.get(&self.me))
+        {
+            out.push(Effect::SendTo(peer, Message::RoundChange(rc.clone())));
+        }
     }
 
     fn on_vote(&mut self, _now: Millis, v: Vote, out: &mut Vec<Effect>) {

@@ -35,6 +35,8 @@ struct Net {
     timers: BTreeMap<(Millis, u64), (usize, Timer)>,
     seq: u64,
     down: Vec<bool>,
+    /// Every link cut: messages are dropped, timers still fire.
+    isolated: bool,
     finalized: Vec<Vec<(Block, CommitCertificate)>>,
     wal: Vec<Vec<WalRecord>>,
     rejected: Vec<(usize, CouncilIndex, Rejection)>,
@@ -53,6 +55,7 @@ impl Net {
             timers: BTreeMap::new(),
             seq: 0,
             down: vec![false; config.council_size],
+            isolated: false,
             finalized: vec![Vec::new(); config.council_size],
             wal: vec![Vec::new(); config.council_size],
             rejected: Vec::new(),
@@ -157,7 +160,8 @@ impl Net {
                 return;
             }
             if let Some((to, input)) = self.queue.pop_front() {
-                if !self.down[to] {
+                let cut = self.isolated && matches!(input, Input::Message(_));
+                if !self.down[to] && !cut {
                     let effects = self.machines[to].handle(self.now, input);
                     self.apply(to, effects);
                 }
@@ -846,4 +850,51 @@ fn one_member_cannot_grow_the_future_buffer_past_its_bounds_or_crowd_out_the_oth
         bytes + one > MAX_FUTURE_BYTES,
         "filled to the bound: {bytes}"
     );
+}
+
+#[test]
+fn after_a_partition_heals_reconnected_peers_get_the_current_round_again_and_finalize_at_once() {
+    let mut net = Net::new(config());
+    net.run_until(3, 60_000);
+    let height = net.machines[0].head().height;
+    // Every link down for 5 s: round timers fire (400, 800, 1,600 ms, ...) and every round
+    // change is lost, also those of timers due at the moment the links come back.
+    net.isolated = true;
+    net.run_until(height + 1, net.now + 5_000);
+    while let Some(((at, _), (node, timer))) = net.timers.first_key_value() {
+        if *at > net.now {
+            break;
+        }
+        let (node, timer) = (*node, *timer);
+        net.timers.pop_first();
+        let effects = net.machines[node].handle(net.now, Input::Timer(timer));
+        net.apply(node, effects);
+    }
+    net.queue
+        .retain(|(_, input)| !matches!(input, Input::Message(_)));
+    assert!(net.machines.iter().all(|m| m.head().height == height));
+    let rounds: Vec<crate::types::Round> = net.machines.iter().map(|m| m.round()).collect();
+    assert!(rounds.iter().all(|r| *r >= 3), "rounds {rounds:?}");
+    let next_timer = net.timers.first_key_value().map(|((at, _), _)| *at);
+    // The links come back; every node hears that its peers reconnected.
+    net.isolated = false;
+    let healed = net.now;
+    for node in 0..N {
+        for peer in 0..N {
+            if peer != node {
+                net.queue
+                    .push_back((node, Input::PeerConnected(peer as CouncilIndex)));
+            }
+        }
+    }
+    net.run_until(height + 1, healed + 60_000);
+    // Finalized from the re-sent messages alone, before the next round timer (without them
+    // the next block waits for that timer, then for a quorum of round changes).
+    assert!(
+        next_timer.is_some_and(|at| net.now < at),
+        "healed at {healed} ms, final at {} ms, next timer at {next_timer:?} (rounds {rounds:?})",
+        net.now
+    );
+    assert!(net.machines.iter().all(|m| m.head().height == height + 1));
+    net.assert_agreement();
 }

@@ -85,6 +85,11 @@ pub enum Input {
         /// State root after executing them on the parent state.
         state_root: Hash32,
     },
+    /// A council member's connection came up (again). It may have missed what this node sent
+    /// while the link was down (a partition drops round changes and votes with the
+    /// connections), so the machine sends it this height's own messages of the current round
+    /// again: the proposal, the votes and the round change (all persisted when first sent).
+    PeerConnected(CouncilIndex),
     /// The driver checked the block asked for by [`Effect::VerifyBlock`].
     BlockVerified {
         /// Height.

@@ -282,12 +282,23 @@ pub enum NetCommand {
 }
 
 /// What the net shard hands the consensus shard.
+// Messages travel inline (one per frame, moved straight into the machine); `Connected` is rare.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
-pub struct Inbound {
-    /// The authenticated peer it came from.
-    pub from: PeerSlot,
-    /// The message (its signatures not yet checked).
-    pub message: ConsensusMessage,
+pub enum Inbound {
+    /// A consensus message.
+    Message {
+        /// The authenticated peer it came from.
+        from: PeerSlot,
+        /// The message (its signatures not yet checked).
+        message: ConsensusMessage,
+    },
+    /// A CN's connection to another CN came up (its slot is its council index): the
+    /// consensus machine sends it the current round's own messages again.
+    Connected {
+        /// The peer's slot.
+        peer: PeerSlot,
+    },
 }
 
 /// Counters the net shard exposes.
@@ -1231,6 +1242,15 @@ async fn run_peer(state: Shared, stream: TcpStream, admitted: Admitted) {
         // A newer connection replaces an older one (its writer ends when its outbox drops).
         s.peers.insert(slot, Peer { role, outbox });
         s.publish_peers();
+        if s.config.role == Role::Cn && role == Role::Cn {
+            // Dropped if consensus is flooded: then the next round timeout re-sends anyway.
+            if s.to_consensus
+                .try_send(Inbound::Connected { peer: slot })
+                .is_err()
+            {
+                s.counters.dropped.fetch_add(1, Relaxed);
+            }
+        }
         s.counters.clone()
     };
     tracing::info!(peer = slot, role = role.name(), "peer connected");
@@ -1462,7 +1482,7 @@ fn dispatch_peer_frame(
         _ => return not_here(),
     };
     if s.to_consensus
-        .try_send(Inbound {
+        .try_send(Inbound::Message {
             from: from.slot,
             message: inbound,
         })

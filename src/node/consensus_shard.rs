@@ -143,7 +143,14 @@ pub async fn run(
         let events = events.clone();
         glommio::spawn_local(async move {
             while let Some(inbound) = from_net.recv().await {
-                let _ = events.try_send(Event::Input(Input::Message(inbound.message)));
+                let input = match inbound {
+                    Inbound::Message { message, .. } => Input::Message(message),
+                    Inbound::Connected { peer } => match CouncilIndex::try_from(peer) {
+                        Ok(peer) => Input::PeerConnected(peer),
+                        Err(_) => continue,
+                    },
+                };
+                let _ = events.try_send(Event::Input(input));
             }
             let _ = events.try_send(Event::Closed);
         })

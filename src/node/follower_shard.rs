@@ -77,8 +77,12 @@ pub async fn run(
     let forward_net = {
         let events = events.clone();
         glommio::spawn_local(async move {
-            while let Some(Inbound { from, message }) = from_net.recv().await {
-                if let crate::consensus::Message::Finalized(block) = message {
+            while let Some(inbound) = from_net.recv().await {
+                if let Inbound::Message {
+                    from,
+                    message: crate::consensus::Message::Finalized(block),
+                } = inbound
+                {
                     let _ = events.try_send(Event::Input(FollowerInput::Finalized { from, block }));
                 }
             }
