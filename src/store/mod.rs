@@ -44,15 +44,16 @@
 //! height and the parent hash. The last segment and the WAL are written one write at a time,
 //! each fsynced before the next, and each at most a *torn window* long (the block log splits
 //! a larger batch at [`block_log::MAX_WRITE_BYTES`], the WAL at [`WAL_MAX_WRITE_BYTES`]): a
-//! crash can tear only the last write, and its pages reach the disk in any order (its first
-//! page, holding the new record's header, may be lost while later ones are kept). So in the
-//! last segment and the WAL, a bad record followed only by zero bytes (page padding), or
-//! whose non-zero data ends within the torn window of its start, or with a damaged length
-//! within one largest record of the end, is a torn write: the file is cut back to the last
-//! good record (blocks cut that peers finalized are fetched again by sync; nothing in that
-//! write was acknowledged). A bad record with non-zero data further on, or any bad record or
-//! trailing byte in a sealed segment, is corruption: the node refuses to start and names the
-//! file and offset.
+//! crash can tear only the last write, and its sectors reach the disk in any order (its
+//! first, holding the new record's header, may be lost while later ones are kept; a lost
+//! sector reads as zeros). So in the last segment and the WAL, a bad record followed only by
+//! zero bytes (page padding), or one showing a lost sector (a zeroed header, or a zeroed
+//! aligned sector in its payload) whose non-zero data ends within the torn window of its
+//! start, or one with a damaged length within one largest record of the end, is a torn write:
+//! the file is cut back to the last good record (nothing in that write was acknowledged). A
+//! bad record without a lost sector (a flipped bit) and data after it, one with data beyond
+//! the window, or any bad record or trailing byte in a sealed segment, is corruption: the node
+//! refuses to start and names the file and offset.
 //! `corecell db check` runs the same scans read-only.
 //!
 //! # Invariants

@@ -52,9 +52,10 @@ pub(crate) fn parse_record_header(header: &[u8; RECORD_HEADER_LEN]) -> (usize, u
 pub(crate) enum Ending {
     /// The file is still appended to (the last block log segment, the WAL), one write and one
     /// fsync at a time, each write at most `torn_window` bytes from the first byte it changes
-    /// to its end. A crash before the fsync can leave any subset of that write's pages on the
-    /// disk, in any order: a bad record with nothing after it but zeros, or whose non-zero
-    /// bytes end within `torn_window` of its start, may be that write torn, and ends the scan.
+    /// to its end. A crash before the fsync can leave any subset of that write's sectors on the
+    /// disk, in any order (those lost read as zeros): a bad record with nothing after it but
+    /// zeros, or with a lost sector and non-zero bytes ending within `torn_window` of its
+    /// start, may be that write torn, and ends the scan.
     Open {
         /// The most bytes one write spans (see above).
         torn_window: u64,
@@ -92,11 +93,13 @@ pub(crate) struct ScanEnd {
 ///
 /// With [`Ending::Open`], a bad record (short header, length out of range, past the end,
 /// checksum mismatch, refused by `visit`) ends the scan as a torn tail when everything after
-/// it is zeros, or when the non-zero bytes from its start on fit in the torn window (the
-/// pages of the last, unsynced write reach the disk in any order: its first page may be lost
-/// and later ones kept). A bad record with non-zero data beyond the window is corruption. A
-/// record whose length field is damaged but which starts within one largest record of the end
-/// may be the last one, torn, and also ends the scan. With [`Ending::Sealed`], every bad
+/// it is zeros, or when it shows a lost sector (a zeroed header, or a zeroed sector-aligned
+/// [`SECTOR`] in its payload) and the non-zero bytes from its start on fit in the torn window:
+/// the sectors of the last, unsynced write reach the disk in any order, so its first may be
+/// lost and later ones kept. A bad record without a lost sector (a flipped bit) and data after
+/// it, or with data beyond the window, is corruption. A record whose length field is damaged
+/// but which starts within one largest record of the end may be the last one, torn, and also
+/// ends the scan. With [`Ending::Sealed`], every bad
 /// record and every byte after the last record is corruption.
 pub(crate) fn read_records(
     path: &Path,
@@ -111,8 +114,8 @@ pub(crate) fn read_records(
     let mut payload = AlignedVec::<16>::new();
     let context = match ending {
         Ending::Open { .. } => {
-            "non-zero data runs on past it further than one write spans, so this is not a torn \
-             write; refusing to start"
+            "data follows it, and it is no torn write (no lost sector in it, or more data after it \
+             than one write spans); refusing to start"
         }
         Ending::Sealed => {
             "in a sealed segment, which ends exactly at its last record; refusing to start"
@@ -150,18 +153,21 @@ pub(crate) fn read_records(
             };
             // Zero padding reads as a zero length. A length out of range or past the end is a
             // torn header or payload when the record can be the file's last one (it starts
-            // within one largest record of the end), or when the non-zero data after it fits
-            // in the torn window. Otherwise it is corruption.
+            // within one largest record of the end). A zeroed header with data after it within
+            // the torn window is the last write with its first sector lost. Otherwise it is
+            // corruption.
             let could_be_last = len - at <= (RECORD_HEADER_LEN + MAX_RECORD_BYTES) as u64;
             let rest = nonzero_extent(&mut reader).map_err(io)?;
-            if rest == 0 && header.iter().all(|b| *b == 0) {
+            let zeroed = header.iter().all(|b| *b == 0);
+            if rest == 0 && zeroed {
                 return Ok(ScanEnd {
                     good_len: at,
                     tail: Tail::ZeroPadding,
                 });
             }
             let extent = RECORD_HEADER_LEN as u64 + rest;
-            if rest == 0 || extent <= torn_window || (size != 0 && could_be_last) {
+            let lost_first_sector = zeroed && extent <= torn_window;
+            if rest == 0 || lost_first_sector || (size != 0 && could_be_last) {
                 return Ok(ScanEnd {
                     good_len: at,
                     tail: Tail::Torn,
@@ -180,8 +186,13 @@ pub(crate) fn read_records(
         };
         if let Some(problem) = problem {
             if let Ending::Open { torn_window } = ending {
+                // A torn write loses whole sectors, which read as zeros: a bad record with a
+                // zeroed sector in it and no more data after it than one write spans is the
+                // last write torn. A bad record without one (a flipped bit) is corruption.
                 let rest = nonzero_extent(&mut reader).map_err(io)?;
-                if rest == 0 || end - at + rest <= torn_window {
+                let payload_at = at + RECORD_HEADER_LEN as u64;
+                let lost_sector = has_zeroed_sector(payload_at, &payload);
+                if rest == 0 || (lost_sector && end - at + rest <= torn_window) {
                     return Ok(ScanEnd {
                         good_len: at,
                         tail: Tail::Torn,
@@ -195,6 +206,20 @@ pub(crate) fn read_records(
     Ok(ScanEnd {
         good_len: at,
         tail: Tail::Clean,
+    })
+}
+
+/// The unit a torn write loses: a disk sector (pages are whole multiples of it).
+const SECTOR: u64 = 512;
+
+/// Whether `bytes`, which start at file offset `offset`, contain a whole sector-aligned run of
+/// [`SECTOR`] zero bytes (what a sector that never reached the disk reads as).
+fn has_zeroed_sector(offset: u64, bytes: &[u8]) -> bool {
+    let first = offset.next_multiple_of(SECTOR) - offset;
+    bytes.get(first as usize..).is_some_and(|aligned| {
+        aligned
+            .chunks_exact(SECTOR as usize)
+            .any(|sector| sector.iter().all(|b| *b == 0))
     })
 }
 
@@ -383,10 +408,9 @@ mod tests {
     }
 
     #[test]
-    fn a_bad_record_is_torn_when_the_data_after_it_fits_in_one_write() {
-        // The last write held records 2 and 3 (70 bytes each with their headers); its first
-        // page never reached the disk, a later one did: zeros where record 2's header was,
-        // record 3 intact after.
+    fn a_bad_record_is_torn_when_it_lost_a_sector_and_the_data_after_it_fits_in_one_write() {
+        // The last write held records 2 and 3; its first sector never reached the disk, a
+        // later one did: zeros where record 2's header was, record 3 intact after.
         let mut bytes = encode_record(&[1; 58]);
         let second = bytes.len();
         append_record(&mut bytes, &[2; 58]);
@@ -395,21 +419,38 @@ mod tests {
         let window = Ending::Open { torn_window: 140 };
         let end = scan("t.log", &bytes, window).unwrap().1;
         assert_eq!((end.good_len, end.tail), (second as u64, Tail::Torn));
-        // A flipped byte in record 2 with record 3 after it: torn too, within the window.
+        // A middle sector of record 2 lost, record 3 after it: torn too.
+        let mut middle = encode_record(&[1; 58]);
+        append_record(&mut middle, &[2; 1500]);
+        append_record(&mut middle, &[3; 58]);
+        let sector = (second as u64 + RECORD_HEADER_LEN as u64).next_multiple_of(SECTOR) as usize;
+        middle[sector..sector + SECTOR as usize].fill(0);
+        let wide = Ending::Open { torn_window: 4096 };
+        let end = scan("t.log", &middle, wide).unwrap().1;
+        assert_eq!((end.good_len, end.tail), (second as u64, Tail::Torn));
+        // A flipped bit in record 2 with record 3 after it: no sector lost, corruption.
         let mut flipped = encode_record(&[1; 58]);
         append_record(&mut flipped, &[2; 58]);
         append_record(&mut flipped, &[3; 58]);
         flipped[second + RECORD_HEADER_LEN + 3] ^= 1;
-        let end = scan("t.log", &flipped, window).unwrap().1;
-        assert_eq!((end.good_len, end.tail), (second as u64, Tail::Torn));
-        // The same damage with more non-zero data after it than one write spans: corruption.
+        let err = scan("t.log", &flipped, wide).expect_err("a flipped bit");
+        assert!(
+            err.to_string().contains(&format!("offset {second}")),
+            "{err}"
+        );
+        // The lost sectors with more non-zero data after them than one write spans:
+        // corruption.
         let narrow = Ending::Open { torn_window: 139 };
-        for damaged in [&bytes, &flipped] {
-            let err = scan("t.log", damaged, narrow).expect_err("beyond one write");
-            assert!(
-                err.to_string().contains(&format!("offset {second}")),
-                "{err}"
-            );
-        }
+        let err = scan("t.log", &bytes, narrow).expect_err("beyond one write");
+        assert!(
+            err.to_string().contains(&format!("offset {second}")),
+            "{err}"
+        );
+        let err = scan("t.log", &middle, Ending::Open { torn_window: 200 })
+            .expect_err("beyond one write");
+        assert!(
+            err.to_string().contains(&format!("offset {second}")),
+            "{err}"
+        );
     }
 }
