@@ -967,10 +967,18 @@ mod tests {
 
     #[test]
     fn an_unreachable_target_fails_fast_and_says_which() {
-        // A port that was just free: nothing listens there.
-        let addr = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port");
+        // A port bound and held by a socket that never listens: a connection to it is refused,
+        // and no other test can take the port meanwhile (a port merely freed can be handed to
+        // the next bind, which made this test flaky).
+        let held = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        held.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .expect("bind");
+        let addr = held
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .expect("an address");
         let started = std::time::Instant::now();
         let open = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let open_addr = open.local_addr().expect("address");
