@@ -95,10 +95,9 @@ struct HeightState {
     /// Valid round changes per round, per signer.
     round_changes: BTreeMap<Round, BTreeMap<CouncilIndex, RoundChange>>,
     /// This node's own signed votes: (round, kind) -> hash. Never signs a different one.
+    /// Restored from the WAL, which keeps only the hashes; the signed votes of this run are
+    /// in `votes` (kept there verified, never replaced), whence a reconnecting peer gets them.
     sent: BTreeMap<(Round, VoteKind), Hash32>,
-    /// This node's own signed votes as sent (not restored from the WAL, which keeps only the
-    /// hashes), to send again to a peer that reconnects.
-    sent_votes: BTreeMap<(Round, VoteKind), Vote>,
     /// Rounds this node proposed in.
     proposed: BTreeMap<Round, Hash32>,
     /// Rounds whose block this node asked the driver to build.
@@ -810,7 +809,6 @@ impl<S: SignatureScheme> Machine<S> {
             .scheme
             .sign(Domain::Vote, &vote.signing_message(self.config.chain_id));
         self.state.sent.insert((round, kind), block_hash);
-        self.state.sent_votes.insert((round, kind), vote.clone());
         out.push(Effect::Persist(WalRecord::Voted {
             kind,
             height: self.height,
@@ -834,8 +832,20 @@ impl<S: SignatureScheme> Machine<S> {
             }
         }
         for kind in [VoteKind::Prepare, VoteKind::Commit] {
-            if let Some(v) = self.state.sent_votes.get(&(round, kind)) {
-                out.push(Effect::SendTo(peer, Message::Vote(v.clone())));
+            let Some(set) = self.state.votes.get(&(round, kind)) else {
+                continue;
+            };
+            if let Some((block_hash, signature)) = set.signed_vote_of(self.me) {
+                assert_eq!(self.state.sent.get(&(round, kind)), Some(&block_hash));
+                let vote = Vote {
+                    kind,
+                    height: self.height,
+                    round,
+                    block_hash,
+                    signer: self.me,
+                    signature,
+                };
+                out.push(Effect::SendTo(peer, Message::Vote(vote)));
             }
         }
         if let Some(rc) = self

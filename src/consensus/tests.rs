@@ -898,3 +898,61 @@ fn after_a_partition_heals_reconnected_peers_get_the_current_round_again_and_fin
     assert!(net.machines.iter().all(|m| m.head().height == height + 1));
     net.assert_agreement();
 }
+
+#[test]
+fn a_reconnected_peer_gets_this_nodes_own_vote_of_the_current_round_again_as_signed() {
+    let (proposal, proposer) = first_proposal();
+    let me = (proposer + 1) % N as CouncilIndex;
+    let peer = (proposer + 2) % N as CouncilIndex;
+    let (mut m, _) = Machine::new(config(), FastScheme::new(me, N), me, genesis(), &[], 0);
+    // Before it voted, a reconnecting peer gets no vote from it.
+    let before = m.handle(500, Input::PeerConnected(peer));
+    assert!(
+        !before
+            .iter()
+            .any(|e| matches!(e, Effect::SendTo(_, Message::Vote(_)))),
+        "{before:?}"
+    );
+    let block_hash = proposal.block.hash();
+    let effects = m.handle(
+        510,
+        Input::Message(Message::Proposal(Box::new(proposal.clone()))),
+    );
+    assert!(effects.iter().any(|e| matches!(e, Effect::VerifyBlock(_))));
+    let effects = m.handle(
+        520,
+        Input::BlockVerified {
+            height: 1,
+            block_hash,
+            valid: true,
+        },
+    );
+    let prepare = effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::Broadcast(Message::Vote(v)) => Some(v.clone()),
+            _ => None,
+        })
+        .expect("a PREPARE once the block is verified");
+    assert_eq!(
+        (prepare.kind, prepare.signer, prepare.block_hash),
+        (crate::types::VoteKind::Prepare, me, block_hash)
+    );
+    // The peer's link comes back: it gets exactly that vote (same signature, nothing signed
+    // anew), and only it.
+    let again = m.handle(530, Input::PeerConnected(peer));
+    let resent: Vec<&crate::types::Vote> = again
+        .iter()
+        .filter_map(|e| match e {
+            Effect::SendTo(to, Message::Vote(v)) if *to == peer => Some(v),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(resent, vec![&prepare]);
+    assert!(
+        again
+            .iter()
+            .all(|e| matches!(e, Effect::SendTo(to, _) if *to == peer)),
+        "{again:?}"
+    );
+}

@@ -134,6 +134,13 @@ impl VoteSet {
         self.by_signer.get(&signer).map(|e| e.block_hash)
     }
 
+    /// The hash and signature `signer` voted with, if any.
+    pub fn signed_vote_of(&self, signer: CouncilIndex) -> Option<(Hash32, BlsSignatureBytes)> {
+        self.by_signer
+            .get(&signer)
+            .map(|e| (e.block_hash, e.signature))
+    }
+
     /// Tries to fold the votes for `block_hash` into a certificate of `quorum` or more signers.
     /// Returns the certificate and the signers whose votes were refused (bad signatures, now
     /// dropped).

@@ -354,29 +354,8 @@ pub async fn run(
         let start = Instant::now();
         let reply = match req {
             StoreRequest::Persist(records) => {
-                // Writes of at most WAL_MAX_WRITE_BYTES, each fsynced before the next: a crash
-                // can tear only the last, within the scan's torn window.
-                let mut writes = vec![Vec::new()];
-                for r in &records {
-                    let payload = crate::types::to_bytes(r);
-                    let size = (RECORD_HEADER_LEN + payload.len()) as u64;
-                    let current = writes.last_mut().expect("one write at least");
-                    if !current.is_empty() && current.len() as u64 + size > WAL_MAX_WRITE_BYTES {
-                        writes.push(Vec::new());
-                    }
-                    let current = writes.last_mut().expect("one write at least");
-                    append_record(current, &payload);
-                    assert!(current.len() as u64 <= WAL_MAX_WRITE_BYTES);
-                }
-                for bytes in writes {
-                    let len = bytes.len() as u64;
-                    if let Err(e) = write_wal(&wal, bytes, wal_len).await {
-                        result = Err(io_error(&wal_path)(e.into()));
-                        break;
-                    }
-                    wal_len += len;
-                }
-                if result.is_err() {
+                if let Err(e) = persist_wal(&wal, &records, &mut wal_len).await {
+                    result = Err(io_error(&wal_path)(e.into()));
                     break;
                 }
                 StoreReply::Persisted
@@ -434,9 +413,41 @@ pub async fn run(
     result
 }
 
-async fn write_wal(wal: &BufferedFile, bytes: Vec<u8>, at: u64) -> glommio::Result<(), ()> {
-    wal.write_at(bytes, at).await?;
-    wal.fdatasync().await
+/// Appends `records` to the WAL at `*wal_len` and fsyncs them, advancing `*wal_len`. The
+/// records go out in writes of at most [`WAL_MAX_WRITE_BYTES`], each fsynced before the next,
+/// so a crash can tear only the last, within the recovery scan's torn window. A batch is one
+/// write unless it would pass that bound (rare: a vote is a few hundred bytes).
+async fn persist_wal(
+    wal: &BufferedFile,
+    records: &[WalRecord],
+    wal_len: &mut u64,
+) -> glommio::Result<(), ()> {
+    let mut pending = Vec::new();
+    for record in records {
+        let payload = crate::types::to_bytes(record);
+        let size = (RECORD_HEADER_LEN + payload.len()) as u64;
+        if !pending.is_empty() && pending.len() as u64 + size > WAL_MAX_WRITE_BYTES {
+            write_wal(wal, std::mem::take(&mut pending), wal_len).await?;
+        }
+        append_record(&mut pending, &payload);
+        assert!(pending.len() as u64 <= WAL_MAX_WRITE_BYTES);
+    }
+    if !pending.is_empty() {
+        write_wal(wal, pending, wal_len).await?;
+    }
+    Ok(())
+}
+
+async fn write_wal(
+    wal: &BufferedFile,
+    bytes: Vec<u8>,
+    wal_len: &mut u64,
+) -> glommio::Result<(), ()> {
+    let len = bytes.len() as u64;
+    wal.write_at(bytes, *wal_len).await?;
+    wal.fdatasync().await?;
+    *wal_len += len;
+    Ok(())
 }
 
 /// Sends a peer up to [`MAX_SYNC_BLOCKS`] finalized blocks from the height it asked for, each
