@@ -378,18 +378,7 @@ fn stuck_server(
         execution: corecell::node::genesis::ExecutionMode::Transfer,
         council_node_ids: vec![[1; 20]],
         committee_size: 1,
-        genesis_header: corecell::types::BlockHeader {
-            parent_hash: [0; 32],
-            height: 0,
-            round: 0,
-            timestamp_ms: 0,
-            proposer: 0,
-            randao_reveal: [0; 96],
-            mix: [0; 32],
-            transactions_root: [0; 32],
-            state_root: [0; 32],
-            committee_digest: [0; 32],
-        },
+        genesis_header: corecell::store::fixtures::genesis_header(),
     };
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut config = RpcConfig::new("127.0.0.1:0".parse().expect("addr"), chain);

@@ -468,18 +468,7 @@ mod tests {
             execution: ExecutionMode::Transfer,
             council_node_ids: vec![[0; 20]],
             committee_size: 1,
-            genesis_header: crate::types::BlockHeader {
-                parent_hash: [0; 32],
-                height: 0,
-                round: 0,
-                timestamp_ms: 0,
-                proposer: 0,
-                randao_reveal: [0; 96],
-                mix: [0; 32],
-                transactions_root: [0; 32],
-                state_root: [0; 32],
-                committee_digest: [0; 32],
-            },
+            genesis_header: crate::store::fixtures::genesis_header(),
         };
         let (bridge, _inbox) = RpcBridge::new(4);
         let err = start(

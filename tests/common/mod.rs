@@ -288,7 +288,7 @@ impl Net {
         accounts: usize,
         snapshot_interval: Option<u64>,
     ) -> Net {
-        let net = Net::generate_spec(base_port, block_period_ms, accounts, 0, 0);
+        let net = Net::generate_tiers(base_port, block_period_ms, accounts, 0, 0);
         if let Some(every) = snapshot_interval {
             for node in &net.nodes {
                 let path = node.dir.join("config.toml");
@@ -308,16 +308,6 @@ impl Net {
     /// ports from `base_port` (node k: p2p base+k, JSON-RPC base+1000+k, metrics base+2000+k,
     /// ingress base+3000+k).
     pub fn generate_tiers(
-        base_port: u16,
-        block_period_ms: u64,
-        accounts: usize,
-        pns: usize,
-        ens: usize,
-    ) -> Net {
-        Net::generate_spec(base_port, block_period_ms, accounts, pns, ens)
-    }
-
-    fn generate_spec(
         base_port: u16,
         block_period_ms: u64,
         accounts: usize,
