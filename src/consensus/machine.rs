@@ -29,6 +29,11 @@ pub const MAX_FUTURE_MESSAGES_PER_SIGNER: usize = 64;
 /// Bytes of buffered future messages, all heights together (by [`approximate_bytes`]): a
 /// member sending far-ahead proposals of maximal blocks cannot make the buffer grow past this.
 pub const MAX_FUTURE_BYTES: usize = 256 * 1024 * 1024;
+/// The least a member may hold of [`MAX_FUTURE_BYTES`], whatever the council's size: two
+/// proposals of the largest block. A member's share is `MAX_FUTURE_BYTES / council size`, or
+/// this if larger, so one member flooding the buffer leaves the others their share
+/// ([`future_bytes_per_signer`]).
+pub const MIN_FUTURE_BYTES_PER_SIGNER: usize = 2 * crate::types::frame::MAX_PROPOSAL_PAYLOAD;
 /// Distinct peers asked for sync per height.
 pub const MAX_SYNC_REQUESTS_PER_HEIGHT: usize = 3;
 /// Sync offers to lagging peers per height (bounds what stale messages can make us send).
@@ -156,6 +161,7 @@ impl<S: SignatureScheme> Machine<S> {
             height,
             &head.mix,
         );
+        let future = FutureBuffer::new(future_bytes_per_signer(config.council_size));
         let mut machine = Machine {
             scheme,
             config,
@@ -165,7 +171,7 @@ impl<S: SignatureScheme> Machine<S> {
             round: 0,
             committee,
             state: HeightState::default(),
-            future: FutureBuffer::default(),
+            future,
             now,
         };
         machine.restore(wal);
@@ -1286,24 +1292,43 @@ pub fn approximate_bytes(m: &Message) -> usize {
     }
 }
 
+/// The bytes of buffered future messages one member's messages may hold in a council of
+/// `council_size` (see [`MIN_FUTURE_BYTES_PER_SIGNER`]).
+pub fn future_bytes_per_signer(council_size: usize) -> usize {
+    (MAX_FUTURE_BYTES / council_size.max(1)).max(MIN_FUTURE_BYTES_PER_SIGNER)
+}
+
 /// Messages for later heights, bounded by [`MAX_FUTURE_MESSAGES_PER_HEIGHT`],
-/// [`MAX_FUTURE_MESSAGES_PER_SIGNER`] and [`MAX_FUTURE_BYTES`] (beyond, new ones are dropped:
-/// a node that misses early messages catches up by sync). `bytes` is always the sum of
-/// [`approximate_bytes`] of what is held.
-#[derive(Debug, Default)]
+/// [`MAX_FUTURE_MESSAGES_PER_SIGNER`], [`MAX_FUTURE_BYTES`] and per signer by
+/// [`future_bytes_per_signer`] (beyond, new ones are dropped: a node that misses early
+/// messages catches up by sync). `bytes` is always the sum of [`approximate_bytes`] of what is
+/// held, and `bytes_by_signer` the same per signer (no zero entries).
+#[derive(Debug)]
 struct FutureBuffer {
     by_height: BTreeMap<Height, Vec<Message>>,
     bytes: usize,
+    bytes_by_signer: BTreeMap<CouncilIndex, usize>,
+    max_bytes_per_signer: usize,
 }
 
 impl FutureBuffer {
+    fn new(max_bytes_per_signer: usize) -> FutureBuffer {
+        FutureBuffer {
+            by_height: BTreeMap::new(),
+            bytes: 0,
+            bytes_by_signer: BTreeMap::new(),
+            max_bytes_per_signer,
+        }
+    }
+
     /// Keeps `m` unless a bound is reached.
     fn push(&mut self, m: Message) {
         let size = approximate_bytes(&m);
-        if self.bytes + size > MAX_FUTURE_BYTES {
+        let signer = m.signer();
+        let held = self.bytes_by_signer.get(&signer).copied().unwrap_or(0);
+        if self.bytes + size > MAX_FUTURE_BYTES || held + size > self.max_bytes_per_signer {
             return;
         }
-        let signer = m.signer();
         let slot = self.by_height.entry(m.height()).or_default();
         if slot.len() >= MAX_FUTURE_MESSAGES_PER_HEIGHT
             || slot.iter().filter(|x| x.signer() == signer).count()
@@ -1313,12 +1338,25 @@ impl FutureBuffer {
         }
         slot.push(m);
         self.bytes += size;
+        *self.bytes_by_signer.entry(signer).or_default() += size;
     }
 
     fn forget(&mut self, taken: &[Message]) {
-        let size: usize = taken.iter().map(approximate_bytes).sum();
-        debug_assert!(size <= self.bytes, "buffer accounting");
-        self.bytes -= size;
+        for m in taken {
+            let size = approximate_bytes(m);
+            assert!(size <= self.bytes, "future buffer accounting");
+            self.bytes -= size;
+            let signer = m.signer();
+            let held = self
+                .bytes_by_signer
+                .get_mut(&signer)
+                .expect("a held message's signer is counted");
+            assert!(size <= *held, "future buffer accounting per signer");
+            *held -= size;
+            if *held == 0 {
+                self.bytes_by_signer.remove(&signer);
+            }
+        }
     }
 
     /// Removes and returns the messages of `height`, in arrival order.

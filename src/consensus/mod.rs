@@ -87,8 +87,8 @@
 //! Messages for later heights are buffered, bounded: up to [`machine::MAX_FUTURE_HEIGHTS`]
 //! ahead (further is refused as [`Rejection::TooFarAhead`]), per height in count and per
 //! signer ([`machine::MAX_FUTURE_MESSAGES_PER_SIGNER`]), and in bytes over all heights
-//! ([`machine::MAX_FUTURE_BYTES`]); one two
-//! or more heights ahead, a round timeout while later messages wait, or a commit quorum whose
+//! ([`machine::MAX_FUTURE_BYTES`]) and per signer ([`machine::future_bytes_per_signer`], so a
+//! member flooding it leaves the others their share). A message two or more heights ahead, a round timeout while later messages wait, or a commit quorum whose
 //! block never arrived, makes the node ask a peer for finalized blocks
 //! ([`Effect::RequestSync`]). A [`crate::types::FinalizedBlock`] for the current height with a
 //! valid commit certificate of the committee is adopted at once.

@@ -802,7 +802,8 @@ fn every_rejection_reason_has_its_index_and_a_distinct_name() {
 #[test]
 fn one_member_cannot_grow_the_future_buffer_past_its_bounds_or_crowd_out_the_others() {
     use crate::consensus::machine::{
-        approximate_bytes, MAX_FUTURE_BYTES, MAX_FUTURE_HEIGHTS, MAX_FUTURE_MESSAGES_PER_SIGNER,
+        approximate_bytes, future_bytes_per_signer, MAX_FUTURE_BYTES, MAX_FUTURE_HEIGHTS,
+        MAX_FUTURE_MESSAGES_PER_SIGNER,
     };
     let (mut m, _) = Machine::new(config(), FastScheme::new(0, N), 0, genesis(), &[], 0);
     let vote = |signer: CouncilIndex, height: Height, hash: u8| {
@@ -829,26 +830,58 @@ fn one_member_cannot_grow_the_future_buffer_past_its_bounds_or_crowd_out_the_oth
     m.handle(10, Input::Message(vote(2, 3, 0)));
     assert_eq!(m.future_buffered().0, MAX_FUTURE_MESSAGES_PER_SIGNER + 1);
 
-    // Proposals of 8 MiB blocks for the heights ahead, from member 1: the bytes stay bounded.
+    // Proposals of 8 MiB blocks for the heights ahead, from member 1: the bytes it holds stay
+    // within its share of the buffer.
     let (proposal, _) = first_proposal();
     let mut big = proposal;
-    big.proposer = 1;
     big.block.transactions = vec![crate::types::chain::SignedTransaction {
         bytes: vec![0; 8 << 20],
     }];
-    for height in 2..=MAX_FUTURE_HEIGHTS {
-        for _ in 0..4 {
-            let mut p = big.clone();
-            p.block.header.height = height;
-            m.handle(10, Input::Message(Message::Proposal(Box::new(p))));
+    let one = approximate_bytes(&Message::Proposal(Box::new(big.clone())));
+    let flood = |m: &mut Machine<FastScheme>, proposer: CouncilIndex| {
+        for height in 2..=MAX_FUTURE_HEIGHTS {
+            for _ in 0..4 {
+                let mut p = big.clone();
+                p.proposer = proposer;
+                p.block.header.height = height;
+                m.handle(10, Input::Message(Message::Proposal(Box::new(p))));
+            }
         }
-    }
-    let (_, bytes) = m.future_buffered();
-    let one = approximate_bytes(&Message::Proposal(Box::new(big)));
-    assert!(bytes <= MAX_FUTURE_BYTES, "{bytes}");
+    };
+    let share = future_bytes_per_signer(N);
+    assert_eq!(
+        share,
+        MAX_FUTURE_BYTES / N,
+        "a council of {N} splits the buffer"
+    );
+    let (count0, bytes0) = m.future_buffered();
+    flood(&mut m, 1);
+    let (count1, bytes1) = m.future_buffered();
     assert!(
-        bytes + one > MAX_FUTURE_BYTES,
-        "filled to the bound: {bytes}"
+        count1 > count0,
+        "member 1's proposals are buffered up to its share"
+    );
+    assert!(bytes1 - bytes0 <= share, "{bytes0} -> {bytes1}");
+    assert!(
+        bytes1 + one > bytes0 + share,
+        "filled to its share: {bytes1}"
+    );
+    // Member 2 still gets its share after member 1's flood, and member 3 too: all together
+    // never past MAX_FUTURE_BYTES.
+    flood(&mut m, 2);
+    let (_, bytes2) = m.future_buffered();
+    assert!(
+        bytes2 - bytes1 + one > share,
+        "member 2 kept its share: {bytes1} -> {bytes2}"
+    );
+    flood(&mut m, 3);
+    flood(&mut m, 0);
+    let (_, all) = m.future_buffered();
+    assert!(all <= MAX_FUTURE_BYTES, "{all}");
+    // A large council: a member's share is still two of the largest proposals.
+    assert_eq!(
+        future_bytes_per_signer(10_000),
+        2 * crate::types::frame::MAX_PROPOSAL_PAYLOAD
     );
 }
 
