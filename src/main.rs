@@ -148,7 +148,7 @@ struct TestnetArgs {
     #[arg(long, default_value_t = corecell::node::genesis::DEFAULT_BLOCK_PERIOD_MS)]
     block_period_ms: u64,
     /// First port (p2p base+k, metrics base+2000+k, ingress base+3000+k).
-    #[arg(long, default_value_t = 30000)]
+    #[arg(long, default_value_t = corecell::node::genesis::DEFAULT_BASE_PORT)]
     base_port: u16,
     /// Also write the report as one JSON object to this file (with --sweep: the sweep's,
     /// as in sweep.json).
@@ -265,8 +265,9 @@ struct GenesisArgs {
     /// Address every node listens on.
     #[arg(long, default_value = "127.0.0.1")]
     host: IpAddr,
-    /// First p2p port; node k uses base+k (p2p), base+1000+k (JSON-RPC), base+2000+k (metrics).
-    #[arg(long, default_value_t = 30000)]
+    /// First p2p port; node k uses base+k (p2p), base+1000+k (JSON-RPC), base+2000+k (metrics),
+    /// base+3000+k (ingress).
+    #[arg(long, default_value_t = corecell::node::genesis::DEFAULT_BASE_PORT)]
     base_port: u16,
     /// Committee size per height [default: all CNs].
     #[arg(long)]

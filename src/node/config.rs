@@ -8,20 +8,20 @@
 //! data_dir = "data"
 //!
 //! [network]
-//! listen = "127.0.0.1:30000"     # p2p address
+//! listen = "127.0.0.1:28000"     # p2p address
 //! allowlist = ["0x…"]            # node ids admitted inbound; empty admits no one
 //! [[network.peers]]              # nodes this one dials
 //! name = "cn1"
 //! role = "cn"
 //! node_id = "0x…"
-//! address = "127.0.0.1:30001"
+//! address = "127.0.0.1:28001"
 //! # [[network.bootnodes]] has the same shape: bootnodes to ask for peers (CN, PN and EN)
 //!
 //! [rpc]                          # EN only: JSON-RPC
 //! listen = "127.0.0.1:8545"
 //! index_mib = 256                # recent blocks, transactions and receipts kept for it
 //! [ingress]                      # CN or EN, optional: native client ingress (TxBatch frames)
-//! listen = "127.0.0.1:33000"
+//! listen = "127.0.0.1:31000"
 //! [metrics]                      # optional: Prometheus
 //! listen = "127.0.0.1:9100"
 //! [runtime]

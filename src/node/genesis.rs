@@ -56,6 +56,12 @@ pub const MAX_BLOCK_PERIOD_MS: u64 = 60_000;
 pub const DEFAULT_CHAIN_ID: u64 = 1001;
 /// Default block period of generated networks.
 pub const DEFAULT_BLOCK_PERIOD_MS: u64 = 500;
+/// Default first port of generated networks: node k listens on base+k (p2p), base+1000+k
+/// (JSON-RPC), base+2000+k (metrics) and base+3000+k (ingress). From 28000 all four lie below
+/// Linux's default ephemeral range (32768-60999) for up to 1,768 nodes, so no outgoing
+/// connection on the machine can be handed one of them as its local port before a node binds
+/// it.
+pub const DEFAULT_BASE_PORT: u16 = 28000;
 /// Default number of prefunded test accounts.
 pub const DEFAULT_TEST_ACCOUNTS: usize = 1000;
 /// Balance of each generated test account: one million ether, in wei.
