@@ -17,6 +17,7 @@ use corecell::node::keys::NodeKey;
 use corecell::node::setup::NodeSetup;
 use corecell::node::to_hex;
 
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
