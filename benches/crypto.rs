@@ -102,6 +102,37 @@ fn bls(c: &mut Criterion) {
         })
     });
 
+    // A proposal's signature and its block's randao reveal (same signer, two domains): two
+    // checks one by one, as a node did before, against one multi-pairing.
+    let randao_msg = corecell::crypto::election::randao_message(CHAIN_ID, 42);
+    let reveal_bytes = sk.sign(Domain::Randao, &randao_msg).to_bytes();
+    g.bench_function("verify_proposal_and_reveal/one_by_one", |b| {
+        b.iter(|| {
+            council
+                .keys
+                .verify(0, Domain::Vote, black_box(&msg), black_box(&sig_bytes))
+                .and_then(|()| {
+                    council.keys.verify(
+                        0,
+                        Domain::Randao,
+                        black_box(&randao_msg),
+                        black_box(&reveal_bytes),
+                    )
+                })
+        })
+    });
+    g.bench_function("verify_proposal_and_reveal/batched", |b| {
+        let items = [
+            (0, Domain::Vote, &msg[..], &sig_bytes),
+            (0, Domain::Randao, &randao_msg[..], &reveal_bytes),
+        ];
+        b.iter(|| {
+            council
+                .keys
+                .verify_each_batch(black_box(&items), black_box(&[9; 32]))
+        })
+    });
+
     let sigs: Vec<BlsSignature> = council
         .secrets
         .iter()

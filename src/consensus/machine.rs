@@ -566,23 +566,7 @@ impl<S: SignatureScheme> Machine<S> {
             });
             return;
         }
-        let chain_id = self.config.chain_id;
-        let own = proposer == self.me && self.state.proposed.get(&round) == Some(&p.block.hash());
-        if !own
-            && !self.scheme.verify(
-                proposer,
-                Domain::Vote,
-                &p.signing_message(chain_id),
-                &p.signature,
-            )
-        {
-            out.push(Effect::Rejected {
-                from: proposer,
-                reason: Rejection::BadSignature,
-            });
-            return;
-        }
-        if let Err(reason) = self.check_block_header(now, &p.block, round) {
+        if let Err(reason) = self.check_proposal_signed(now, &p) {
             out.push(Effect::Rejected {
                 from: proposer,
                 reason,
@@ -674,6 +658,53 @@ impl<S: SignatureScheme> Machine<S> {
         }
     }
 
+    /// A proposal's signature and its block's header (see [`Self::check_block_header`]), in
+    /// that order of rejection reasons. The proposal's signature and the randao reveal (two
+    /// pairing checks) are verified with one multi-pairing; only if that fails are they
+    /// checked one by one, to name the bad one. This node's own proposal is not verified.
+    fn check_proposal_signed(&self, now: Millis, p: &Proposal) -> Result<(), Rejection> {
+        let chain_id = self.config.chain_id;
+        let (h, round) = (&p.block.header, p.round);
+        let own = p.proposer == self.me && self.state.proposed.get(&round) == Some(&p.block.hash());
+        let fields = self.check_header_fields(now, &p.block, round);
+        if own {
+            fields?;
+            return self.check_mix(&p.block);
+        }
+        let message = p.signing_message(chain_id);
+        let randao_message = election::randao_message(chain_id, self.height);
+        let both = [
+            (p.proposer, Domain::Vote, &message[..], &p.signature),
+            (
+                h.proposer,
+                Domain::Randao,
+                &randao_message[..],
+                &h.randao_reveal,
+            ),
+        ];
+        if fields.is_err() || !self.scheme.verify_each(&both) {
+            if !self
+                .scheme
+                .verify(p.proposer, Domain::Vote, &message, &p.signature)
+            {
+                return Err(Rejection::BadSignature);
+            }
+            fields?;
+            // The pair failed and the proposal's signature verifies alone: the reveal is bad.
+            assert!(
+                !self.scheme.verify(
+                    h.proposer,
+                    Domain::Randao,
+                    &randao_message,
+                    &h.randao_reveal
+                ),
+                "a batch of valid signatures must verify"
+            );
+            return Err(Rejection::BadRandaoReveal);
+        }
+        self.check_mix(&p.block)
+    }
+
     /// Header checks against this node's chain, for a block proposed in `round`. The block was
     /// built in `header.round <= round` by that round's elected proposer, whose reveal proves
     /// its election.
@@ -683,8 +714,27 @@ impl<S: SignatureScheme> Machine<S> {
         block: &Block,
         round: Round,
     ) -> Result<(), Rejection> {
+        self.check_header_fields(now, block, round)?;
         let h = &block.header;
-        let chain_id = self.config.chain_id;
+        let message = election::randao_message(self.config.chain_id, self.height);
+        if !self
+            .scheme
+            .verify(h.proposer, Domain::Randao, &message, &h.randao_reveal)
+        {
+            return Err(Rejection::BadRandaoReveal);
+        }
+        self.check_mix(block)
+    }
+
+    /// The header's fields against this node's chain (everything but the randao reveal's
+    /// signature and the mix derived from it).
+    fn check_header_fields(
+        &self,
+        now: Millis,
+        block: &Block,
+        round: Round,
+    ) -> Result<(), Rejection> {
+        let h = &block.header;
         if h.height != self.height
             || h.parent_hash != self.head.hash()
             || h.committee_digest != self.committee.digest()
@@ -700,13 +750,12 @@ impl<S: SignatureScheme> Machine<S> {
         {
             return Err(Rejection::BadProposal);
         }
-        let message = election::randao_message(chain_id, self.height);
-        if !self
-            .scheme
-            .verify(h.proposer, Domain::Randao, &message, &h.randao_reveal)
-        {
-            return Err(Rejection::BadRandaoReveal);
-        }
+        Ok(())
+    }
+
+    /// The header's mix follows from the head's and the header's randao reveal.
+    fn check_mix(&self, block: &Block) -> Result<(), Rejection> {
+        let h = &block.header;
         if h.mix != election::next_mix(&self.head.mix, &h.randao_reveal) {
             return Err(Rejection::BadProposal);
         }

@@ -39,6 +39,14 @@ pub trait SignatureScheme {
         message: &[u8],
         signature: &BlsSignatureBytes,
     ) -> bool;
+    /// Whether every item `(signer, domain, message, signature)` passes
+    /// [`SignatureScheme::verify`]. A scheme may check them all at once (BLS: one
+    /// multi-pairing); `false` says only that some item is bad.
+    fn verify_each(&self, items: &[(CouncilIndex, Domain, &[u8], &BlsSignatureBytes)]) -> bool {
+        items.iter().all(|(signer, domain, message, signature)| {
+            self.verify(*signer, *domain, message, signature)
+        })
+    }
     /// Whether every item `(signers, message, signature)` passes
     /// [`SignatureScheme::verify_aggregate`] under `domain`. A scheme may check them all at
     /// once (BLS: one multi-pairing); `false` says only that some item is bad.
@@ -106,26 +114,38 @@ impl SignatureScheme for BlsScheme {
             .is_ok()
     }
 
+    fn verify_each(&self, items: &[(CouncilIndex, Domain, &[u8], &BlsSignatureBytes)]) -> bool {
+        let entropy = self.batch_entropy(items.iter().map(|(_, _, m, sig)| (*m, *sig)));
+        self.council.verify_each_batch(items, &entropy).is_ok()
+    }
+
     fn verify_aggregates_batch(
         &self,
         domain: Domain,
         items: &[(&[u8], &[u8], &BlsSignatureBytes)],
     ) -> bool {
-        // The batch's scalars must be unpredictable to whoever made the signatures: derive
-        // them from this node's secret key and the items (deterministic, so the simulator
-        // replays, yet unknown to any peer).
-        let mut parts: Vec<&[u8]> = Vec::with_capacity(2 + 2 * items.len());
-        let secret = self.secret.to_bytes();
-        parts.push(b"corecell-batch-verify-v1");
-        parts.push(&secret);
-        for (_, message, signature) in items {
-            parts.push(message);
-            parts.push(&signature[..]);
-        }
-        let entropy = keccak256_parts(&parts);
+        let entropy = self.batch_entropy(items.iter().map(|(_, m, sig)| (*m, *sig)));
         self.council
             .verify_aggregates_batch(domain, items, &entropy)
             .is_ok()
+    }
+}
+
+impl BlsScheme {
+    /// The entropy of a batch check's scalars, which must be unpredictable to whoever made the
+    /// signatures: derived from this node's secret key and the batch's messages and
+    /// signatures (deterministic, so the simulator replays, yet unknown to any peer).
+    fn batch_entropy<'a>(
+        &self,
+        items: impl Iterator<Item = (&'a [u8], &'a BlsSignatureBytes)>,
+    ) -> [u8; 32] {
+        let secret = self.secret.to_bytes();
+        let mut parts: Vec<&[u8]> = vec![b"corecell-batch-verify-v1", &secret];
+        for (message, signature) in items {
+            parts.push(message);
+            parts.push(&signature[..]);
+        }
+        keccak256_parts(&parts)
     }
 }
 
@@ -249,6 +269,29 @@ mod tests {
             assert!(!s0.verify_aggregate(&bitmap, Domain::Vote, msg, &bad));
         }
         assert!(s0.aggregate(&[]).is_none());
+        // Several signatures under their own domains at once.
+        let reveal = schemes[1].sign(Domain::Randao, b"randao");
+        let each = [
+            (1, Domain::Vote, &msg[..], &sigs[1]),
+            (1, Domain::Randao, &b"randao"[..], &reveal),
+            (3, Domain::Vote, &msg[..], &sigs[3]),
+        ];
+        assert!(s0.verify_each(&each));
+        assert!(s0.verify_each(&[]));
+        for bad in 0..each.len() {
+            let mut items = each;
+            items[bad].1 = match items[bad].1 {
+                Domain::Vote => Domain::Randao,
+                _ => Domain::Vote,
+            };
+            assert!(!s0.verify_each(&items), "item {bad} in another domain");
+            let mut items = each;
+            items[bad].0 = 2;
+            assert!(!s0.verify_each(&items), "item {bad} by another signer");
+            let mut items = each;
+            items[bad].0 = 99;
+            assert!(!s0.verify_each(&items), "item {bad} outside the council");
+        }
     }
 
     #[test]

@@ -599,10 +599,16 @@ fn a_forged_block_ahead_does_not_hide_the_real_one_and_a_quiet_follower_polls() 
 
 /// The proposal of height 1, round 0, by its elected proposer, and that proposer's index.
 fn first_proposal() -> (crate::types::Proposal, CouncilIndex) {
-    let probe = Machine::new(config(), FastScheme::new(0, N), 0, genesis(), &[], 0).0;
+    first_proposal_with(|i| FastScheme::new(i, N))
+}
+
+/// [`first_proposal`] with the scheme `scheme_of(i)` of each member `i`.
+fn first_proposal_with<S: SignatureScheme>(
+    scheme_of: impl Fn(CouncilIndex) -> S,
+) -> (crate::types::Proposal, CouncilIndex) {
+    let probe = Machine::new(config(), scheme_of(0), 0, genesis(), &[], 0).0;
     let proposer = probe.committee().proposer(0);
-    let scheme = FastScheme::new(proposer, N);
-    let (mut m, _) = Machine::new(config(), scheme, proposer, genesis(), &[], 0);
+    let (mut m, _) = Machine::new(config(), scheme_of(proposer), proposer, genesis(), &[], 0);
     let built = m.handle(500, Input::Timer(Timer::Propose { height: 1 }));
     let parent = built
         .iter()
@@ -988,4 +994,112 @@ fn a_reconnected_peer_gets_this_nodes_own_vote_of_the_current_round_again_as_sig
             .all(|e| matches!(e, Effect::SendTo(to, _) if *to == peer)),
         "{again:?}"
     );
+}
+
+/// The BLS schemes of a council of `N` (deterministic keys).
+fn bls_schemes() -> Vec<crate::consensus::BlsScheme> {
+    use crate::crypto::bls::{BlsSecretKey, CouncilKeys};
+    let sks: Vec<BlsSecretKey> = (0..N as u8)
+        .map(|i| BlsSecretKey::from_seed(&[i + 40; 32]))
+        .collect();
+    let members: Vec<_> = sks
+        .iter()
+        .map(|s| (s.public_key().to_bytes(), s.prove_possession().to_bytes()))
+        .collect();
+    let council = std::sync::Arc::new(CouncilKeys::new(&members).expect("council"));
+    sks.into_iter()
+        .map(|s| crate::consensus::BlsScheme::new(s, council.clone()))
+        .collect()
+}
+
+/// What a member other than the proposer does with `proposal`: the rejections it reports
+/// and whether it asked for the block to be verified (the proposal accepted).
+fn judge<S: SignatureScheme>(
+    scheme_of: &impl Fn(CouncilIndex) -> S,
+    proposal: &crate::types::Proposal,
+) -> (Vec<Rejection>, bool) {
+    let me = (proposal.proposer + 1) % N as CouncilIndex;
+    let (mut m, _) = Machine::new(config(), scheme_of(me), me, genesis(), &[], 0);
+    let effects = m.handle(
+        510,
+        Input::Message(Message::Proposal(Box::new(proposal.clone()))),
+    );
+    let rejected = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Rejected { from, reason } => {
+                assert_eq!(*from, proposal.proposer);
+                Some(*reason)
+            }
+            _ => None,
+        })
+        .collect();
+    let accepted = effects.iter().any(|e| matches!(e, Effect::VerifyBlock(_)));
+    (rejected, accepted)
+}
+
+fn proposal_signature_and_randao_reveal_are_checked<S: SignatureScheme>(
+    scheme_of: impl Fn(CouncilIndex) -> S,
+) {
+    let chain_id = config().chain_id;
+    let (good, proposer) = first_proposal_with(&scheme_of);
+    let signer = scheme_of(proposer);
+    assert_eq!(judge(&scheme_of, &good), (vec![], true));
+    // A reveal validly signed by the proposer, but for another height, with the mix derived
+    // from it and the proposal signed again: only the reveal is wrong.
+    let mut bad_reveal = good.clone();
+    let h = &mut bad_reveal.block.header;
+    h.randao_reveal = signer.sign(
+        crate::crypto::bls::Domain::Randao,
+        &crate::crypto::election::randao_message(chain_id, 2),
+    );
+    h.mix = crate::crypto::election::next_mix(&genesis().mix, &h.randao_reveal);
+    bad_reveal.signature = signer.sign(
+        crate::crypto::bls::Domain::Vote,
+        &bad_reveal.signing_message(chain_id),
+    );
+    assert_eq!(
+        judge(&scheme_of, &bad_reveal),
+        (vec![Rejection::BadRandaoReveal], false)
+    );
+    // The proposal signed by another member: a bad signature, also when the reveal is bad too.
+    let other = scheme_of((proposer + 2) % N as CouncilIndex);
+    let mut bad_signature = good.clone();
+    bad_signature.signature = other.sign(
+        crate::crypto::bls::Domain::Vote,
+        &good.signing_message(chain_id),
+    );
+    assert_eq!(
+        judge(&scheme_of, &bad_signature),
+        (vec![Rejection::BadSignature], false)
+    );
+    let mut both_bad = bad_reveal.clone();
+    both_bad.signature = bad_signature.signature;
+    assert_eq!(
+        judge(&scheme_of, &both_bad),
+        (vec![Rejection::BadSignature], false)
+    );
+    // A reveal whose mix does not follow from it, all signatures valid: a bad proposal.
+    let mut bad_mix = good.clone();
+    bad_mix.block.header.mix[0] ^= 1;
+    bad_mix.signature = signer.sign(
+        crate::crypto::bls::Domain::Vote,
+        &bad_mix.signing_message(chain_id),
+    );
+    assert_eq!(
+        judge(&scheme_of, &bad_mix),
+        (vec![Rejection::BadProposal], false)
+    );
+}
+
+#[test]
+fn a_proposal_is_refused_for_its_signature_its_randao_reveal_or_its_mix_fast_scheme() {
+    proposal_signature_and_randao_reveal_are_checked(|i| FastScheme::new(i, N));
+}
+
+/// The same with BLS, where the signature and the reveal are verified in one multi-pairing.
+#[test]
+fn a_proposal_is_refused_for_its_signature_its_randao_reveal_or_its_mix_bls_scheme() {
+    let schemes = bls_schemes();
+    proposal_signature_and_randao_reveal_are_checked(|i| schemes[i as usize].clone());
 }
