@@ -228,7 +228,7 @@ impl SignatureScheme for FastScheme {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn check_contract<S: SignatureScheme>(schemes: &[S]) {
@@ -300,20 +300,23 @@ mod tests {
         check_contract(&schemes);
     }
 
-    #[test]
-    fn bls_scheme_keeps_the_contract() {
-        let sks: Vec<BlsSecretKey> = (0..4u8)
-            .map(|i| BlsSecretKey::from_seed(&[i + 1; 32]))
+    /// The BLS schemes of a council of `n` members with deterministic keys from `seed`.
+    pub(crate) fn bls_council(n: u8, seed: u8) -> Vec<BlsScheme> {
+        let sks: Vec<BlsSecretKey> = (0..n)
+            .map(|i| BlsSecretKey::from_seed(&[seed.wrapping_add(i); 32]))
             .collect();
         let members: Vec<_> = sks
             .iter()
             .map(|s| (s.public_key().to_bytes(), s.prove_possession().to_bytes()))
             .collect();
         let council = std::sync::Arc::new(CouncilKeys::new(&members).expect("council"));
-        let schemes: Vec<BlsScheme> = sks
-            .into_iter()
+        sks.into_iter()
             .map(|s| BlsScheme::new(s, council.clone()))
-            .collect();
-        check_contract(&schemes);
+            .collect()
+    }
+
+    #[test]
+    fn bls_scheme_keeps_the_contract() {
+        check_contract(&bls_council(4, 1));
     }
 }

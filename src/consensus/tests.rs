@@ -996,22 +996,6 @@ fn a_reconnected_peer_gets_this_nodes_own_vote_of_the_current_round_again_as_sig
     );
 }
 
-/// The BLS schemes of a council of `N` (deterministic keys).
-fn bls_schemes() -> Vec<crate::consensus::BlsScheme> {
-    use crate::crypto::bls::{BlsSecretKey, CouncilKeys};
-    let sks: Vec<BlsSecretKey> = (0..N as u8)
-        .map(|i| BlsSecretKey::from_seed(&[i + 40; 32]))
-        .collect();
-    let members: Vec<_> = sks
-        .iter()
-        .map(|s| (s.public_key().to_bytes(), s.prove_possession().to_bytes()))
-        .collect();
-    let council = std::sync::Arc::new(CouncilKeys::new(&members).expect("council"));
-    sks.into_iter()
-        .map(|s| crate::consensus::BlsScheme::new(s, council.clone()))
-        .collect()
-}
-
 /// What a member other than the proposer does with `proposal`: the rejections it reports
 /// and whether it asked for the block to be verified (the proposal accepted).
 fn judge<S: SignatureScheme>(
@@ -1100,6 +1084,6 @@ fn a_proposal_is_refused_for_its_signature_its_randao_reveal_or_its_mix_fast_sch
 /// The same with BLS, where the signature and the reveal are verified in one multi-pairing.
 #[test]
 fn a_proposal_is_refused_for_its_signature_its_randao_reveal_or_its_mix_bls_scheme() {
-    let schemes = bls_schemes();
+    let schemes = crate::consensus::scheme::tests::bls_council(N as u8, 40);
     proposal_signature_and_randao_reveal_are_checked(|i| schemes[i as usize].clone());
 }
