@@ -1165,7 +1165,7 @@ pub fn handshake(data: &[u8]) {
 /// bytes are one event (a query from one of 64 nodes, in a role, with or without a
 /// registration address, at a time that only moves forward; an expiry sweep; or a reload of
 /// the directory admitting a subset of the nodes). Invariants after every event: no more than
-/// [`MAX_REGISTRATIONS`] registrations; a refused node changes nothing; an answer lists at
+/// [`crate::net::bootnode::MAX_REGISTRATIONS`] registrations; a refused node changes nothing; an answer lists at
 /// most [`MAX_PEER_LIST`] peers, never the asker, only roles its rule tells it about and only
 /// admitted nodes (registered, with a unicast address) or static peers; after a reload no
 /// registration of a node it removed is left.
@@ -1319,7 +1319,7 @@ pub fn records_input(payloads: &[Vec<u8>]) -> Vec<u8> {
     out
 }
 
-/// Arbitrary bytes as the first block log segment of a data directory (see [`record_file`]),
+/// Arbitrary bytes as the first block log segment of a data directory (see `record_file`),
 /// scanned as at start-up ([`crate::store::scan_block_log`], which changes nothing).
 /// Invariants: refused with an error naming the file, or accepted with as many indexed
 /// blocks as good records, heights 1..=head from the genesis, the good length within the
@@ -1353,7 +1353,7 @@ pub fn block_log(data: &[u8]) {
     }
 }
 
-/// Arbitrary bytes as the consensus WAL (see [`record_file`]), scanned as at start-up
+/// Arbitrary bytes as the consensus WAL (see `record_file`), scanned as at start-up
 /// ([`crate::store::scan_wal`]). Invariants: refused with an error, or accepted with the good
 /// prefix within the file, and the accepted records written anew scan back as the same
 /// records, all good. (The bytes need not come back: an archive with slack bytes can be

@@ -7,7 +7,7 @@
 //!
 //! # Rules
 //!
-//! - A block is adopted only when it is final by the rules of [`finality`](super::finality):
+//! - A block is adopted only when it is final by the rules of [`super::finality`]:
 //!   it extends the head and its commit certificate is a quorum of the committee elected for
 //!   its height, checked with one aggregate signature verification (a run of buffered
 //!   successors is checked with one batched multi-pairing). Adopting it is

@@ -62,7 +62,10 @@
 //!
 //! Votes are stored unverified and checked as one aggregate when a quorum for one block is
 //! reached: about one pairing check per quorum, not per vote. Only if the aggregate fails are
-//! the votes checked one by one, and each bad signer is named ([`votes`]). Two different
+//! the votes checked one by one, and each bad signer is named ([`votes`]). A proposal's
+//! signature and its block's randao reveal are checked together
+//! ([`SignatureScheme::verify_each`]: with BLS one multi-pairing with weights unknown to the
+//! proposer), one by one only to name a bad one; a node does not check its own. Two different
 //! validly signed votes from one member for one `(height, round, kind)`, or two validly signed
 //! proposals of different blocks by one proposer for one `(height, round)`, are reported as
 //! [`Evidence`] ([`EvidenceKind`]), once per member, round and kind. A second proposal for a

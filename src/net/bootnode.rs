@@ -26,7 +26,7 @@
 //! 2. The asker sends one [`PeerQuery`] frame (`FrameKind::PeerQuery`, at most
 //!    `MAX_PEER_QUERY_PAYLOAD` bytes): its listen address, or port 0 = "do not register me".
 //!    The unspecified address (`0.0.0.0`, `::`) means "the address you see me connect from";
-//!    IPv4 travels mapped into IPv6 ([`ip_to_wire`]).
+//!    IPv4 travels mapped into IPv6 ([`crate::types::network::ip_to_wire`]).
 //! 3. The bootnode checks admission again (the allowlist may have changed since the
 //!    handshake), registers the asker if the table says so, and answers one [`PeerList`] frame
 //!    (at most `MAX_PEER_LIST_PAYLOAD` bytes), then closes.

@@ -19,7 +19,7 @@
 //! bad signatures from one member gets it banned through the net shard.
 //!
 //! With the test-only `byzantine` feature and a `[byzantine]` config section, the machine's
-//! effects pass through a [`super::byzantine::ByzantineLayer`] before they are carried out.
+//! effects pass through a `ByzantineLayer` (`node::byzantine`, built only with the `byzantine` feature) before they are carried out.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;

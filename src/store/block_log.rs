@@ -29,7 +29,7 @@ pub const SEGMENT_BYTES: u64 = 256 * 1024 * 1024;
 /// The most record bytes one write (then fdatasync) of [`BlockLog::append_all`] holds; a
 /// larger batch is written in parts. Bounds what a crash can tear: see [`TORN_WINDOW`].
 pub const MAX_WRITE_BYTES: u64 = 16 * 1024 * 1024;
-/// The torn window of the last segment's scan ([`super::record::Ending::Open`]): one write's
+/// The torn window of the last segment's scan (`record::Ending::Open`): one write's
 /// records plus the zero padding to its page boundary (pages are at most 64 KiB).
 pub const TORN_WINDOW: u64 = MAX_WRITE_BYTES + 64 * 1024;
 const _: () = assert!((RECORD_HEADER_LEN + MAX_RECORD_BYTES) as u64 <= MAX_WRITE_BYTES);

@@ -92,7 +92,7 @@ use crate::types::{BlockHeader, CouncilIndex, FinalizedBlock, FrameKind, Height}
 use record::{append_record, read_records, Ending};
 
 /// The most bytes one WAL write holds (a persist batch larger than this is written and
-/// fsynced in parts): the torn window of the WAL's scan, see [`record::Ending::Open`]. Two of
+/// fsynced in parts): the torn window of the WAL's scan, see `record::Ending::Open`. Two of
 /// the largest records (a proposal's block and the votes beside it).
 pub const WAL_MAX_WRITE_BYTES: u64 = 2 * (RECORD_HEADER_LEN + MAX_RECORD_BYTES) as u64;
 
