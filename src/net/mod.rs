@@ -129,6 +129,21 @@ pub const MAX_INGRESS_CONNECTIONS_PER_ADDRESS: usize = 64;
 /// An ingress connection that completes no frame for this long is closed (idle connections
 /// would otherwise hold the [`MAX_INGRESS_CONNECTIONS`] slots).
 pub const INGRESS_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Idle time on a peer link before the kernel starts TCP keepalive probes
+/// ([`set_peer_liveness`]).
+pub const PEER_KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
+/// Time between unanswered keepalive probes on a peer link.
+pub const PEER_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
+/// Unanswered keepalive probes after which the kernel ends a peer link.
+pub const PEER_KEEPALIVE_PROBES: u32 = 3;
+/// Data sent on a peer link and unacknowledged for this long ends it (`TCP_USER_TIMEOUT`).
+pub const PEER_USER_TIMEOUT: Duration = Duration::from_secs(15);
+// A silent idle link ends (after idle + probes x interval) no later than a busy one.
+const _: () = assert!(
+    PEER_KEEPALIVE_IDLE.as_secs()
+        + PEER_KEEPALIVE_INTERVAL.as_secs() * PEER_KEEPALIVE_PROBES as u64
+        <= PEER_USER_TIMEOUT.as_secs()
+);
 /// A frame whose first byte arrived must be complete within this (a slowloris client that
 /// dribbles a byte at a time is closed). A full-size batch at 1 MB/s takes well under it.
 pub const INGRESS_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
@@ -1235,6 +1250,14 @@ async fn run_peer(state: Shared, stream: TcpStream, admitted: Admitted) {
     let Admitted { slot, identity } = admitted;
     let role = identity.role;
     let _ = stream.set_nodelay(true);
+    {
+        use std::os::fd::{AsRawFd, BorrowedFd};
+        // SAFETY: `stream` owns the descriptor and outlives this borrow.
+        let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+        if let Err(e) = set_peer_liveness(socket2::SockRef::from(&fd)) {
+            tracing::warn!(peer = slot, error = %e, "cannot set the peer link's keepalive and user timeout");
+        }
+    }
     let (outbox, queue, doorbell) = new_outbox(&state);
     let connection = outbox.connection;
     let counters = {
@@ -1338,6 +1361,22 @@ async fn run_peer(state: Shared, stream: TcpStream, admitted: Admitted) {
     // the queue-depth gauge with the connection.
     let left = std::mem::take(&mut queue.borrow_mut().frames).len() as u64;
     state.borrow().stats.queue_depth.fetch_sub(left, Relaxed);
+}
+
+/// Makes the kernel end a peer link whose path went silent (dropping every packet, no reset
+/// ever coming), so the node notices as it does a closed connection. An idle link is probed
+/// after [`PEER_KEEPALIVE_IDLE`] and ended when [`PEER_KEEPALIVE_PROBES`] probes go
+/// unanswered; a link with data in flight is ended when it stays unacknowledged for
+/// [`PEER_USER_TIMEOUT`], instead of the default retransmissions' quarter of an hour. Without
+/// this, an EN whose link to the PN carrying its transactions went silent would keep sending
+/// them there.
+fn set_peer_liveness(socket: socket2::SockRef<'_>) -> std::io::Result<()> {
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(PEER_KEEPALIVE_IDLE)
+        .with_interval(PEER_KEEPALIVE_INTERVAL)
+        .with_retries(PEER_KEEPALIVE_PROBES);
+    socket.set_tcp_keepalive(&keepalive)?;
+    socket.set_tcp_user_timeout(Some(PEER_USER_TIMEOUT))
 }
 
 /// The peer a frame came from.
@@ -1669,4 +1708,40 @@ impl ClientClose {
 /// A sync request frame (consensus's `RequestSync` on the wire).
 pub fn sync_request_frame(from_height: u64) -> Vec<u8> {
     encode_frame(&SyncRequest { from_height })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The options the kernel needs to end a silent peer link are set on the socket (what the
+    /// kernel then does with them is its own behaviour: a dead path would need packets dropped
+    /// below TCP, which this test machine cannot do; see RELIABILITY.md).
+    #[test]
+    fn a_peer_link_gets_keepalive_probes_and_a_user_timeout() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let stream =
+            std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let socket = socket2::SockRef::from(&stream);
+        assert!(!socket.keepalive().expect("keepalive"), "off by default");
+        assert_eq!(socket.tcp_user_timeout().expect("user timeout"), None);
+        set_peer_liveness(socket2::SockRef::from(&stream)).expect("options set");
+        assert!(socket.keepalive().expect("keepalive"));
+        assert_eq!(
+            socket.tcp_keepalive_time().expect("idle"),
+            PEER_KEEPALIVE_IDLE
+        );
+        assert_eq!(
+            socket.tcp_keepalive_interval().expect("interval"),
+            PEER_KEEPALIVE_INTERVAL
+        );
+        assert_eq!(
+            socket.tcp_keepalive_retries().expect("probes"),
+            PEER_KEEPALIVE_PROBES
+        );
+        assert_eq!(
+            socket.tcp_user_timeout().expect("user timeout"),
+            Some(PEER_USER_TIMEOUT)
+        );
+    }
 }
