@@ -1370,7 +1370,7 @@ async fn run_peer(state: Shared, stream: TcpStream, admitted: Admitted) {
 /// [`PEER_USER_TIMEOUT`], instead of the default retransmissions' quarter of an hour. Without
 /// this, an EN whose link to the PN carrying its transactions went silent would keep sending
 /// them there.
-fn set_peer_liveness(socket: socket2::SockRef<'_>) -> std::io::Result<()> {
+pub fn set_peer_liveness(socket: socket2::SockRef<'_>) -> std::io::Result<()> {
     let keepalive = socket2::TcpKeepalive::new()
         .with_time(PEER_KEEPALIVE_IDLE)
         .with_interval(PEER_KEEPALIVE_INTERVAL)
