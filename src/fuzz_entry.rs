@@ -865,7 +865,7 @@ fn build_template() -> Template {
         block,
     });
     let (_, outcome) = engine
-        .finalize_with_outcome(&finalized)
+        .finalize_with_outcome(&finalized, None)
         .expect("fixture block finalizes");
     let state = engine.final_state().clone();
     let pending = signed(0, 1, accounts[1], TxType::Eip1559);

@@ -564,7 +564,8 @@ fn db_check(data: &std::path::Path, genesis: Option<PathBuf>, full: bool) -> Res
     };
     let genesis =
         corecell::node::genesis::Genesis::load(&genesis_path).map_err(|e| e.to_string())?;
-    let log = store::scan_block_log(data, &genesis.header()).map_err(|e| e.to_string())?;
+    let (log, forged) =
+        store::scan_block_log_with_bodies(data, &genesis.header()).map_err(|e| e.to_string())?;
     println!(
         "block log  {} ({} segment{})",
         data.display(),
@@ -602,6 +603,17 @@ fn db_check(data: &std::path::Path, genesis: Option<PathBuf>, full: bool) -> Res
             head.round,
             head.timestamp_ms
         ),
+    }
+    match forged {
+        None => println!("  every block's transactions match its header's transactions root"),
+        Some(height) => {
+            return Err(format!(
+                "block {height} holds transactions its certified header does not commit to \
+                 (stored from a tampering peer by an older version): the node cuts its log \
+                 back to height {} on its next start and fetches the rest from its peers",
+                height - 1
+            ))
+        }
     }
     let wal = store::scan_wal(data).map_err(|e| e.to_string())?;
     let head_height = log.head.height;

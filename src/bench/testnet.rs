@@ -327,18 +327,24 @@ pub fn run(options: &TestnetOptions, interrupted: Arc<AtomicBool>) -> Result<Run
             .parent()
             .unwrap_or(Path::new("."))
             .join("data");
-        let headers = crate::store::finalized_headers(&dir, &genesis_header)
+        // Whole blocks: a node holding a certified header with other transactions disagrees.
+        let digests = crate::store::finalized_block_digests(&dir, &genesis_header)
             .map_err(|e| format!("{}: {e}", n.node.name))?;
-        chains.push(headers.iter().map(|h| h.hash()).collect::<Vec<_>>());
+        chains.push(digests);
     }
     let longest = chains.iter().map(|c| c.len()).max().unwrap_or(0);
     let mut agree = true;
     for h in 0..longest {
         let mut seen = chains.iter().filter_map(|c| c.get(h));
         if let Some(first) = seen.next() {
-            if seen.any(|x| x != first) {
+            if let Some(other) = seen.find(|x| *x != first) {
                 agree = false;
-                eprintln!("DISAGREEMENT at height {}", h + 1);
+                let what = if other.header_hash != first.header_hash {
+                    "headers"
+                } else {
+                    "transactions under one certified header"
+                };
+                eprintln!("DISAGREEMENT at height {}: different {what}", h + 1);
             }
         }
     }

@@ -458,7 +458,7 @@ impl<S: SignatureScheme> Machine<S> {
             Message::Proposal(p) => self.on_proposal(now, *p, out),
             Message::Vote(v) => self.on_vote(now, v, out),
             Message::RoundChange(rc) => self.on_round_change(now, rc, out),
-            Message::Finalized(f) => self.on_finalized(now, *f, out),
+            Message::Finalized { sender, block } => self.on_finalized(now, sender, *block, out),
         }
     }
 
@@ -474,7 +474,7 @@ impl<S: SignatureScheme> Machine<S> {
         }
         // Two or more heights ahead: this node is behind; ask the sender for blocks (unless
         // this already is a sync answer).
-        if h >= self.height + 2 && !matches!(m, Message::Finalized(_)) {
+        if h >= self.height + 2 && !matches!(m, Message::Finalized { .. }) {
             self.request_sync(signer, out);
         }
         if h > self.height + MAX_FUTURE_HEIGHTS {
@@ -495,7 +495,7 @@ impl<S: SignatureScheme> Machine<S> {
             Message::Proposal(p) => p.round,
             Message::Vote(v) => v.round,
             Message::RoundChange(rc) => rc.round,
-            Message::Finalized(_) => return,
+            Message::Finalized { .. } => return,
         };
         let peer = m.signer();
         if peer == self.me
@@ -1054,8 +1054,26 @@ impl<S: SignatureScheme> Machine<S> {
     ) {
         debug_assert_eq!(block.hash(), certificate.block_hash);
         debug_assert_eq!(block.header.height, self.height);
+        self.finalize_with(now, block, certificate, None, out);
+    }
+
+    /// [`Machine::finalize`] with the transactions' hashes when they are known.
+    fn finalize_with(
+        &mut self,
+        now: Millis,
+        block: Block,
+        certificate: QuorumCertificate,
+        tx_hashes: Option<Vec<Hash32>>,
+        out: &mut Vec<Effect>,
+    ) {
+        debug_assert_eq!(block.hash(), certificate.block_hash);
+        debug_assert_eq!(block.header.height, self.height);
         let header = block.header.clone();
-        out.push(Effect::Commit { block, certificate });
+        out.push(Effect::Commit {
+            block,
+            certificate,
+            tx_hashes,
+        });
         self.head = header;
         self.height += 1;
         self.round = 0;
@@ -1258,30 +1276,43 @@ impl<S: SignatureScheme> Machine<S> {
     /// messages. The buffered blocks that extend this one are taken with it and their
     /// certificates checked in one batch (one multi-pairing for the whole run with BLS); if
     /// the batch fails, the blocks are checked one by one, in order, up to the first bad one.
-    fn on_finalized(&mut self, now: Millis, f: FinalizedBlock, out: &mut Vec<Effect>) {
-        let from = f.block.header.proposer;
+    ///
+    /// A block that is not final (a bad certificate, or transactions its certified header does
+    /// not commit to) is `sender`'s lie: rejected in its name. Whoever sent a buffered block
+    /// of the run is blamed for that block.
+    fn on_finalized(
+        &mut self,
+        now: Millis,
+        sender: CouncilIndex,
+        f: FinalizedBlock,
+        out: &mut Vec<Effect>,
+    ) {
         if f.certificate.block_hash != f.block.hash()
             || f.block.header.parent_hash != self.head.hash()
         {
             out.push(Effect::Rejected {
-                from,
+                from: sender,
                 reason: Rejection::BadCertificate,
             });
             return;
         }
-        let mut run = vec![f];
-        while let Some(next) = self.take_buffered_successor(&run[run.len() - 1].block.header) {
+        let mut run = vec![(sender, f)];
+        while let Some(next) = self.take_buffered_successor(&run[run.len() - 1].1.block.header) {
             run.push(next);
         }
-        let valid = finality::final_prefix(
+        let blocks: Vec<FinalizedBlock> = run.iter().map(|(_, f)| f.clone()).collect();
+        let verdict = finality::final_prefix(
             &self.scheme,
             &self.config,
             &self.head,
             &self.committee,
-            &run,
+            &blocks,
         );
+        drop(blocks);
+        let valid = verdict.len();
+        let mut hashes = verdict.tx_hashes.into_iter();
         let mut run = run.into_iter().enumerate();
-        while let Some((i, f)) = run.next() {
+        while let Some((i, (sender, f))) = run.next() {
             // Finalizing a block replays the messages buffered for the next height, which may
             // hold a copy of the next block of the run (another peer's sync answer), already
             // finalized then.
@@ -1291,31 +1322,42 @@ impl<S: SignatureScheme> Machine<S> {
                 break;
             }
             if i >= valid {
+                let reason = match verdict.refused {
+                    Some(finality::NotFinal::Body) => Rejection::ForgedBody,
+                    _ => Rejection::BadCertificate,
+                };
                 out.push(Effect::Rejected {
-                    from: f.block.header.proposer,
-                    reason: Rejection::BadCertificate,
+                    from: sender,
+                    reason,
                 });
                 // The blocks after it wait for a valid block at its height.
-                for (_, later) in run {
-                    self.future.push(Message::Finalized(Box::new(later)));
+                for (_, (sender, later)) in run {
+                    self.future.push(Message::Finalized {
+                        sender,
+                        block: Box::new(later),
+                    });
                 }
                 return;
             }
-            self.finalize(now, f.block, f.certificate, out);
+            let tx_hashes = hashes.next().expect("one list of hashes per final block");
+            self.finalize_with(now, f.block, f.certificate, Some(tx_hashes), out);
         }
     }
 
     /// Removes from the future buffer a finalized block that extends `parent` (by height,
     /// parent hash and its certificate naming it), if one is buffered.
-    fn take_buffered_successor(&mut self, parent: &BlockHeader) -> Option<FinalizedBlock> {
+    fn take_buffered_successor(
+        &mut self,
+        parent: &BlockHeader,
+    ) -> Option<(CouncilIndex, FinalizedBlock)> {
         let parent_hash = parent.hash();
         let taken = self.future.take_first(parent.height + 1, |m| {
-            matches!(m, Message::Finalized(g)
+            matches!(m, Message::Finalized { block: g, .. }
                 if g.block.header.parent_hash == parent_hash
                     && g.certificate.block_hash == g.block.hash())
         })?;
         match taken {
-            Message::Finalized(g) => Some(*g),
+            Message::Finalized { sender, block } => Some((sender, *block)),
             _ => unreachable!("matched a finalized block above"),
         }
     }
@@ -1339,7 +1381,7 @@ pub fn approximate_bytes(m: &Message) -> usize {
         Message::Proposal(p) => 512 + txs(&p.block) + 512 * p.justification.len(),
         Message::Vote(_) => 256,
         Message::RoundChange(_) => 512,
-        Message::Finalized(f) => 512 + txs(&f.block) + f.certificate.signers.len(),
+        Message::Finalized { block: f, .. } => 512 + txs(&f.block) + f.certificate.signers.len(),
     }
 }
 

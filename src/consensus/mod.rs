@@ -103,7 +103,7 @@ pub mod scheme;
 pub mod types;
 pub mod votes;
 
-pub use follower::{Follower, FollowerEffect, FollowerInput};
+pub use follower::{Adopted, Follower, FollowerEffect, FollowerInput};
 pub use machine::{ConsensusConfig, Machine, Weakening};
 pub use scheme::{BlsScheme, FastScheme, SignatureScheme};
 pub use types::{

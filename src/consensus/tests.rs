@@ -116,9 +116,9 @@ impl Net {
                     };
                     self.queue.push_back((node, input));
                 }
-                Effect::Commit { block, certificate } => {
-                    self.finalized[node].push((block, certificate))
-                }
+                Effect::Commit {
+                    block, certificate, ..
+                } => self.finalized[node].push((block, certificate)),
                 Effect::RequestSync { peer, from_height } => {
                     let blocks: Vec<_> = self.finalized[peer as usize]
                         .iter()
@@ -127,8 +127,11 @@ impl Net {
                         .collect();
                     for (block, certificate) in blocks {
                         let f = crate::types::FinalizedBlock { block, certificate };
-                        self.queue
-                            .push_back((node, Input::Message(Message::Finalized(Box::new(f)))));
+                        let m = Message::Finalized {
+                            sender: peer,
+                            block: Box::new(f),
+                        };
+                        self.queue.push_back((node, Input::Message(m)));
                     }
                 }
                 Effect::OfferSync { peer, from_height } => {
@@ -139,10 +142,11 @@ impl Net {
                         .collect();
                     for (block, certificate) in blocks {
                         let f = crate::types::FinalizedBlock { block, certificate };
-                        self.queue.push_back((
-                            peer as usize,
-                            Input::Message(Message::Finalized(Box::new(f))),
-                        ));
+                        let m = Message::Finalized {
+                            sender: node as CouncilIndex,
+                            block: Box::new(f),
+                        };
+                        self.queue.push_back((peer as usize, Input::Message(m)));
                     }
                 }
                 Effect::Evidence(e) => panic!("evidence in an honest run: {e:?}"),
@@ -365,14 +369,71 @@ fn sync_run(corrupt: Option<Height>) -> (Machine<CountingScheme>, Vec<Effect>) {
     let (mut m, _) = Machine::new(config(), scheme, 3, genesis(), &[], 0);
     let mut effects = Vec::new();
     for f in blocks.iter().skip(1) {
-        effects.extend(m.handle(0, Input::Message(Message::Finalized(Box::new(f.clone())))));
+        effects.extend(m.handle(0, finalized_from(1, f)));
     }
     assert_eq!(m.head().height, 0, "later blocks wait for the first");
-    effects.extend(m.handle(
-        0,
-        Input::Message(Message::Finalized(Box::new(blocks[0].clone()))),
-    ));
+    effects.extend(m.handle(0, finalized_from(1, &blocks[0])));
     (m, effects)
+}
+
+/// A finalized block as council member `sender` sends it.
+fn finalized_from(sender: CouncilIndex, f: &crate::types::FinalizedBlock) -> Input {
+    Input::Message(Message::Finalized {
+        sender,
+        block: Box::new(f.clone()),
+    })
+}
+
+/// `f` with other transactions than its certified header commits to (a tampering relay).
+fn with_forged_body(f: &crate::types::FinalizedBlock) -> crate::types::FinalizedBlock {
+    let mut forged = f.clone();
+    forged
+        .block
+        .transactions
+        .push(crate::types::chain::SignedTransaction {
+            bytes: vec![0x02, 0xde, 0xad],
+        });
+    assert_eq!(
+        forged.block.hash(),
+        f.block.hash(),
+        "the header is untouched"
+    );
+    forged
+}
+
+#[test]
+fn a_forged_body_in_a_synced_block_is_refused_in_the_senders_name_and_costs_no_pairing() {
+    let mut net = Net::new(config());
+    net.run_until(2, 60_000);
+    let (block, certificate) = net.finalized[0][0].clone();
+    let genuine = crate::types::FinalizedBlock { block, certificate };
+    let scheme = CountingScheme {
+        inner: FastScheme::new(3, N),
+        single: Default::default(),
+        batches: Default::default(),
+    };
+    let (mut m, _) = Machine::new(config(), scheme, 3, genesis(), &[], 0);
+    let effects = m.handle(0, finalized_from(2, &with_forged_body(&genuine)));
+    assert!(
+        effects.contains(&Effect::Rejected {
+            from: 2,
+            reason: Rejection::ForgedBody
+        }),
+        "{effects:?}"
+    );
+    assert!(committed(&effects).is_empty());
+    assert_eq!(m.scheme().single.get() + m.scheme().batches.get(), 0);
+    // The genuine copy from another member is adopted, with its transactions' hashes.
+    let effects = m.handle(1, finalized_from(1, &genuine));
+    assert_eq!(committed(&effects), vec![1]);
+    let hashes: Vec<_> = genuine
+        .block
+        .transactions
+        .iter()
+        .map(|t| crate::crypto::hash::keccak256(&t.bytes))
+        .collect();
+    assert!(effects.iter().any(|e| matches!(e,
+        Effect::Commit { tx_hashes: Some(h), .. } if *h == hashes)));
 }
 
 fn committed(effects: &[Effect]) -> Vec<Height> {
@@ -457,6 +518,7 @@ fn deliver(
         FollowerInput::Finalized {
             from,
             block: Box::new(block.clone()),
+            received: Some(std::sync::Arc::new(vec![from as u8])),
         },
     )
 }
@@ -465,7 +527,7 @@ fn adopted(effects: &[FollowerEffect]) -> Vec<Height> {
     effects
         .iter()
         .filter_map(|e| match e {
-            FollowerEffect::Commit(f) => Some(f.block.header.height),
+            FollowerEffect::Commit(f) => Some(f.block.block.header.height),
             _ => None,
         })
         .collect()
@@ -521,7 +583,14 @@ fn a_follower_refuses_forged_certificates_and_names_the_sender() {
         forge(&mut bad);
         let effects = deliver(&mut f, 10, 9, &bad);
         assert!(
-            effects.contains(&FollowerEffect::Reject { from: 9, height: 1 }),
+            effects.iter().any(|e| matches!(
+                e,
+                FollowerEffect::Reject {
+                    from: 9,
+                    height: 1,
+                    ..
+                }
+            )),
             "{what}: {effects:?}"
         );
         assert_eq!(f.head().height, 0, "{what}: nothing adopted");
@@ -532,6 +601,74 @@ fn a_follower_refuses_forged_certificates_and_names_the_sender() {
             "{what}"
         );
     }
+}
+
+#[test]
+fn a_follower_refuses_a_forged_body_names_the_sender_and_adopts_the_genuine_copy_after_it() {
+    let chain = finalized_chain(3);
+    let mut f = follower();
+    // The tampered copy of block 1 comes first (from peer 9), straight or buffered.
+    let effects = deliver(&mut f, 10, 9, &with_forged_body(&chain[0]));
+    assert_eq!(
+        effects,
+        vec![FollowerEffect::Reject {
+            from: 9,
+            height: 1,
+            why: crate::consensus::finality::NotFinal::Body,
+        }]
+    );
+    assert_eq!(
+        f.scheme().single.get(),
+        0,
+        "no pairing spent on a forged body"
+    );
+    // A forged 2 waits in the buffer beside the genuine 2; the genuine 1 then adopts 1 and 2.
+    deliver(&mut f, 11, 9, &with_forged_body(&chain[1]));
+    deliver(&mut f, 11, 3, &chain[1]);
+    let effects = deliver(&mut f, 12, 3, &chain[0]);
+    assert_eq!(adopted(&effects), vec![1, 2]);
+    for e in &effects {
+        if let FollowerEffect::Commit(a) = e {
+            // What is adopted is the genuine copy, with the bytes it came in (the relay sends
+            // exactly those) and its transactions' hashes.
+            let h = a.block.block.header.height as usize;
+            assert_eq!(a.block, chain[h - 1]);
+            assert_eq!(a.from, 3);
+            assert_eq!(a.received.as_deref(), Some(&vec![3u8]));
+            let hashes: Vec<_> = chain[h - 1]
+                .block
+                .transactions
+                .iter()
+                .map(|t| crate::crypto::hash::keccak256(&t.bytes))
+                .collect();
+            assert_eq!(a.tx_hashes, hashes);
+        }
+    }
+    assert_eq!(f.buffered(), 0, "the forged 2 is dropped with its height");
+    assert_eq!(f.buffered_bytes(), 0);
+}
+
+#[test]
+fn a_followers_buffer_is_bounded_in_bytes() {
+    let chain = finalized_chain(2);
+    let mut f = follower();
+    // Large candidates for heights ahead: kept until the byte budget is spent.
+    let big = crate::types::chain::SignedTransaction {
+        bytes: vec![7; 1024 * 1024],
+    };
+    let mut kept = 0;
+    for height in 3..40 {
+        let mut b = chain[1].clone();
+        b.block.header.height = height;
+        b.block.transactions = vec![big.clone(); 8];
+        deliver(&mut f, 10, 1, &b);
+        kept = f.buffered();
+        assert!(f.buffered_bytes() <= follower::MAX_BUFFERED_BYTES);
+    }
+    let per_block = 8 * 1024 * 1024 + follower::BLOCK_OVERHEAD_BYTES;
+    assert_eq!(kept, follower::MAX_BUFFERED_BYTES / per_block);
+    // The next height still goes straight through.
+    assert_eq!(adopted(&deliver(&mut f, 11, 2, &chain[0])), vec![1]);
 }
 
 #[test]
@@ -571,7 +708,8 @@ fn a_forged_block_ahead_does_not_hide_the_real_one_and_a_quiet_follower_polls() 
     assert_eq!(adopted(&effects), vec![1, 2]);
     assert!(effects.contains(&FollowerEffect::Reject {
         from: 66,
-        height: 2
+        height: 2,
+        why: crate::consensus::finality::NotFinal::Signature,
     }));
     // Buffers are bounded: candidates per height, heights ahead.
     for i in 0..10 {

@@ -22,7 +22,14 @@ pub enum Message {
     /// ROUND-CHANGE.
     RoundChange(RoundChange),
     /// A finalized block with its commit certificate (catch-up and sync).
-    Finalized(Box<FinalizedBlock>),
+    Finalized {
+        /// The council member that sent it (the driver sets it from the authenticated link it
+        /// came over; it is not on the wire). Its authority is the certificate, but a block
+        /// that is not final is this member's lie, and buffered blocks are charged to it.
+        sender: CouncilIndex,
+        /// The block.
+        block: Box<FinalizedBlock>,
+    },
 }
 
 impl Message {
@@ -32,18 +39,17 @@ impl Message {
             Message::Proposal(p) => p.block.header.height,
             Message::Vote(v) => v.height,
             Message::RoundChange(rc) => rc.height,
-            Message::Finalized(f) => f.block.header.height,
+            Message::Finalized { block, .. } => block.block.header.height,
         }
     }
 
-    /// The council member that signed it (for a finalized block, the block's proposer, though
-    /// its authority is the certificate).
+    /// The council member that signed it (for a finalized block, the member that sent it).
     pub fn signer(&self) -> CouncilIndex {
         match self {
             Message::Proposal(p) => p.proposer,
             Message::Vote(v) => v.signer,
             Message::RoundChange(rc) => rc.signer,
-            Message::Finalized(f) => f.block.header.proposer,
+            Message::Finalized { sender, .. } => *sender,
         }
     }
 }
@@ -139,6 +145,9 @@ pub enum Effect {
         block: Block,
         /// Its commit certificate.
         certificate: CommitCertificate,
+        /// The keccak-256 hash of each transaction, when the machine computed them (a block
+        /// adopted by catch-up; one this node voted for was executed already).
+        tx_hashes: Option<Vec<Hash32>>,
     },
     /// This node is behind `peer`: ask it for finalized blocks from `from_height` on (answered
     /// with [`Message::Finalized`]s).
@@ -289,11 +298,13 @@ pub enum Rejection {
     InvalidBlock,
     /// A message for a height too far ahead to buffer.
     TooFarAhead,
+    /// A finalized block whose transactions are not the ones its certified header commits to.
+    ForgedBody,
 }
 
 impl Rejection {
     /// Every reason, in declaration order (`reason as usize` indexes it).
-    pub const ALL: [Rejection; 11] = [
+    pub const ALL: [Rejection; 12] = [
         Rejection::NotInCommittee,
         Rejection::NotInCouncil,
         Rejection::BadSignature,
@@ -305,6 +316,7 @@ impl Rejection {
         Rejection::BadRoundChange,
         Rejection::InvalidBlock,
         Rejection::TooFarAhead,
+        Rejection::ForgedBody,
     ];
 
     /// The name used in logs and metrics (a `reason` label).
@@ -321,6 +333,7 @@ impl Rejection {
             Rejection::BadRoundChange => "bad_round_change",
             Rejection::InvalidBlock => "invalid_block",
             Rejection::TooFarAhead => "too_far_ahead",
+            Rejection::ForgedBody => "forged_body",
         }
     }
 }

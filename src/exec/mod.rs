@@ -115,7 +115,13 @@ pub enum ExecRequest {
     /// Check a proposed block.
     Verify(Box<Block>),
     /// A block is final and durable.
-    Finalized(Arc<FinalizedBlock>),
+    Finalized {
+        /// The block.
+        block: Arc<FinalizedBlock>,
+        /// Its transactions' hashes, when the sender computed them (it checked the block's
+        /// body against its header on the way in).
+        tx_hashes: Option<Vec<Hash32>>,
+    },
 }
 
 /// Exec's answers to consensus.
@@ -335,13 +341,14 @@ impl Engine {
     fn finalize(
         &mut self,
         fb: &Arc<FinalizedBlock>,
+        tx_hashes: Option<&[Hash32]>,
         counters: &ExecCounters,
         index: Option<&mut chain_index::ChainIndex>,
     ) -> Result<Vec<(u64, IngressAck)>, String> {
         let acks = match self {
             Engine::Transfer(e) => match index {
                 Some(index) => {
-                    let (acks, executed) = e.finalize_with_outcome(fb)?;
+                    let (acks, executed) = e.finalize_with_outcome(fb, tx_hashes)?;
                     index.push(chain_index::IndexedBlock::executed(
                         fb.clone(),
                         executed.tx_hashes,
@@ -351,7 +358,7 @@ impl Engine {
                     ));
                     acks
                 }
-                None => e.finalize(fb)?,
+                None => e.finalize_with_outcome(fb, tx_hashes)?.0,
             },
             Engine::Raw(p) => {
                 if let Some(index) = index {
@@ -675,12 +682,18 @@ pub async fn run_with_rpc(
                     valid: verdict.is_ok(),
                 })
             }
-            ExecRequest::Finalized(fb) => {
+            ExecRequest::Finalized {
+                block: fb,
+                tx_hashes,
+            } => {
                 let acks = {
                     let mut index = index.as_ref().map(|i| i.borrow_mut());
-                    engine
-                        .borrow_mut()
-                        .finalize(&fb, &counters, index.as_deref_mut())
+                    engine.borrow_mut().finalize(
+                        &fb,
+                        tx_hashes.as_deref(),
+                        &counters,
+                        index.as_deref_mut(),
+                    )
                 };
                 let acks = match acks {
                     Ok(acks) => acks,

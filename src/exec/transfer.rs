@@ -422,9 +422,29 @@ impl TransferEngine {
     /// The decoded transactions of `block` (from the pool where it has them), and its
     /// transactions root.
     fn decode_block(&mut self, block: &Block) -> Result<(Vec<DecodedTx>, Hash32), String> {
+        self.decode_block_hashed(block, None)
+    }
+
+    /// [`TransferEngine::decode_block`] with the transactions' hashes when a caller computed
+    /// them already (the finality check of a block from a peer), so nothing is hashed twice.
+    fn decode_block_hashed(
+        &mut self,
+        block: &Block,
+        hashes: Option<&[Hash32]>,
+    ) -> Result<(Vec<DecodedTx>, Hash32), String> {
+        if let Some(hashes) = hashes {
+            assert_eq!(
+                hashes.len(),
+                block.transactions.len(),
+                "one hash per transaction"
+            );
+        }
         let mut txs = Vec::with_capacity(block.transactions.len());
         for (i, tx) in block.transactions.iter().enumerate() {
-            let hash = keccak256(&tx.bytes);
+            let hash = match hashes {
+                Some(hashes) => hashes[i],
+                None => keccak256(&tx.bytes),
+            };
             match self.pool.get(&hash) {
                 Some(pooled) => {
                     self.counters.block_txs_pooled += 1;
@@ -435,6 +455,7 @@ impl TransferEngine {
                     self.counters.recoveries += 1;
                     let decoded = decode_transaction(&tx.bytes)
                         .map_err(|e| format!("transaction {i} does not decode: {e}"))?;
+                    debug_assert_eq!(decoded.hash, hash, "the hash handed in is the tx's");
                     txs.push(decoded);
                 }
             }
@@ -482,14 +503,18 @@ impl TransferEngine {
     /// clients whose batches it settled. An error means this node's state diverged from the
     /// network's: the node must stop.
     pub fn finalize(&mut self, fb: &FinalizedBlock) -> Result<Vec<(u64, IngressAck)>, String> {
-        self.finalize_with_outcome(fb).map(|(acks, _)| acks)
+        self.finalize_with_outcome(fb, None).map(|(acks, _)| acks)
     }
 
     /// [`TransferEngine::finalize`], also handing back what the block's execution produced
     /// (for the JSON-RPC chain index).
+    ///
+    /// `tx_hashes`, when given, are the hashes of the block's transactions, already computed
+    /// by the finality check (which also compared their root with the header's).
     pub fn finalize_with_outcome(
         &mut self,
         fb: &FinalizedBlock,
+        tx_hashes: Option<&[Hash32]>,
     ) -> Result<(Vec<(u64, IngressAck)>, FinalizedOutcome), String> {
         let header = &fb.block.header;
         if header.height != self.head + 1 {
@@ -502,7 +527,7 @@ impl TransferEngine {
             t.transactions_root == header.transactions_root && t.state_root == header.state_root
         });
         if !reuse {
-            let (txs, root) = self.decode_block(&fb.block)?;
+            let (txs, root) = self.decode_block_hashed(&fb.block, tx_hashes)?;
             if root != header.transactions_root {
                 return Err(format!(
                     "finalized block {} has a transactions root that does not match its transactions",

@@ -28,12 +28,15 @@
 //! | PN → EN | finalized block | the follower |
 //!
 //! **Relay and fan-out (PN).** A PN forwards the bytes it received, never a re-encoding:
-//! - *blocks*: a finalized block from the PN's CN or another PN is handed to the follower; its
-//!   frame bytes are kept (at most [`MAX_RELAY_PENDING`]) until the follower adopts the block,
-//!   then sent to every connected EN and every PN except the one it came from. A block at or
-//!   below the node's head is a duplicate (another PN's copy) and is dropped unread. A PN thus
-//!   gets each block from its CN and from the other PNs: whichever copy comes first is relayed,
-//!   so a PN whose CN is down still serves its ENs.
+//! - *blocks*: a finalized block from the PN's CN or another PN is handed to the follower with
+//!   its frame bytes; the follower checks it whole (certificate and body, see
+//!   [`crate::consensus::finality`]) and, once it adopts it, those very bytes are sent to every
+//!   connected EN and every PN except the one they came from. A copy that is not final is
+//!   refused and its sender banned; it never reaches the relay, and it does not stop a genuine
+//!   copy of the same height from being adopted. A block at or below the node's head is a
+//!   duplicate (another PN's copy) and is dropped unread. A PN thus gets each block from its CN
+//!   and from the other PNs: whichever genuine copy comes first is relayed, so a PN whose CN is
+//!   down still serves its ENs.
 //! - *transactions*: a batch from an EN or a PN goes to the PN's CN; one from an EN goes to the
 //!   other PNs instead while the PN has no CN connection. A batch already relayed (same payload
 //!   hash, in the last [`RELAY_DEDUP_WINDOW`] batches) is dropped. Batches from PNs are never
@@ -82,7 +85,7 @@ pub mod bootnode;
 pub mod handshake;
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -95,7 +98,6 @@ use glommio::net::{TcpListener, TcpStream};
 
 use crate::consensus::Message as ConsensusMessage;
 use crate::crypto::bls::BlsSecretKey;
-use crate::crypto::hash::Hash32;
 use crate::exec::{BatchIn, BatchOrigin, ExecToNet};
 use crate::node::config::Role;
 use crate::runtime::{Rx, ShardStats, Tx};
@@ -161,9 +163,6 @@ pub const READ_CHUNK: usize = 256 * 1024;
 /// megabytes of disk reads and sends). Requests inside the interval are dropped, not
 /// punished: a node that is behind asks again on its next round timeout.
 pub const SYNC_REQUEST_INTERVAL: Duration = Duration::from_millis(200);
-/// Finalized-block frames a PN keeps while the follower checks them (beyond, new ones are
-/// checked but not relayed; the ENs fetch them by sync).
-pub const MAX_RELAY_PENDING: usize = 512;
 /// Transaction batches a PN remembers having relayed (by payload hash).
 pub const RELAY_DEDUP_WINDOW: usize = 65_536;
 
@@ -270,15 +269,14 @@ pub enum NetCommand {
     /// Send a frame to one peer.
     SendTo(PeerSlot, Arc<Vec<u8>>),
     /// A block is final and durable here: a CN passes `frame` to its PNs; a PN relays the
-    /// bytes it received for it to its ENs and the other PNs.
+    /// bytes it received for it (the copy its follower checked and adopted) to its ENs and
+    /// the other PNs, except `from`.
     Finalized {
-        /// Its height.
-        height: Height,
-        /// Its hash.
-        block_hash: Hash32,
-        /// Its frame, when the sender has one at hand (a CN encodes it; a PN relays what it
+        /// Its frame, when the node passes blocks on (a CN encodes it; a PN relays what it
         /// received).
         frame: Option<Arc<Vec<u8>>>,
+        /// The peer the adopted copy came from (not sent back to it).
+        from: Option<PeerSlot>,
     },
     /// Ask an upstream peer (a PN's CN or another PN; an EN's PN) for finalized blocks.
     RequestSync {
@@ -307,6 +305,15 @@ pub enum Inbound {
         from: PeerSlot,
         /// The message (its signatures not yet checked).
         message: ConsensusMessage,
+    },
+    /// A finalized block for a PN's or EN's follower (nothing about it checked yet).
+    Block {
+        /// The authenticated peer it came from.
+        from: PeerSlot,
+        /// The block.
+        block: Box<crate::types::FinalizedBlock>,
+        /// The frame it arrived in (a PN relays it once the follower adopted the block).
+        received: Option<Arc<Vec<u8>>>,
     },
     /// A CN's connection to another CN came up (its slot is its council index): the
     /// consensus machine sends it the current round's own messages again.
@@ -382,9 +389,6 @@ struct OutQueue {
     bytes: usize,
 }
 
-/// A frame as received, with the slot of the peer it came from.
-type ReceivedFrame = (PeerSlot, Arc<Vec<u8>>);
-
 /// A connected, authenticated peer.
 struct Peer {
     role: Role,
@@ -434,9 +438,6 @@ struct State {
     /// bootnode): their handshakes do not count against the shared limit.
     known_addresses: HashSet<std::net::IpAddr>,
     next_connection: u64,
-    /// PN: frames of finalized blocks handed to the follower, by (height, hash), with the
-    /// slot they came from.
-    relay_pending: BTreeMap<(Height, Hash32), ReceivedFrame>,
     /// PN: payload hashes of transaction batches relayed recently.
     relayed_batches: RecentSet,
     /// Rotates sync requests over the upstream peers.
@@ -658,27 +659,11 @@ impl State {
                     self.enqueue(&peer.outbox, frame);
                 }
             }
-            NetCommand::Finalized {
-                height,
-                block_hash,
-                frame,
-            } => {
-                let received = self.relay_pending.remove(&(height, block_hash));
-                // Frames of blocks at or below the new head are of no further use.
-                let keep = self.relay_pending.split_off(&(height + 1, [0; 32]));
-                self.relay_pending = keep;
+            NetCommand::Finalized { frame, from } => {
+                let Some(frame) = frame else { return };
                 match self.config.role {
-                    Role::Cn => {
-                        if let Some(frame) = frame {
-                            self.send_to_roles(&[Role::Pn], None, &frame);
-                        }
-                    }
+                    Role::Cn => self.send_to_roles(&[Role::Pn], None, &frame),
                     Role::Pn => {
-                        let (from, frame) = match (received, frame) {
-                            (Some((from, bytes)), _) => (Some(from), bytes),
-                            (None, Some(frame)) => (None, frame),
-                            (None, None) => return,
-                        };
                         self.counters.relayed.fetch_add(1, Relaxed);
                         self.send_to_roles(&[Role::En, Role::Pn], from, &frame);
                     }
@@ -843,7 +828,6 @@ pub async fn run(
         client_slots: HashMap::new(),
         known_addresses,
         next_connection: 0,
-        relay_pending: BTreeMap::new(),
         relayed_batches: RecentSet::default(),
         sync_turn: 0,
         dialing: HashSet::new(),
@@ -1432,9 +1416,10 @@ fn dispatch_peer_frame(
                 rkyv::deserialize::<_, rkyv::rancor::Error>(rc).map_err(de)?,
             )
         }
-        (Role::Cn, Role::Cn, Message::FinalizedBlock(f)) => ConsensusMessage::Finalized(Box::new(
-            rkyv::deserialize::<_, rkyv::rancor::Error>(f).map_err(de)?,
-        )),
+        (Role::Cn, Role::Cn, Message::FinalizedBlock(f)) => ConsensusMessage::Finalized {
+            sender: from.slot,
+            block: Box::new(rkyv::deserialize::<_, rkyv::rancor::Error>(f).map_err(de)?),
+        },
         // Transactions into a CN: gossip from the mesh, or relayed by a PN of its cell.
         (Role::Cn, Role::Cn | Role::Pn, Message::TxBatch(_)) => {
             let origin = if from.role == Role::Cn {
@@ -1466,13 +1451,20 @@ fn dispatch_peer_frame(
             }
             let block: crate::types::FinalizedBlock =
                 rkyv::deserialize::<_, rkyv::rancor::Error>(f).map_err(de)?;
-            if me == Role::Pn && s.relay_pending.len() < MAX_RELAY_PENDING {
-                let key = (height, block.certificate.block_hash);
-                s.relay_pending
-                    .entry(key)
-                    .or_insert_with(|| (from.slot, Arc::new(frame_bytes(&frame))));
+            // A PN relays the very bytes of the copy its follower adopts (after checking it
+            // whole), so the frame travels with the block.
+            let received = (me == Role::Pn).then(|| Arc::new(frame_bytes(&frame)));
+            if s.to_consensus
+                .try_send(Inbound::Block {
+                    from: from.slot,
+                    block: Box::new(block),
+                    received,
+                })
+                .is_err()
+            {
+                s.counters.dropped.fetch_add(1, Relaxed);
             }
-            ConsensusMessage::Finalized(Box::new(block))
+            return Ok(());
         }
         // Transactions up the tiers (PN relay).
         (Role::Pn, Role::En | Role::Pn, Message::TxBatch(_)) => {

@@ -201,7 +201,7 @@ impl ByzantineLayer {
                 Message::Proposal(p) => p.round,
                 Message::Vote(v) => v.round,
                 Message::RoundChange(rc) => rc.round,
-                Message::Finalized(_) => 0,
+                Message::Finalized { .. } => 0,
             };
             let near = 2 + self.choices.below(3);
             for ahead in [FAR_AHEAD, near] {
@@ -293,7 +293,7 @@ impl ByzantineLayer {
             Message::Proposal(p) => &mut p.signature,
             Message::Vote(v) => &mut v.signature,
             Message::RoundChange(rc) => &mut rc.signature,
-            Message::Finalized(f) => &mut f.certificate.signature,
+            Message::Finalized { block, .. } => &mut block.certificate.signature,
         };
         signature[at] ^= 0x5a;
         m
@@ -328,7 +328,7 @@ mod tests {
             Message::RoundChange(rc) => {
                 (rc.signer, rc.signing_message(CHAIN).to_vec(), rc.signature)
             }
-            Message::Finalized(_) => unreachable!("not sent by the layer"),
+            Message::Finalized { .. } => unreachable!("not sent by the layer"),
         };
         signer == ME && scheme().verify(signer, Domain::Vote, &message, &signature)
     }

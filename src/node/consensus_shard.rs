@@ -145,6 +145,8 @@ pub async fn run(
             while let Some(inbound) = from_net.recv().await {
                 let input = match inbound {
                     Inbound::Message { message, .. } => Input::Message(message),
+                    // Blocks for a follower: the net shard of a CN does not produce them.
+                    Inbound::Block { .. } => continue,
                     Inbound::Connected { peer } => match CouncilIndex::try_from(peer) {
                         Ok(peer) => Input::PeerConnected(peer),
                         Err(_) => continue,
@@ -354,7 +356,11 @@ impl Driver {
                 Effect::VerifyBlock(block) => {
                     self.send_exec(ExecRequest::Verify(Box::new(block))).await?;
                 }
-                Effect::Commit { block, certificate } => {
+                Effect::Commit {
+                    block,
+                    certificate,
+                    tx_hashes,
+                } => {
                     let height = block.header.height;
                     let txs = block.transactions.len() as u64;
                     let finalized = Arc::new(FinalizedBlock { block, certificate });
@@ -374,13 +380,15 @@ impl Driver {
                     self.counters.finalized_txs.fetch_add(txs, Relaxed);
                     tracing::debug!(height, txs, "finalized");
                     let frame = Arc::new(encode_frame(&*finalized));
-                    let block_hash = finalized.certificate.block_hash;
-                    self.send_exec(ExecRequest::Finalized(finalized)).await?;
+                    self.send_exec(ExecRequest::Finalized {
+                        block: finalized,
+                        tx_hashes,
+                    })
+                    .await?;
                     // The PNs of this CN's cell pass it down to the ENs.
                     self.send_net(NetCommand::Finalized {
-                        height,
-                        block_hash,
                         frame: Some(frame),
+                        from: None,
                     })
                     .await?;
                 }
@@ -448,6 +456,6 @@ pub fn encode_message(message: &ConsensusMessage) -> Vec<u8> {
         ConsensusMessage::Proposal(p) => encode_frame(&**p),
         ConsensusMessage::Vote(v) => encode_frame(v),
         ConsensusMessage::RoundChange(rc) => encode_frame(rc),
-        ConsensusMessage::Finalized(f) => encode_frame(&**f),
+        ConsensusMessage::Finalized { block, .. } => encode_frame(&**block),
     }
 }

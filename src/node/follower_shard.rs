@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use glommio::channels::local_channel;
 
 use super::consensus_shard::{now_ms, ConsensusCounters};
-use crate::consensus::{BlsScheme, Follower, FollowerEffect, FollowerInput};
+use crate::consensus::{Adopted, BlsScheme, Follower, FollowerEffect, FollowerInput};
 use crate::exec::ExecRequest;
 use crate::net::{Inbound, NetCommand};
 use crate::runtime::{Rx, ShardStats, Tx};
@@ -78,12 +78,17 @@ pub async fn run(
         let events = events.clone();
         glommio::spawn_local(async move {
             while let Some(inbound) = from_net.recv().await {
-                if let Inbound::Message {
+                if let Inbound::Block {
                     from,
-                    message: crate::consensus::Message::Finalized(block),
+                    block,
+                    received,
                 } = inbound
                 {
-                    let _ = events.try_send(Event::Input(FollowerInput::Finalized { from, block }));
+                    let _ = events.try_send(Event::Input(FollowerInput::Finalized {
+                        from,
+                        block,
+                        received,
+                    }));
                 }
             }
             let _ = events.try_send(Event::Closed);
@@ -114,11 +119,16 @@ pub async fn run(
         stats.add_busy(start);
         for effect in effects {
             let sent = match effect {
-                FollowerEffect::Commit(block) => {
+                FollowerEffect::Commit(adopted) => {
+                    let Adopted {
+                        block,
+                        tx_hashes,
+                        from,
+                        received,
+                    } = *adopted;
                     let height = block.block.header.height;
-                    let block_hash = block.certificate.block_hash;
                     let txs = block.block.transactions.len() as u64;
-                    let finalized = Arc::new(*block);
+                    let finalized = Arc::new(block);
                     let waited = Instant::now();
                     stats.count_out();
                     if to_store
@@ -150,7 +160,10 @@ pub async fn run(
                     if let Some(to_exec) = &to_exec {
                         stats.count_out();
                         if to_exec
-                            .send(ExecRequest::Finalized(finalized))
+                            .send(ExecRequest::Finalized {
+                                block: finalized,
+                                tx_hashes: Some(tx_hashes),
+                            })
                             .await
                             .is_err()
                         {
@@ -159,18 +172,15 @@ pub async fn run(
                         }
                     }
                     NetCommand::Finalized {
-                        height,
-                        block_hash,
-                        frame: None,
+                        frame: received,
+                        from: Some(from),
                     }
                 }
-                FollowerEffect::Reject { from, height } => {
+                FollowerEffect::Reject { from, height, why } => {
                     counters.rejected.fetch_add(1, Relaxed);
                     NetCommand::Ban {
                         peer: from,
-                        reason: format!(
-                            "sent block {height}, whose commit certificate is not final"
-                        ),
+                        reason: format!("sent block {height}, which {}", why.describe()),
                     }
                 }
                 FollowerEffect::RequestSync { from_height } => {

@@ -364,7 +364,10 @@ async fn drive_one_block(
         block,
     };
     to_exec
-        .send(ExecRequest::Finalized(Arc::new(finalized)))
+        .send(ExecRequest::Finalized {
+            block: Arc::new(finalized),
+            tx_hashes: None,
+        })
         .await
         .map_err(|_| "exec shard gone")?;
     Ok((header, count))

@@ -181,7 +181,7 @@ impl<S: SignatureScheme> Byzantine<S> {
     }
 
     fn remember(&mut self, m: &Message) {
-        if matches!(m, Message::Finalized(_)) {
+        if matches!(m, Message::Finalized { .. }) {
             return;
         }
         if self.memory.len() >= MEMORY {

@@ -111,7 +111,9 @@ pub fn drive_instant<S: SignatureScheme>(
                             },
                         ));
                     }
-                    Effect::Commit { block, certificate } => {
+                    Effect::Commit {
+                        block, certificate, ..
+                    } => {
                         chains[i].push(FinalizedBlock { block, certificate });
                     }
                     Effect::RequestSync { peer, from_height } => {
@@ -120,7 +122,10 @@ pub fn drive_instant<S: SignatureScheme>(
                             for f in chain.iter().skip(from).take(64) {
                                 fifo.push_back((
                                     i,
-                                    Input::Message(Message::Finalized(Box::new(f.clone()))),
+                                    Input::Message(Message::Finalized {
+                                        sender: peer,
+                                        block: Box::new(f.clone()),
+                                    }),
                                 ));
                             }
                         }
@@ -131,7 +136,10 @@ pub fn drive_instant<S: SignatureScheme>(
                             for f in chains[i].iter().skip(from).take(64) {
                                 fifo.push_back((
                                     peer as usize,
-                                    Input::Message(Message::Finalized(Box::new(f.clone()))),
+                                    Input::Message(Message::Finalized {
+                                        sender: i as CouncilIndex,
+                                        block: Box::new(f.clone()),
+                                    }),
                                 ));
                             }
                         }

@@ -133,7 +133,7 @@ impl Trace {
                         }
                         put(&rc.signature[..8]);
                     }
-                    Message::Finalized(f) => {
+                    Message::Finalized { block: f, .. } => {
                         put(&[3]);
                         put(&f.block.header.height.to_le_bytes());
                         put(&f.block.hash());
@@ -250,7 +250,7 @@ pub fn describe(ev: TraceEvent<'_>) -> String {
                     .map(|p| format!("r={} {}", p.round, short(&p.block_hash)))
                     .unwrap_or_else(|| "-".into())
             ),
-            Message::Finalized(f) => format!(
+            Message::Finalized { block: f, .. } => format!(
                 "<- {from} FINALIZED h={} block {} cert r={}",
                 f.block.header.height,
                 short(&f.block.hash()),

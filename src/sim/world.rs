@@ -764,7 +764,14 @@ impl<S: SignatureScheme + Clone> World<S> {
                 let blocks: Vec<FinalizedBlock> =
                     chain.iter().skip(first).take(SYNC_BATCH).cloned().collect();
                 for f in blocks {
-                    self.send(peer, requester, Message::Finalized(Box::new(f)));
+                    self.send(
+                        peer,
+                        requester,
+                        Message::Finalized {
+                            sender: peer as CouncilIndex,
+                            block: Box::new(f),
+                        },
+                    );
                 }
             }
             Ev::Crash(i, mid_batch) => match mid_batch {
@@ -923,7 +930,9 @@ impl<S: SignatureScheme + Clone> World<S> {
                         },
                     );
                 }
-                Effect::Commit { block, certificate } => {
+                Effect::Commit {
+                    block, certificate, ..
+                } => {
                     let x = &self.insts[i];
                     let parent = x
                         .chain

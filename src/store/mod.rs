@@ -79,8 +79,9 @@ pub use block_log::{BlockLog, SEGMENT_BYTES};
 pub use index::{BlockIndex, RecordLocation, SegmentSummary};
 pub use record::{encode_record, Tail, MAX_RECORD_BYTES, RECORD_HEADER_LEN};
 pub use segments::{
-    finalized_headers, list_segments, replay_blocks, scan_block_log, segment_file_name,
-    segment_path, BlockLogScan, SegmentScan, LEGACY_BLOCK_LOG_FILE,
+    finalized_block_digests, finalized_headers, list_segments, replay_blocks, scan_block_log,
+    scan_block_log_with_bodies, segment_file_name, segment_path, BlockDigest, BlockLogScan,
+    SegmentScan, LEGACY_BLOCK_LOG_FILE,
 };
 
 use crate::consensus::WalRecord;
@@ -214,14 +215,69 @@ pub struct Recovered {
     /// Bytes cut from the end of the last block log segment (a torn write or page padding)
     /// and of the WAL.
     pub cut: (u64, u64),
+    /// The height the block log was cut back from because its block there carried
+    /// transactions its header does not commit to (a log written by a version that did not
+    /// check bodies; see [`BODIES_CHECKED_FILE`]).
+    pub forged_body_cut: Option<Height>,
 }
+
+/// The file whose presence says the block log's bodies were all checked against their
+/// headers: written by the first start of a version that checks every body before storing
+/// it, which checks the log once (see [`recover`]); later starts skip that scan.
+pub const BODIES_CHECKED_FILE: &str = "block-bodies.checked";
 
 /// Reads the block log and WAL of `dir` (creating the directory), cuts the last segment and
 /// the WAL back to their last good record, and checks the chain links back to `genesis`.
 /// Keeps no block header but the head's.
+///
+/// A block log without [`BODIES_CHECKED_FILE`] (written by an older version, which stored
+/// blocks without checking their bodies) is checked once, every body against its header. A
+/// block whose transactions its header does not commit to was stored from a tampering peer:
+/// the log is cut back to the block before it (said in the log), the node fetches the rest
+/// from its peers, and the marker is written so later starts skip the check.
 pub fn recover(dir: &Path, genesis: &BlockHeader) -> Result<Recovered, StoreError> {
     std::fs::create_dir_all(dir).map_err(io_error(dir))?;
-    let log = scan_block_log(dir, genesis)?;
+    let marker = dir.join(BODIES_CHECKED_FILE);
+    let mut forged_body_cut = None;
+    let log = if marker.exists() {
+        scan_block_log(dir, genesis)?
+    } else {
+        let started = Instant::now();
+        let (log, forged) = segments::scan_block_log_with_bodies(dir, genesis)?;
+        if log.blocks() > 0 {
+            tracing::info!(
+                blocks = log.blocks(),
+                seconds = started.elapsed().as_secs_f64(),
+                "block log: checked every block's transactions against its header (once, for \
+                 a data directory written by an older version)"
+            );
+        }
+        let log = match forged {
+            None => log,
+            Some(height) => {
+                tracing::warn!(
+                    height,
+                    head = log.head.height,
+                    "block log: block {height} holds transactions its certified header does \
+                     not commit to (stored from a tampering peer by an older version); \
+                     cutting the log back to height {} and fetching the rest from peers",
+                    height - 1
+                );
+                segments::cut_block_log(dir, &log, height)?;
+                forged_body_cut = Some(height);
+                scan_block_log(dir, genesis)?
+            }
+        };
+        std::fs::write(
+            &marker,
+            b"every block in this log was checked against its header\n",
+        )
+        .map_err(io_error(&marker))?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_error(dir))?;
+        log
+    };
     let mut cut_log = 0;
     if let Some(last) = log.segments.last() {
         if last.file_len > last.good_len {
@@ -245,6 +301,7 @@ pub fn recover(dir: &Path, genesis: &BlockHeader) -> Result<Recovered, StoreErro
         index: log.index,
         wal_len: wal.good_len,
         cut: (cut_log, cut_wal),
+        forged_body_cut,
     })
 }
 

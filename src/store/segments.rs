@@ -136,6 +136,61 @@ pub fn scan_block_log(dir: &Path, genesis: &BlockHeader) -> Result<BlockLogScan,
     scan_segments(dir, genesis, |_| Ok(()))
 }
 
+/// [`scan_block_log`] that also checks every block's body against its header (each
+/// transaction hashed; the header's `transactions_root` recomputed), and the height of the
+/// first block whose transactions are not the ones its certified header commits to. Such a
+/// record is sound as a record (checksum, archive, links: its header is genuine), so the scan
+/// goes on past it; what to do about it is the caller's ([`super::recover`] cuts the log
+/// back, `db check` reports it).
+pub fn scan_block_log_with_bodies(
+    dir: &Path,
+    genesis: &BlockHeader,
+) -> Result<(BlockLogScan, Option<Height>), StoreError> {
+    let mut first_forged = None;
+    let scan = scan_segments(dir, genesis, |block| {
+        if first_forged.is_none() && block.block.check_transactions_root().is_err() {
+            first_forged = Some(block.block.header.height.to_native());
+        }
+        Ok(())
+    })?;
+    Ok((scan, first_forged))
+}
+
+/// Cuts the block log of `dir` (as `scan` found it) back to the blocks below `height`: the
+/// segment holding `height` is truncated at its record (removed when that record is its
+/// first) and every later segment removed, then the directory is fsynced. The heights cut
+/// are fetched again from peers (the node's sync), like those of a node that was down.
+pub(crate) fn cut_block_log(
+    dir: &Path,
+    scan: &BlockLogScan,
+    height: Height,
+) -> Result<(), StoreError> {
+    let location = scan
+        .index
+        .locate(height)
+        .expect("the height to cut at is in the log");
+    for segment in scan.segments.iter().rev() {
+        if segment.first_height > location.segment {
+            std::fs::remove_file(&segment.path).map_err(io_error(&segment.path))?;
+        } else if segment.first_height == location.segment {
+            if location.offset == 0 {
+                std::fs::remove_file(&segment.path).map_err(io_error(&segment.path))?;
+            } else {
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&segment.path)
+                    .map_err(io_error(&segment.path))?;
+                file.set_len(location.offset)
+                    .map_err(io_error(&segment.path))?;
+                file.sync_all().map_err(io_error(&segment.path))?;
+            }
+        }
+    }
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error(dir))
+}
+
 /// Every finalized block header of a data directory's block log, by height from 1 (the
 /// testnet's agreement check and block-interval figures). A tool: it holds every header.
 pub fn finalized_headers(
@@ -151,6 +206,39 @@ pub fn finalized_headers(
         Ok(())
     })?;
     Ok(headers)
+}
+
+/// A whole finalized block's identity, for comparing nodes' chains: its header hash and a
+/// digest of its body (xxh3-128 over each transaction's length and bytes: a fast check that
+/// two logs hold the same transactions, not a commitment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockDigest {
+    /// The header's hash.
+    pub header_hash: crate::crypto::hash::Hash32,
+    /// The body digest.
+    pub body: u128,
+}
+
+/// The [`BlockDigest`] of every finalized block of a data directory's block log, by height
+/// from 1 (the testnet's agreement check). A tool: it holds one digest per block.
+pub fn finalized_block_digests(
+    dir: &Path,
+    genesis: &BlockHeader,
+) -> Result<Vec<BlockDigest>, StoreError> {
+    let mut digests = Vec::new();
+    scan_segments(dir, genesis, |block| {
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        for tx in block.block.transactions.iter() {
+            hasher.update(&(tx.bytes.len() as u64).to_le_bytes());
+            hasher.update(&tx.bytes);
+        }
+        digests.push(BlockDigest {
+            header_hash: block.certificate.block_hash,
+            body: hasher.digest128(),
+        });
+        Ok(())
+    })?;
+    Ok(digests)
 }
 
 /// The scan of [`scan_block_log`]; each good block also goes to `on_block` (whose refusal

@@ -513,3 +513,77 @@ fn a_batch_over_the_write_limit_is_written_in_parts() {
     assert_eq!(recovered.head, blocks[3].block.header);
     assert_eq!(recovered.cut, (0, 0));
 }
+
+#[test]
+fn a_log_holding_a_forged_body_from_an_older_version_is_cut_back_once_and_refilled() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut blocks = chain(&genesis(), 60);
+    // Block 25 as a tampering peer sent it: its genuine, certified header with other
+    // transactions (an older version stored it without checking).
+    let genuine_25 = blocks[24].clone();
+    blocks[24].block.transactions = vec![SignedTransaction {
+        bytes: vec![0xee; 99],
+    }];
+    assert_eq!(blocks[24].block.hash(), genuine_25.block.hash());
+    append(dir.path(), &blocks, TINY_SEGMENT, true);
+    // `db check`'s scan names the block; the old version wrote no marker.
+    let (_, forged) = scan_block_log_with_bodies(dir.path(), &genesis()).expect("scan");
+    assert_eq!(forged, Some(25));
+    std::fs::remove_file(dir.path().join(BODIES_CHECKED_FILE)).expect("no marker");
+
+    let recovered = recover(dir.path(), &genesis()).expect("recover repairs");
+    assert_eq!(recovered.forged_body_cut, Some(25));
+    assert_eq!(recovered.head, blocks[23].block.header, "cut back to 24");
+    assert!(dir.path().join(BODIES_CHECKED_FILE).exists());
+    assert_eq!(
+        replayed(dir.path(), &recovered.index, 1),
+        expected(&blocks[..24], 1)
+    );
+    // The genuine 25 and the rest (fetched from peers) extend the cut log.
+    blocks[24] = genuine_25;
+    append(dir.path(), &blocks[24..], TINY_SEGMENT, true);
+    let recovered = recover(dir.path(), &genesis()).expect("recover");
+    assert_eq!(recovered.forged_body_cut, None);
+    assert_eq!(recovered.head, blocks[59].block.header);
+    let (_, forged) = scan_block_log_with_bodies(dir.path(), &genesis()).expect("scan");
+    assert_eq!(forged, None);
+}
+
+#[test]
+fn a_forged_body_in_the_first_block_of_a_segment_removes_that_segment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut blocks = chain(&genesis(), 40);
+    append(dir.path(), &blocks[..1], TINY_SEGMENT, true);
+    let segments = list_segments(dir.path()).expect("list");
+    assert_eq!(segments.len(), 1);
+    // Find a height that starts a segment once all 40 are written, and forge it.
+    let probe = tempfile::tempdir().expect("tempdir");
+    append(probe.path(), &blocks, TINY_SEGMENT, true);
+    let starts: Vec<Height> = list_segments(probe.path())
+        .expect("list")
+        .iter()
+        .map(|(h, _)| *h)
+        .collect();
+    let at = starts[2];
+    blocks[at as usize - 1]
+        .block
+        .transactions
+        .push(SignedTransaction {
+            bytes: vec![1, 2, 3],
+        });
+    append(dir.path(), &blocks[1..], TINY_SEGMENT, true);
+    std::fs::remove_file(dir.path().join(BODIES_CHECKED_FILE)).expect("no marker");
+    let recovered = recover(dir.path(), &genesis()).expect("recover repairs");
+    assert_eq!(recovered.forged_body_cut, Some(at));
+    assert_eq!(recovered.head.height, at - 1);
+    let left: Vec<Height> = list_segments(dir.path())
+        .expect("list")
+        .iter()
+        .map(|(h, _)| *h)
+        .collect();
+    assert_eq!(
+        left,
+        starts[..2].to_vec(),
+        "the forged block's segment is gone"
+    );
+}
