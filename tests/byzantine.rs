@@ -19,6 +19,16 @@
 //!    and for 30 heights of its misbehaviour the honest CNs keep finalizing, each names it in
 //!    evidence, and all four logs agree.
 //!
+//! 4. A PN that rewrites the transactions of every finalized block it sends (relay and sync
+//!    answers; `tamper-bodies`): ENs behind only that PN refuse every such block, ban it and
+//!    stay up without adopting anything; once an honest PN appears they catch up and stay in
+//!    step behind both; every node's block log holds the same whole blocks and passes
+//!    `db check` (bodies and state replay).
+//! 5. A CN that sends tampered finalized blocks (sync answers and offers): a CN that was down
+//!    and comes back while only that CN talks to it refuses every one (`forged_body`), bans it
+//!    and stays at its height; once the honest CNs speak again it catches up from them, and
+//!    every log agrees and passes `db check`.
+//!
 //! Hygiene: child processes are owned by guards that kill and reap them; every wait has a
 //! deadline; tests are serialized ([`serial`]); ports 16000-19499 only; 127.0.0.1 only.
 
@@ -30,6 +40,7 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::*;
+use corecell::node::config::Role;
 
 const BYZANTINE: usize = 3;
 const HONEST: [usize; 3] = [0, 1, 2];
@@ -49,7 +60,13 @@ fn evidence_log(net: &Net, i: usize) -> PathBuf {
 /// Generates the four-CN network with cn3 configured to misbehave as `behaviours`.
 fn byzantine_net(base: u16, behaviours: &[&str]) -> Net {
     let net = Net::generate(base, 200, 16, None);
-    let config = net.nodes[BYZANTINE].dir.join("config.toml");
+    misbehave(&net, BYZANTINE, behaviours);
+    net
+}
+
+/// Configures node `i` of `net` to misbehave as `behaviours`.
+fn misbehave(net: &Net, i: usize, behaviours: &[&str]) {
+    let config = net.nodes[i].dir.join("config.toml");
     let mut text = std::fs::read_to_string(&config).expect("config");
     let names: Vec<String> = behaviours.iter().map(|b| format!("{b:?}")).collect();
     text.push_str(&format!(
@@ -57,8 +74,41 @@ fn byzantine_net(base: u16, behaviours: &[&str]) -> Net {
         names.join(", ")
     ));
     std::fs::write(&config, text).expect("config");
-    net
 }
+
+/// `corecell db check` of node `i`'s data directory (block log, bodies, WAL, state replay)
+/// passes.
+fn assert_db_check_passes(net: &Net, i: usize) {
+    let data = net.nodes[i].dir.join("data");
+    let out = std::process::Command::new(BIN)
+        .args(["db", "check", "--data"])
+        .arg(&data)
+        .output()
+        .expect("db check runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{}: {text}", net.nodes[i].name);
+    assert!(
+        text.contains("every block's transactions match"),
+        "{}: {text}",
+        net.nodes[i].name
+    );
+}
+
+/// Lines of node `i`'s log that contain `needle`.
+fn log_lines(net: &Net, i: usize, needle: &str) -> usize {
+    std::fs::read_to_string(net.nodes[i].log())
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .count()
+}
+
+/// What a follower or CN logs when it bans the sender of a block with a forged body.
+const FORGED_BODY_BAN: &str = "carries transactions its header does not commit to";
 
 /// Waits until every node in `which` reports `name` at least `at_least`.
 fn wait_all(net: &mut Net, which: &[usize], name: &str, at_least: f64, within: Duration) {
@@ -294,6 +344,115 @@ fn a_byzantine_cn_with_valid_signatures_stays_connected_and_is_named_for_thirty_
     eprintln!(
         "heights {start:?} -> {targets:?}+; logs {lengths:?} agree; {}; {:.1?}",
         report.join("; "),
+        started.elapsed()
+    );
+}
+
+#[test]
+fn ens_refuse_a_pn_that_tampers_with_block_bodies_and_catch_up_once_an_honest_pn_appears() {
+    let _serial = serial();
+    let started = Instant::now();
+    let mut net = Net::generate_tiers(16300, 200, 16, 2, 2);
+    let (cns, pns, ens) = (
+        net.of_role(Role::Cn),
+        net.of_role(Role::Pn),
+        net.of_role(Role::En),
+    );
+    let (tamperer, honest) = (pns[0], pns[1]);
+    misbehave(&net, tamperer, &["tamper-bodies"]);
+    // Everyone but the honest PN.
+    for i in net.of_role(Role::Bootnode) {
+        net.spawn(i);
+    }
+    for &i in cns.iter().chain([&tamperer]).chain(&ens) {
+        net.spawn(i);
+    }
+    net.wait_heights(&cns, &[8; 4], STARTUP);
+    net.wait_heights(&[tamperer], &[8], STARTUP);
+    // The ENs hear of blocks only from the tampering PN: every one is refused and it is
+    // banned (again after each ban ends), and they stay up at the genesis.
+    for &en in &ens {
+        net.wait_metric(en, VIOLATIONS, 1.0, STARTUP);
+    }
+    let cn_heights = net.heights(&cns);
+    net.wait_heights(
+        &cns,
+        &cn_heights.iter().map(|h| h + 5).collect::<Vec<_>>(),
+        STARTUP,
+    );
+    net.assert_running(&ens);
+    assert_eq!(net.heights(&ens), vec![0, 0], "nothing forged adopted");
+    for &en in &ens {
+        assert!(
+            log_lines(&net, en, FORGED_BODY_BAN) >= 1,
+            "{} never named the forged body\n{}",
+            net.nodes[en].name,
+            tail(&net.nodes[en].log(), 20)
+        );
+    }
+    // An honest PN appears: the ENs catch up through it and stay in step behind both PNs.
+    net.spawn(honest);
+    let target = net.heights(&cns).into_iter().max().unwrap_or(0) + 3;
+    net.wait_heights(&ens, &[target; 2], STARTUP);
+    let later = net.heights(&cns).into_iter().max().unwrap_or(0) + 10;
+    net.wait_heights(&ens, &[later; 2], STARTUP);
+    net.wait_metric(honest, VIOLATIONS, 1.0, STARTUP);
+    let heights = net.heights(&net.chain_nodes());
+    let lengths = net.stop_all_and_assert_agree();
+    for i in net.chain_nodes() {
+        assert_db_check_passes(&net, i);
+    }
+    eprintln!(
+        "ENs refused the tampering PN, then followed {later}+ behind both; heights {heights:?}; \
+         logs {lengths:?} agree and pass db check; {:.1?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_cn_refuses_tampered_sync_answers_bans_their_sender_and_catches_up_from_honest_cns() {
+    let _serial = serial();
+    let started = Instant::now();
+    let mut net = byzantine_net(16400, &["tamper-bodies"]);
+    let lagging = 2;
+    net.spawn_all();
+    net.wait_heights(&[0, 1, 2, 3], &[5; 4], STARTUP);
+    // cn2 goes down; the rest finalize on (cn3 votes honestly: it only tampers with the
+    // finalized blocks it sends).
+    net.kill(lagging);
+    let behind = net.heights(&[0]).into_iter().next().unwrap_or(0);
+    net.wait_heights(&[0, 1, 3], &[behind + 15; 3], STARTUP);
+    // cn0 and cn1 go quiet, so only the tampering cn3 answers the returning cn2.
+    let quiet = [0, 1];
+    for &i in &quiet {
+        net.nodes[i]
+            .proc
+            .as_mut()
+            .expect("running")
+            .signal(libc::SIGSTOP);
+    }
+    net.spawn(lagging);
+    net.wait_metric(lagging, &rejected_metric("forged_body"), 1.0, STARTUP);
+    let stuck_at = net.heights(&[lagging])[0];
+    net.wait_metric(lagging, VIOLATIONS, 1.0, STARTUP);
+    assert!(log_lines(&net, lagging, "not final (forged_body)") >= 1);
+    for &i in &quiet {
+        net.nodes[i]
+            .proc
+            .as_mut()
+            .expect("stopped")
+            .signal(libc::SIGCONT);
+    }
+    // Back: cn2 catches up from the honest CNs and the network goes on.
+    let target = net.heights(&[0, 1, 3]).into_iter().max().unwrap_or(0) + 5;
+    net.wait_heights(&[0, 1, 2, 3], &[target; 4], STARTUP);
+    let lengths = stop_and_agree(&mut net);
+    for i in 0..CNS {
+        assert_db_check_passes(&net, i);
+    }
+    eprintln!(
+        "cn2 refused cn3's tampered blocks at height {stuck_at}, then caught up to {target}; \
+         logs {lengths:?} agree and pass db check; {:.1?}",
         started.elapsed()
     );
 }

@@ -79,7 +79,7 @@ fn a_killed_cn_restarts_from_its_snapshot_and_catches_up() {
     client.drain(Duration::from_secs(10));
     net.stop(&all);
 
-    let chains: Vec<(String, Vec<Hash32>)> = all
+    let chains: Vec<(String, Vec<BlockDigest>)> = all
         .iter()
         .map(|&i| (net.nodes[i].name.clone(), net.chain(i)))
         .collect();
@@ -174,7 +174,7 @@ fn all_cns_killed_at_once_lose_nothing_reported_final() {
     after.drain(Duration::from_secs(10));
     net.stop(&all);
 
-    let chains: Vec<(String, Vec<Hash32>)> = all
+    let chains: Vec<(String, Vec<BlockDigest>)> = all
         .iter()
         .map(|&i| (net.nodes[i].name.clone(), net.chain(i)))
         .collect();

@@ -47,9 +47,7 @@ use std::time::{Duration, Instant};
 
 use common::fault_proxy::{route_through_proxy, Direction, Fault, FaultProxy, Shape};
 use common::*;
-use corecell::crypto::hash::Hash32;
 use corecell::sim::rng::SimRng;
-use corecell::store::finalized_headers;
 
 /// Block period of the generated networks.
 const PERIOD_MS: u64 = 200;
@@ -151,20 +149,15 @@ fn assert_frozen(net: &mut Net, which: &[usize], hold: Duration, what: &str) -> 
 /// with data after it, which the scan calls corruption. So a failed read is retried (the
 /// logs are checked strictly, without retries, after the nodes stop).
 fn assert_agree_now(net: &Net) {
-    let chains: Vec<(String, Vec<Hash32>)> = ALL
+    let chains: Vec<(String, Vec<BlockDigest>)> = ALL
         .iter()
         .map(|&i| {
             let node = &net.nodes[i];
             let data = node.dir.join("data");
             let mut tries = 0;
             loop {
-                match finalized_headers(&data, &net.genesis.header()) {
-                    Ok(headers) => {
-                        break (
-                            node.name.clone(),
-                            headers.iter().map(|h| h.hash()).collect(),
-                        )
-                    }
+                match corecell::store::finalized_block_digests(&data, &net.genesis.header()) {
+                    Ok(blocks) => break (node.name.clone(), blocks),
                     Err(e) => {
                         tries += 1;
                         assert!(tries < 20, "{}: reading {}: {e}", node.name, data.display());

@@ -33,7 +33,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use corecell::crypto::bls::BlsSecretKey;
-use corecell::crypto::hash::Hash32;
 use corecell::net::handshake::{Handshake, Side, AUTH_LEN, HANDSHAKE_MAGIC, HELLO_LEN};
 use corecell::node::config::Role;
 use corecell::node::genesis::Genesis;
@@ -91,7 +90,7 @@ fn four_cns_finalize_twenty_blocks_with_identical_hashes() {
 
     // Independently of the report: every node's block log.
     let genesis = Genesis::load(&net_dir.join("genesis.toml")).expect("genesis");
-    let chains: Vec<(String, Vec<Hash32>)> = (0..CNS)
+    let chains: Vec<(String, Vec<BlockDigest>)> = (0..CNS)
         .map(|k| {
             let name = format!("cn{k}");
             let chain = read_chain(&net_dir.join(&name).join("data"), &genesis, &name);
@@ -375,7 +374,7 @@ fn killing_one_of_four_cns_keeps_the_others_finalizing() {
     // Clean stop: SIGTERM to all three, then each must exit 0.
     net.stop(&rest);
 
-    let chains: Vec<(String, Vec<Hash32>)> = all
+    let chains: Vec<(String, Vec<BlockDigest>)> = all
         .iter()
         .map(|&i| (net.nodes[i].name.clone(), net.chain(i)))
         .collect();

@@ -233,6 +233,10 @@ pub struct NetConfig {
     pub head: Arc<AtomicU64>,
     /// Limits.
     pub limits: PeerLimits,
+    /// Test only: every finalized-block frame sent carries other transactions
+    /// (`crate::node::byzantine`, behaviour `tamper-bodies`).
+    #[cfg(feature = "byzantine")]
+    pub tamper_bodies: bool,
 }
 
 impl NetConfig {
@@ -585,6 +589,12 @@ impl State {
     }
 
     fn enqueue(&self, outbox: &Outbox, frame: Arc<Vec<u8>>) {
+        #[cfg(feature = "byzantine")]
+        let frame = if self.config.tamper_bodies {
+            crate::node::byzantine::tamper_block_frame(frame)
+        } else {
+            frame
+        };
         let mut q = outbox.queue.borrow_mut();
         let limits = &self.config.limits;
         if q.frames.len() >= limits.queue_frames || q.bytes + frame.len() > limits.queue_bytes {

@@ -20,6 +20,10 @@
 //!   copy with one signature byte flipped.
 //! - **`future-height`**: each consensus message is accompanied by validly signed COMMITs for
 //!   random blocks at [`FAR_AHEAD`] heights ahead and 2 to 4 heights ahead.
+//! - **`tamper-bodies`** (a CN or a PN): every finalized block the node sends (a CN's push to
+//!   its PNs, a PN's relay, sync answers) keeps its genuine header and certificate but carries
+//!   other transactions ([`tamper_block_frame`], applied by the net shard to each frame it
+//!   queues). The only behaviour a PN may have.
 //!
 //! Configured in the node's config:
 //!
@@ -50,15 +54,18 @@ pub enum Behaviour {
     BadSignature,
     /// Signed messages for heights far and a bit ahead.
     FutureHeight,
+    /// Finalized blocks sent with other transactions under their certified header.
+    TamperBodies,
 }
 
 impl Behaviour {
     /// Every behaviour.
-    pub const ALL: [Behaviour; 4] = [
+    pub const ALL: [Behaviour; 5] = [
         Behaviour::Equivocate,
         Behaviour::DoubleVote,
         Behaviour::BadSignature,
         Behaviour::FutureHeight,
+        Behaviour::TamperBodies,
     ];
 
     /// Its name in the config.
@@ -68,6 +75,7 @@ impl Behaviour {
             Behaviour::DoubleVote => "double-vote",
             Behaviour::BadSignature => "bad-signature",
             Behaviour::FutureHeight => "future-height",
+            Behaviour::TamperBodies => "tamper-bodies",
         }
     }
 
@@ -75,6 +83,37 @@ impl Behaviour {
     pub fn from_name(name: &str) -> Option<Behaviour> {
         Behaviour::ALL.into_iter().find(|b| b.name() == name)
     }
+}
+
+/// `frame` with other transactions under the same header and certificate when it is a
+/// finalized-block frame (the last transaction's bytes changed, or one added to an empty
+/// block); any other frame as it is.
+pub fn tamper_block_frame(frame: std::sync::Arc<Vec<u8>>) -> std::sync::Arc<Vec<u8>> {
+    use crate::types::frame::{FrameKind, FRAME_HEADER_LEN};
+    if frame.len() <= FRAME_HEADER_LEN || frame[4] != FrameKind::FinalizedBlock as u8 {
+        return frame;
+    }
+    let mut payload = rkyv::util::AlignedVec::<16>::new();
+    payload.extend_from_slice(&frame[FRAME_HEADER_LEN..]);
+    let Ok(mut block) =
+        rkyv::from_bytes::<crate::types::FinalizedBlock, rkyv::rancor::Error>(&payload)
+    else {
+        return frame;
+    };
+    match block.block.transactions.last_mut() {
+        Some(tx) => {
+            if let Some(b) = tx.bytes.last_mut() {
+                *b ^= 0x01;
+            }
+        }
+        None => block
+            .block
+            .transactions
+            .push(crate::types::chain::SignedTransaction {
+                bytes: vec![0x02, 0xc0],
+            }),
+    }
+    std::sync::Arc::new(crate::types::frame::encode_frame(&block))
 }
 
 /// What the node's `[byzantine]` section asks for.

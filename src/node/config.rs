@@ -660,10 +660,13 @@ fn byzantine_settings(
 ) -> Result<super::byzantine::ByzantineSettings, ConfigError> {
     use super::byzantine::Behaviour;
     let err = |field: &str, problem: String| ConfigError::new(path, field, problem);
-    if role != Role::Cn {
+    if role != Role::Cn && role != Role::Pn {
         return Err(err(
             "byzantine",
-            format!("only a CN misbehaves in tests, this is a {}", role.name()),
+            format!(
+                "only a CN or a PN misbehaves in tests, this is a {}",
+                role.name()
+            ),
         ));
     }
     if section.behaviours.is_empty() {
@@ -684,6 +687,12 @@ fn byzantine_settings(
         })?;
         if !behaviours.insert(b) {
             return Err(err(&field, format!("{name:?} is listed twice")));
+        }
+        if role == Role::Pn && b != Behaviour::TamperBodies {
+            return Err(err(
+                &field,
+                format!("{name:?} is a CN's behaviour; a PN can only \"tamper-bodies\""),
+            ));
         }
     }
     Ok(super::byzantine::ByzantineSettings {

@@ -428,7 +428,19 @@ impl Driver {
                     self.counters.rejected.fetch_add(1, Relaxed);
                     self.counters.rejected_by_reason[reason as usize].fetch_add(1, Relaxed);
                     tracing::debug!(from, ?reason, "message rejected");
-                    if reason == Rejection::BadSignature
+                    if matches!(reason, Rejection::BadCertificate | Rejection::ForgedBody) {
+                        // A finalized block that is not final, named for the member whose own
+                        // connection it came over: an honest member sends only blocks it
+                        // checked and stored.
+                        self.send_net(NetCommand::Ban {
+                            peer: from,
+                            reason: format!(
+                                "sent a finalized block that is not final ({})",
+                                reason.name()
+                            ),
+                        })
+                        .await?;
+                    } else if reason == Rejection::BadSignature
                         && self.strikes.strike(from, Instant::now())
                     {
                         // Only the member itself can have sent it: the net shard takes a

@@ -201,6 +201,11 @@ pub fn run_node(
         bootnodes: config.bootnodes.clone(),
         head: head.clone(),
         limits: PeerLimits::default(),
+        #[cfg(feature = "byzantine")]
+        tamper_bodies: config.byzantine.as_ref().is_some_and(|b| {
+            b.behaviours
+                .contains(&super::byzantine::Behaviour::TamperBodies)
+        }),
     };
 
     // Links (one per direction and pair).

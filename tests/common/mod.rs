@@ -29,7 +29,7 @@ use corecell::node::config::Role;
 use corecell::node::genesis::test_account_secret;
 use corecell::node::genesis::{Genesis, NetworkSpec};
 use corecell::node::metrics::scrape;
-use corecell::store::finalized_headers;
+pub use corecell::store::{finalized_headers, BlockDigest};
 use corecell::types::chain::SignedTransaction;
 use corecell::types::frame::{FrameDecoder, Message};
 use corecell::types::network::IngressAck;
@@ -624,8 +624,9 @@ impl Net {
         }
     }
 
-    /// Block hashes of node `i`'s block log, by height from 1.
-    pub fn chain(&self, i: usize) -> Vec<Hash32> {
+    /// The whole blocks (header hash and body digest) of node `i`'s block log, by height
+    /// from 1.
+    pub fn chain(&self, i: usize) -> Vec<BlockDigest> {
         let node = &self.nodes[i];
         read_chain(&node.dir.join("data"), &self.genesis, &node.name)
     }
@@ -639,7 +640,7 @@ impl Net {
     }
 
     /// The (name, chain) of each node in `which`, for [`assert_agree`].
-    pub fn chains(&self, which: &[usize]) -> Vec<(String, Vec<Hash32>)> {
+    pub fn chains(&self, which: &[usize]) -> Vec<(String, Vec<BlockDigest>)> {
         which
             .iter()
             .map(|&i| (self.nodes[i].name.clone(), self.chain(i)))
@@ -665,16 +666,14 @@ impl Net {
     }
 }
 
-pub fn read_chain(data_dir: &Path, genesis: &Genesis, name: &str) -> Vec<Hash32> {
-    finalized_headers(data_dir, &genesis.header())
+pub fn read_chain(data_dir: &Path, genesis: &Genesis, name: &str) -> Vec<BlockDigest> {
+    corecell::store::finalized_block_digests(data_dir, &genesis.header())
         .unwrap_or_else(|e| panic!("{name}: reading {}: {e}", data_dir.display()))
-        .iter()
-        .map(|h| h.hash())
-        .collect()
 }
 
-/// Every two chains hold the same hash at every height both have.
-pub fn assert_agree(chains: &[(String, Vec<Hash32>)]) {
+/// Every two chains hold the same whole block (header hash and body) at every height both
+/// have.
+pub fn assert_agree(chains: &[(String, Vec<BlockDigest>)]) {
     let longest = chains.iter().map(|(_, c)| c.len()).max().unwrap_or(0);
     for h in 0..longest {
         let mut holders = chains.iter().filter_map(|(n, c)| c.get(h).map(|x| (n, x)));
