@@ -40,6 +40,15 @@ pub const MAX_SYNC_REQUESTS_PER_HEIGHT: usize = 3;
 pub const MAX_SYNC_OFFERS_PER_HEIGHT: usize = 8;
 /// Largest round a message may name (bounds timer arithmetic and vote maps).
 pub const MAX_ROUND: Round = 1 << 20;
+/// Round changes for rounds up to this far above the node's round are checked (a pairing)
+/// when they arrive; those further up are kept unchecked (one per member, its highest) and
+/// checked only when the f + 1 rule would follow them. Proposals further up are refused
+/// before any signature work (their round is not one this node can vote in).
+pub const ROUND_WINDOW: Round = 16;
+/// Round changes beyond [`ROUND_WINDOW`] one member may send per height; the rest are
+/// refused ([`Rejection::FarRound`]). An honest member enters rounds at most once per round
+/// timeout, so it sends a few per height at most, however far ahead it is.
+pub const MAX_FAR_ROUND_CHANGES_PER_HEIGHT: u32 = 16;
 
 /// Consensus parameters (from the genesis and the node config).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,8 +106,12 @@ struct HeightState {
     votes: BTreeMap<(Round, VoteKind), VoteSet>,
     /// Certificates already formed: later votes for them need no aggregate check.
     certified: BTreeSet<(Round, VoteKind, Hash32)>,
-    /// Valid round changes per round, per signer.
-    round_changes: BTreeMap<Round, BTreeMap<CouncilIndex, RoundChange>>,
+    /// Each member's highest round change (this node's own included), and whether it was
+    /// checked: at most one per member, so the f + 1 rule and the proposer's quorum look at
+    /// no more than the committee, however many rounds a member names.
+    round_changes: BTreeMap<CouncilIndex, HeldRoundChange>,
+    /// Round changes beyond [`ROUND_WINDOW`] received per member at this height.
+    far_round_changes: BTreeMap<CouncilIndex, u32>,
     /// This node's own signed votes: (round, kind) -> hash. Never signs a different one.
     /// Restored from the WAL, which keeps only the hashes; the signed votes of this run are
     /// in `votes` (kept there verified, never replaced), whence a reconnecting peer gets them.
@@ -117,6 +130,14 @@ struct HeightState {
     sync_asked: BTreeSet<CouncilIndex>,
     /// Lagging peers offered sync at this height: (peer, their height, their round).
     sync_offered: BTreeSet<(CouncilIndex, Height, Round)>,
+}
+
+/// A member's highest round change at the current height.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct HeldRoundChange {
+    rc: RoundChange,
+    /// Its signature and prepared certificate were checked ([`Machine::check_round_change`]).
+    checked: bool,
 }
 
 /// The consensus machine of one council member.
@@ -418,9 +439,10 @@ impl<S: SignatureScheme> Machine<S> {
         } else {
             self.state
                 .round_changes
-                .get(&round)
-                .map(|m| m.values().cloned().collect())
-                .unwrap_or_default()
+                .values()
+                .filter(|h| h.checked && h.rc.round == round)
+                .map(|h| h.rc.clone())
+                .collect()
         };
         let mut proposal = Proposal {
             proposer: self.me,
@@ -563,6 +585,13 @@ impl<S: SignatureScheme> Machine<S> {
             out.push(Effect::Rejected {
                 from: proposer,
                 reason: Rejection::WrongProposer,
+            });
+            return;
+        }
+        if round > self.round.saturating_add(ROUND_WINDOW) {
+            out.push(Effect::Rejected {
+                from: proposer,
+                reason: Rejection::FarRound,
             });
             return;
         }
@@ -905,13 +934,13 @@ impl<S: SignatureScheme> Machine<S> {
                 out.push(Effect::SendTo(peer, Message::Vote(vote)));
             }
         }
-        if let Some(rc) = self
+        if let Some(held) = self
             .state
             .round_changes
-            .get(&round)
-            .and_then(|by_signer| by_signer.get(&self.me))
+            .get(&self.me)
+            .filter(|h| h.rc.round == round)
         {
-            out.push(Effect::SendTo(peer, Message::RoundChange(rc.clone())));
+            out.push(Effect::SendTo(peer, Message::RoundChange(held.rc.clone())));
         }
     }
 
@@ -1142,46 +1171,104 @@ impl<S: SignatureScheme> Machine<S> {
         if !self.check_member(rc.signer, out) {
             return;
         }
+        // Only a member's highest round change counts: an older or repeated one is dropped
+        // before any signature work.
         if self
             .state
             .round_changes
-            .get(&rc.round)
-            .is_some_and(|m| m.contains_key(&rc.signer))
+            .get(&rc.signer)
+            .is_some_and(|h| h.rc.round >= rc.round)
         {
             return;
         }
-        if let Err(reason) = self.check_round_change(&rc) {
-            out.push(Effect::Rejected {
-                from: rc.signer,
-                reason,
-            });
-            return;
-        }
+        let checked = if rc.round > self.round.saturating_add(ROUND_WINDOW) {
+            let far = self.state.far_round_changes.entry(rc.signer).or_default();
+            *far += 1;
+            if *far > MAX_FAR_ROUND_CHANGES_PER_HEIGHT {
+                out.push(Effect::Rejected {
+                    from: rc.signer,
+                    reason: Rejection::FarRound,
+                });
+                return;
+            }
+            false
+        } else {
+            if let Err(reason) = self.check_round_change(&rc) {
+                out.push(Effect::Rejected {
+                    from: rc.signer,
+                    reason,
+                });
+                return;
+            }
+            true
+        };
         self.state
             .round_changes
-            .entry(rc.round)
-            .or_default()
-            .insert(rc.signer, rc);
+            .insert(rc.signer, HeldRoundChange { rc, checked });
         self.after_round_change(now, out);
+    }
+
+    /// Checks the held round changes of `signers` not checked yet; drops (and rejects) the
+    /// bad ones. Returns whether all of them were good.
+    fn check_held_round_changes(
+        &mut self,
+        signers: &[CouncilIndex],
+        out: &mut Vec<Effect>,
+    ) -> bool {
+        let mut all_good = true;
+        for signer in signers {
+            let Some(held) = self.state.round_changes.get(signer) else {
+                continue;
+            };
+            if held.checked {
+                continue;
+            }
+            match self.check_round_change(&held.rc) {
+                Ok(()) => {
+                    if let Some(h) = self.state.round_changes.get_mut(signer) {
+                        h.checked = true;
+                    }
+                }
+                Err(reason) => {
+                    self.state.round_changes.remove(signer);
+                    out.push(Effect::Rejected {
+                        from: *signer,
+                        reason,
+                    });
+                    all_good = false;
+                }
+            }
+        }
+        all_good
     }
 
     fn after_round_change(&mut self, now: Millis, out: &mut Vec<Effect>) {
         // f + 1 members are in later rounds: at least one honest member timed out; follow the
-        // lowest round among the f + 1 highest.
+        // lowest round among the f + 1 highest. Each member counts once (its highest), so
+        // this looks at the committee, not at every round named; unchecked round changes
+        // (far rounds) are checked only here, and only the f + 1 followed.
         let f = self.committee.max_faulty();
-        let mut later: BTreeMap<CouncilIndex, Round> = BTreeMap::new();
-        for (&round, by_signer) in self.state.round_changes.range(self.round + 1..) {
-            for &signer in by_signer.keys() {
-                later.insert(signer, round);
+        while self.in_committee() {
+            let mut later: Vec<(Round, CouncilIndex)> = self
+                .state
+                .round_changes
+                .iter()
+                .filter(|(_, h)| h.rc.round > self.round)
+                .map(|(&signer, h)| (h.rc.round, signer))
+                .collect();
+            if later.len() <= f {
+                break;
             }
-        }
-        if later.len() > f && self.in_committee() {
-            let mut rounds: Vec<Round> = later.into_values().collect();
-            rounds.sort_unstable_by(|a, b| b.cmp(a));
-            let target = rounds[f];
+            later.sort_unstable_by(|a, b| b.cmp(a));
+            let followed: Vec<CouncilIndex> = later[..=f].iter().map(|&(_, s)| s).collect();
+            if !self.check_held_round_changes(&followed, out) {
+                continue; // a bad one was dropped: look again
+            }
+            let target = later[f].0;
             if target > self.round {
                 self.move_to_round(now, target, out);
             }
+            break;
         }
         self.maybe_propose_after_round_change(now, out);
     }
@@ -1196,14 +1283,29 @@ impl<S: SignatureScheme> Machine<S> {
         {
             return;
         }
-        let Some(rcs) = self.state.round_changes.get(&round) else {
+        let at_round: Vec<CouncilIndex> = self
+            .state
+            .round_changes
+            .iter()
+            .filter(|(_, h)| h.rc.round == round)
+            .map(|(&s, _)| s)
+            .collect();
+        if at_round.len() < self.quorum() {
             return;
-        };
+        }
+        self.check_held_round_changes(&at_round, out);
+        let rcs: Vec<&RoundChange> = self
+            .state
+            .round_changes
+            .values()
+            .filter(|h| h.checked && h.rc.round == round)
+            .map(|h| &h.rc)
+            .collect();
         if rcs.len() < self.quorum() {
             return;
         }
         let highest = rcs
-            .values()
+            .iter()
             .filter_map(|rc| rc.prepared.as_ref())
             .max_by_key(|c| c.round)
             .map(|c| c.block_hash);
@@ -1246,9 +1348,7 @@ impl<S: SignatureScheme> Machine<S> {
         out.push(Effect::Broadcast(Message::RoundChange(rc.clone())));
         self.state
             .round_changes
-            .entry(round)
-            .or_default()
-            .insert(self.me, rc);
+            .insert(self.me, HeldRoundChange { rc, checked: true });
         self.maybe_propose_after_round_change(now, out);
     }
 

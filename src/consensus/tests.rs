@@ -302,6 +302,8 @@ struct CountingScheme {
     inner: FastScheme,
     single: std::cell::Cell<usize>,
     batches: std::cell::Cell<usize>,
+    /// Single-signature checks (round changes, proposals, votes).
+    verifies: std::cell::Cell<usize>,
 }
 
 impl SignatureScheme for CountingScheme {
@@ -315,6 +317,7 @@ impl SignatureScheme for CountingScheme {
         message: &[u8],
         signature: &BlsSignatureBytes,
     ) -> bool {
+        self.verifies.set(self.verifies.get() + 1);
         self.inner.verify(signer, domain, message, signature)
     }
     fn aggregate(&self, signatures: &[&BlsSignatureBytes]) -> Option<BlsSignatureBytes> {
@@ -365,6 +368,7 @@ fn sync_run(corrupt: Option<Height>) -> (Machine<CountingScheme>, Vec<Effect>) {
         inner: FastScheme::new(3, N),
         single: Default::default(),
         batches: Default::default(),
+        verifies: Default::default(),
     };
     let (mut m, _) = Machine::new(config(), scheme, 3, genesis(), &[], 0);
     let mut effects = Vec::new();
@@ -411,6 +415,7 @@ fn a_forged_body_in_a_synced_block_is_refused_in_the_senders_name_and_costs_no_p
         inner: FastScheme::new(3, N),
         single: Default::default(),
         batches: Default::default(),
+        verifies: Default::default(),
     };
     let (mut m, _) = Machine::new(config(), scheme, 3, genesis(), &[], 0);
     let effects = m.handle(0, finalized_from(2, &with_forged_body(&genuine)));
@@ -503,6 +508,7 @@ fn follower() -> Follower<CountingScheme> {
         inner: FastScheme::new(0, N),
         single: Default::default(),
         batches: Default::default(),
+        verifies: Default::default(),
     };
     Follower::new(config(), scheme, genesis(), 0)
 }
@@ -1224,4 +1230,118 @@ fn a_proposal_is_refused_for_its_signature_its_randao_reveal_or_its_mix_fast_sch
 fn a_proposal_is_refused_for_its_signature_its_randao_reveal_or_its_mix_bls_scheme() {
     let schemes = crate::consensus::scheme::tests::bls_council(N as u8, 40);
     proposal_signature_and_randao_reveal_are_checked(|i| schemes[i as usize].clone());
+}
+
+fn counting(me: CouncilIndex) -> CountingScheme {
+    CountingScheme {
+        inner: FastScheme::new(me, N),
+        single: Default::default(),
+        batches: Default::default(),
+        verifies: Default::default(),
+    }
+}
+
+/// A round change of height 1 for `round` signed by `signer`.
+fn round_change(signer: CouncilIndex, round: crate::types::Round) -> Input {
+    let mut rc = crate::types::RoundChange {
+        height: 1,
+        round,
+        signer,
+        prepared: None,
+        signature: [0; 96],
+    };
+    rc.signature = FastScheme::new(signer, N).sign(
+        crate::crypto::bls::Domain::Vote,
+        &rc.signing_message(config().chain_id),
+    );
+    Input::Message(Message::RoundChange(rc))
+}
+
+#[test]
+fn far_round_changes_cost_no_signature_check_until_f_plus_one_name_them_and_are_then_followed() {
+    use crate::consensus::machine::{MAX_FAR_ROUND_CHANGES_PER_HEIGHT, ROUND_WINDOW};
+    let (mut m, _) = Machine::new(config(), counting(0), 0, genesis(), &[], 0);
+    // Member 1 names ever higher far rounds: each replaces its last, none is checked, and
+    // past the per-height allowance they are refused as spam.
+    let far = 1000;
+    let mut effects = Vec::new();
+    for k in 0..=MAX_FAR_ROUND_CHANGES_PER_HEIGHT {
+        effects = m.handle(1, round_change(1, far + k));
+    }
+    assert_eq!(
+        m.scheme().verifies.get(),
+        0,
+        "no far round change checked alone"
+    );
+    assert_eq!(
+        effects,
+        vec![Effect::Rejected {
+            from: 1,
+            reason: Rejection::FarRound
+        }]
+    );
+    assert!(
+        Rejection::FarRound.is_misbehaviour(),
+        "counted toward a ban"
+    );
+    assert_eq!(m.round(), 0, "one member alone moves no one");
+    // A second member (f + 1 = 2 of 4) names a far round too: both are checked then (two
+    // signatures), and the node follows the lower, which an honest member must be in.
+    m.handle(2, round_change(2, 3 * ROUND_WINDOW));
+    assert_eq!(m.scheme().verifies.get(), 2);
+    assert_eq!(m.round(), 3 * ROUND_WINDOW);
+    // Rounds in the window are checked on arrival, older or repeated ones never.
+    let before = m.scheme().verifies.get();
+    m.handle(3, round_change(3, 3 * ROUND_WINDOW + 1));
+    m.handle(3, round_change(3, 3 * ROUND_WINDOW + 1));
+    m.handle(3, round_change(3, 3 * ROUND_WINDOW));
+    assert_eq!(m.scheme().verifies.get(), before + 1);
+}
+
+#[test]
+fn a_proposal_for_a_far_round_is_refused_before_any_signature_work() {
+    use crate::consensus::machine::ROUND_WINDOW;
+    let (mut m, _) = Machine::new(config(), counting(0), 0, genesis(), &[], 0);
+    let (mut p, _) = first_proposal();
+    let round = ROUND_WINDOW + 5;
+    p.round = round;
+    p.proposer = m.committee().proposer(round);
+    let effects = m.handle(1, Input::Message(Message::Proposal(Box::new(p))));
+    assert_eq!(
+        effects,
+        vec![Effect::Rejected {
+            from: m.committee().proposer(round),
+            reason: Rejection::FarRound
+        }]
+    );
+    assert_eq!(m.scheme().verifies.get() + m.scheme().single.get(), 0);
+}
+
+#[test]
+fn a_finalized_block_in_the_future_buffer_is_charged_to_its_sender_not_its_proposer() {
+    use crate::consensus::machine::MAX_FUTURE_MESSAGES_PER_SIGNER;
+    let chain = finalized_chain(3);
+    let (mut m, _) = Machine::new(config(), FastScheme::new(0, N), 0, genesis(), &[], 0);
+    let proposer = chain[2].block.header.proposer;
+    let sender = (proposer + 1) % N as CouncilIndex;
+    // Member `sender` floods height 3 with copies of a block `proposer` proposed.
+    for _ in 0..1000 {
+        m.handle(10, finalized_from(sender, &chain[2]));
+    }
+    assert_eq!(m.future_buffered().0, MAX_FUTURE_MESSAGES_PER_SIGNER);
+    // The proposer's own vote for height 3 is still kept: the flood used the sender's share.
+    let mut v = crate::types::Vote {
+        kind: crate::types::VoteKind::Commit,
+        height: 3,
+        round: 0,
+        block_hash: [5; 32],
+        signer: proposer,
+        signature: [0; 96],
+    };
+    v.signature = FastScheme::new(proposer, N).sign(
+        crate::crypto::bls::Domain::Vote,
+        &v.signing_message(config().chain_id),
+    );
+    m.handle(10, Input::Message(Message::Vote(v)));
+    assert_eq!(m.future_buffered().0, MAX_FUTURE_MESSAGES_PER_SIGNER + 1);
 }

@@ -300,11 +300,14 @@ pub enum Rejection {
     TooFarAhead,
     /// A finalized block whose transactions are not the ones its certified header commits to.
     ForgedBody,
+    /// A proposal for a round far above this node's, or one round change too many for far
+    /// rounds (see `machine::ROUND_WINDOW`).
+    FarRound,
 }
 
 impl Rejection {
     /// Every reason, in declaration order (`reason as usize` indexes it).
-    pub const ALL: [Rejection; 12] = [
+    pub const ALL: [Rejection; 13] = [
         Rejection::NotInCommittee,
         Rejection::NotInCouncil,
         Rejection::BadSignature,
@@ -317,6 +320,7 @@ impl Rejection {
         Rejection::InvalidBlock,
         Rejection::TooFarAhead,
         Rejection::ForgedBody,
+        Rejection::FarRound,
     ];
 
     /// The name used in logs and metrics (a `reason` label).
@@ -334,6 +338,20 @@ impl Rejection {
             Rejection::InvalidBlock => "invalid_block",
             Rejection::TooFarAhead => "too_far_ahead",
             Rejection::ForgedBody => "forged_body",
+            Rejection::FarRound => "far_round",
         }
+    }
+
+    /// Whether only a misbehaving member sends what is refused so (each costs the receiver
+    /// signature work, or is spam): counted toward a ban by the node's driver.
+    pub fn is_misbehaviour(self) -> bool {
+        matches!(
+            self,
+            Rejection::BadSignature
+                | Rejection::BadRandaoReveal
+                | Rejection::Unjustified
+                | Rejection::BadRoundChange
+                | Rejection::FarRound
+        )
     }
 }

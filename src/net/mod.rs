@@ -38,9 +38,13 @@
 //!   and from the other PNs: whichever genuine copy comes first is relayed, so a PN whose CN is
 //!   down still serves its ENs.
 //! - *transactions*: a batch from an EN or a PN goes to the PN's CN; one from an EN goes to the
-//!   other PNs instead while the PN has no CN connection. A batch already relayed (same payload
-//!   hash, in the last [`RELAY_DEDUP_WINDOW`] batches) is dropped. Batches from PNs are never
-//!   passed to other PNs, so nothing loops.
+//!   other PNs instead while the PN has no CN connection. Deduplication is by transaction
+//!   hash (keccak-256 of the transaction's bytes, its identity; a batch's payload is not
+//!   canonical: another id or another grouping of the same transactions encodes differently):
+//!   transactions relayed among the last [`RELAY_DEDUP_WINDOW`] are left out, a batch of
+//!   nothing new is dropped, one of only new transactions goes on as received, and a mixed
+//!   one is re-encoded with its new transactions only. Batches from PNs are never passed to
+//!   other PNs, so nothing loops.
 //!
 //! An EN sends its transactions (the exec shard's gossip) to one PN, the connected one with the
 //! lowest slot, and takes blocks from every PN it is connected to: when one PN dies the others
@@ -163,8 +167,9 @@ pub const READ_CHUNK: usize = 256 * 1024;
 /// megabytes of disk reads and sends). Requests inside the interval are dropped, not
 /// punished: a node that is behind asks again on its next round timeout.
 pub const SYNC_REQUEST_INTERVAL: Duration = Duration::from_millis(200);
-/// Transaction batches a PN remembers having relayed (by payload hash).
-pub const RELAY_DEDUP_WINDOW: usize = 65_536;
+/// Transactions a PN remembers having relayed (by the first 8 bytes of their hash; about
+/// 8 MiB of memory).
+pub const RELAY_DEDUP_WINDOW: usize = 1 << 18;
 
 /// Per-peer limits.
 #[derive(Debug, Clone)]
@@ -282,6 +287,15 @@ pub enum NetCommand {
         /// The peer the adopted copy came from (not sent back to it).
         from: Option<PeerSlot>,
     },
+    /// A council member is still working on a height this CN finalized: send it the
+    /// finalized blocks from `from_height` on, unless it was offered (or asked for) blocks
+    /// within [`SYNC_REQUEST_INTERVAL`] (the per-peer sync budget).
+    OfferSync {
+        /// The lagging member's slot.
+        peer: PeerSlot,
+        /// First height it lacks.
+        from_height: Height,
+    },
     /// Ask an upstream peer (a PN's CN or another PN; an EN's PN) for finalized blocks.
     RequestSync {
         /// First height wanted.
@@ -397,6 +411,8 @@ struct OutQueue {
 struct Peer {
     role: Role,
     outbox: Outbox,
+    /// When this CN last offered the peer finalized blocks ([`NetCommand::OfferSync`]).
+    last_sync_offer: Option<Instant>,
 }
 
 /// Recently seen keys, bounded: the oldest is forgotten first.
@@ -442,8 +458,8 @@ struct State {
     /// bootnode): their handshakes do not count against the shared limit.
     known_addresses: HashSet<std::net::IpAddr>,
     next_connection: u64,
-    /// PN: payload hashes of transaction batches relayed recently.
-    relayed_batches: RecentSet,
+    /// PN: hashes (first 8 bytes) of the transactions relayed recently.
+    relayed_txs: RecentSet,
     /// Rotates sync requests over the upstream peers.
     sync_turn: usize,
     /// Node ids with a dial loop running.
@@ -703,6 +719,26 @@ impl State {
                     self.enqueue(&peer.outbox, frame);
                 }
             }
+            NetCommand::OfferSync { peer, from_height } => {
+                let now = Instant::now();
+                let Some(p) = self.peers.get_mut(&peer) else {
+                    return;
+                };
+                if p.last_sync_offer
+                    .is_some_and(|t| now.duration_since(t) < SYNC_REQUEST_INTERVAL)
+                {
+                    self.counters.dropped.fetch_add(1, Relaxed);
+                    return;
+                }
+                p.last_sync_offer = Some(now);
+                if self
+                    .to_store
+                    .try_send(SyncServe { peer, from_height })
+                    .is_err()
+                {
+                    self.counters.dropped.fetch_add(1, Relaxed);
+                }
+            }
             NetCommand::Ban { peer, reason } => self.ban(peer, &reason),
         }
     }
@@ -838,7 +874,7 @@ pub async fn run(
         client_slots: HashMap::new(),
         known_addresses,
         next_connection: 0,
-        relayed_batches: RecentSet::default(),
+        relayed_txs: RecentSet::default(),
         sync_turn: 0,
         dialing: HashSet::new(),
         stop: stop.clone(),
@@ -1257,7 +1293,14 @@ async fn run_peer(state: Shared, stream: TcpStream, admitted: Admitted) {
     let counters = {
         let mut s = state.borrow_mut();
         // A newer connection replaces an older one (its writer ends when its outbox drops).
-        s.peers.insert(slot, Peer { role, outbox });
+        s.peers.insert(
+            slot,
+            Peer {
+                role,
+                outbox,
+                last_sync_offer: None,
+            },
+        );
         s.publish_peers();
         if s.config.role == Role::Cn && role == Role::Cn {
             // Dropped if consensus is flooded: then the next round timeout re-sends anyway.
@@ -1373,6 +1416,47 @@ pub fn set_peer_liveness(socket: socket2::SockRef<'_>) -> std::io::Result<()> {
     socket.set_tcp_user_timeout(Some(PEER_USER_TIMEOUT))
 }
 
+/// What a PN relays of a transaction batch (see the module doc's relay rules).
+#[derive(Debug, PartialEq, Eq)]
+enum BatchRelay {
+    /// Every transaction was relayed recently: nothing.
+    Duplicate,
+    /// Every transaction is new: the frame as received.
+    AsReceived,
+    /// Some are new: this frame of those only (same batch id).
+    Reencoded(Vec<u8>),
+}
+
+/// Notes the transactions of `batch` in `relayed` (by hash) and says what to relay.
+fn relay_fresh_transactions(
+    relayed: &mut RecentSet,
+    batch: &crate::types::network::ArchivedTxBatch,
+) -> BatchRelay {
+    let mut fresh = Vec::with_capacity(batch.transactions.len());
+    for (i, tx) in batch.transactions.iter().enumerate() {
+        let hash = crate::crypto::hash::keccak256(&tx.bytes);
+        let key = u64::from_le_bytes([
+            hash[0], hash[1], hash[2], hash[3], hash[4], hash[5], hash[6], hash[7],
+        ]);
+        if relayed.insert(key, RELAY_DEDUP_WINDOW) {
+            fresh.push(i);
+        }
+    }
+    if fresh.is_empty() {
+        BatchRelay::Duplicate
+    } else if fresh.len() == batch.transactions.len() {
+        BatchRelay::AsReceived
+    } else {
+        let txs = fresh
+            .iter()
+            .map(|&i| crate::types::chain::SignedTransaction {
+                bytes: batch.transactions[i].bytes.to_vec(),
+            })
+            .collect();
+        BatchRelay::Reencoded(crate::exec::batch_frame(batch.id.to_native(), txs))
+    }
+}
+
 /// The peer a frame came from.
 #[derive(Debug, Clone, Copy)]
 struct Sender {
@@ -1477,7 +1561,7 @@ fn dispatch_peer_frame(
             return Ok(());
         }
         // Transactions up the tiers (PN relay).
-        (Role::Pn, Role::En | Role::Pn, Message::TxBatch(_)) => {
+        (Role::Pn, Role::En | Role::Pn, Message::TxBatch(batch)) => {
             // Upstream: the PN's CN; without one, for an EN's batch, the other PNs.
             let upstream: &[Role] = if s.first_of(&[Role::Cn]).is_some() {
                 &[Role::Cn]
@@ -1489,12 +1573,14 @@ fn dispatch_peer_frame(
                 s.counters.dropped.fetch_add(1, Relaxed);
                 return Ok(());
             };
-            let key = xxhash_rust::xxh3::xxh3_64(&frame.payload);
-            if !s.relayed_batches.insert(key, RELAY_DEDUP_WINDOW) {
-                s.counters.duplicates.fetch_add(1, Relaxed);
-                return Ok(());
-            }
-            let bytes = Arc::new(frame_bytes(&frame));
+            let bytes = match relay_fresh_transactions(&mut s.relayed_txs, batch) {
+                BatchRelay::Duplicate => {
+                    s.counters.duplicates.fetch_add(1, Relaxed);
+                    return Ok(());
+                }
+                BatchRelay::AsReceived => Arc::new(frame_bytes(&frame)),
+                BatchRelay::Reencoded(bytes) => Arc::new(bytes),
+            };
             s.send_to_roles(upstream, None, &bytes);
             s.counters.relayed.fetch_add(1, Relaxed);
             return Ok(());
@@ -1745,5 +1831,41 @@ mod tests {
             socket.tcp_user_timeout().expect("user timeout"),
             Some(PEER_USER_TIMEOUT)
         );
+    }
+
+    /// The PN's relay deduplicates on transaction hashes: the same transactions under another
+    /// batch id (another payload) are not relayed again, and a batch mixing old and new ones
+    /// goes on with the new ones only.
+    #[test]
+    fn a_pn_relays_each_transaction_once_whatever_batch_carries_it() {
+        let tx = |b: u8| crate::types::chain::SignedTransaction {
+            bytes: vec![0x02, b, b, b],
+        };
+        let relay = |relayed: &mut RecentSet, id: u64, txs: Vec<_>| {
+            let frame = crate::exec::batch_frame(id, txs);
+            let mut input = frame.as_slice();
+            let frame = FrameDecoder::new()
+                .decode(&mut input)
+                .expect("valid")
+                .expect("whole");
+            let Ok(Message::TxBatch(batch)) = frame.message() else {
+                panic!("a batch frame");
+            };
+            relay_fresh_transactions(relayed, batch)
+        };
+        let mut relayed = RecentSet::default();
+        assert_eq!(
+            relay(&mut relayed, 1, vec![tx(1), tx(2)]),
+            BatchRelay::AsReceived
+        );
+        assert_eq!(
+            relay(&mut relayed, 2, vec![tx(2), tx(1)]),
+            BatchRelay::Duplicate,
+            "same transactions, other id and order"
+        );
+        let BatchRelay::Reencoded(bytes) = relay(&mut relayed, 3, vec![tx(1), tx(3)]) else {
+            panic!("a mixed batch is re-encoded");
+        };
+        assert_eq!(bytes, crate::exec::batch_frame(3, vec![tx(3)]));
     }
 }

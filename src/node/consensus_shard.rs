@@ -29,7 +29,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use glommio::channels::local_channel;
 
-use super::evidence::{BadSignatureStrikes, EvidenceLog};
+use super::evidence::{EvidenceLog, MisbehaviourStrikes};
 use crate::consensus::{
     BlsScheme, Effect, Input, Machine, Message as ConsensusMessage, Millis, Rejection,
 };
@@ -210,7 +210,7 @@ pub async fn run(
         counters,
         pending_effects: VecDeque::from(initial),
         evidence_log: records.evidence_log,
-        strikes: BadSignatureStrikes::default(),
+        strikes: MisbehaviourStrikes::default(),
     };
     let mut result = driver.drain().await;
     while result.is_ok() {
@@ -264,7 +264,7 @@ struct Driver {
     counters: Arc<ConsensusCounters>,
     pending_effects: VecDeque<Effect>,
     evidence_log: EvidenceLog,
-    strikes: BadSignatureStrikes,
+    strikes: MisbehaviourStrikes,
 }
 
 impl Driver {
@@ -397,13 +397,10 @@ impl Driver {
                     self.send_net(NetCommand::SendTo(peer, frame)).await?;
                 }
                 Effect::OfferSync { peer, from_height } => {
-                    let reply = self
-                        .store(StoreRequest::Serve(crate::store::SyncServe {
-                            peer,
-                            from_height,
-                        }))
+                    // Fire and forget: the net shard hands it to the store within the peer's
+                    // sync budget; consensus never waits on the disk for a lagging peer.
+                    self.send_net(NetCommand::OfferSync { peer, from_height })
                         .await?;
-                    assert_eq!(reply, StoreReply::Served, "store answers in order");
                 }
                 Effect::Evidence(evidence) => {
                     self.counters.evidence.fetch_add(1, Relaxed);
@@ -440,17 +437,18 @@ impl Driver {
                             ),
                         })
                         .await?;
-                    } else if reason == Rejection::BadSignature
-                        && self.strikes.strike(from, Instant::now())
+                    } else if reason.is_misbehaviour() && self.strikes.strike(from, Instant::now())
                     {
                         // Only the member itself can have sent it: the net shard takes a
                         // member's messages only over that member's own connection.
                         self.send_net(NetCommand::Ban {
                             peer: from,
                             reason: format!(
-                                "{} bad signatures within {} s",
-                                super::evidence::BAD_SIGNATURE_BAN_THRESHOLD,
-                                super::evidence::BAD_SIGNATURE_WINDOW.as_secs()
+                                "{} refused messages within {} s (bad signatures, unjustified \
+                                 proposals, bad round changes, far-round spam; the last: {})",
+                                super::evidence::STRIKE_BAN_THRESHOLD,
+                                super::evidence::STRIKE_WINDOW.as_secs(),
+                                reason.name()
                             ),
                         })
                         .await?;

@@ -23,13 +23,15 @@
 //! flush for it (the page cache write is a few microseconds, and at most a few lines per
 //! height). A write error is logged and otherwise ignored.
 //!
-//! **Bad signatures.** A consensus message arrives only over the authenticated connection of
-//! the member that signed it (the net shard refuses relayed ones), so a signature that does
-//! not verify was sent by that member's node. One could be a bug or a corrupted frame; a
-//! stream of them is an attack on the verifier's CPU (each costs a pairing check). So each is
-//! counted, and [`BAD_SIGNATURE_BAN_THRESHOLD`] of them from one member within
-//! [`BAD_SIGNATURE_WINDOW`] get its connection closed and its node id banned for the net
-//! shard's ban time ([`crate::net::PeerLimits::ban`]); it may reconnect afterwards.
+//! **Strikes.** A consensus message arrives only over the authenticated connection of the
+//! member that signed it (the net shard refuses relayed ones), so a message refused for what
+//! only its signer can have done (a signature that does not verify, an unjustified proposal, a
+//! bad round change, spam for far rounds:
+//! [`crate::consensus::Rejection::is_misbehaviour`]) was sent by that
+//! member's node. One could be a bug; a stream of them is an attack on the verifier's CPU (each
+//! costs signature work). So each is counted, and [`STRIKE_BAN_THRESHOLD`] of them from one
+//! member within [`STRIKE_WINDOW`] get its connection closed and its node id banned for the
+//! net shard's ban time ([`crate::net::PeerLimits::ban`]); it may reconnect afterwards.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::Write;
@@ -45,10 +47,11 @@ pub const EVIDENCE_LOG: &str = "evidence.log";
 pub const MAX_EVIDENCE_LOG_BYTES: u64 = 16 * 1024 * 1024;
 /// `(signer, height, round, kind)` keys remembered for deduplication.
 pub const DEDUP_WINDOW: usize = 4096;
-/// Bad signatures from one member within [`BAD_SIGNATURE_WINDOW`] that get it banned.
-pub const BAD_SIGNATURE_BAN_THRESHOLD: u32 = 8;
-/// The window [`BAD_SIGNATURE_BAN_THRESHOLD`] is counted over.
-pub const BAD_SIGNATURE_WINDOW: Duration = Duration::from_secs(60);
+/// Strikes (refusals of misbehaviour) against one member within [`STRIKE_WINDOW`] that get
+/// it banned.
+pub const STRIKE_BAN_THRESHOLD: u32 = 8;
+/// The window [`STRIKE_BAN_THRESHOLD`] is counted over.
+pub const STRIKE_WINDOW: Duration = Duration::from_secs(60);
 
 /// One evidence line's identity.
 type EvidenceKey = (CouncilIndex, Height, Round, EvidenceKind);
@@ -181,28 +184,28 @@ fn parse_key(line: &str) -> Option<EvidenceKey> {
     ))
 }
 
-/// Counts bad signatures per council member over a sliding window and says when one has sent
+/// Counts strikes per council member over a sliding window and says when one has earned
 /// enough to be banned. Driven with the caller's clock.
 #[derive(Debug, Default)]
-pub struct BadSignatureStrikes {
-    /// Per member: when each of its recent bad signatures arrived (at most the threshold).
+pub struct MisbehaviourStrikes {
+    /// Per member: when each of its recent strikes happened (at most the threshold).
     recent: BTreeMap<CouncilIndex, VecDeque<Instant>>,
 }
 
-impl BadSignatureStrikes {
-    /// Notes a bad signature from `signer` at `now`; `true` when that makes
-    /// [`BAD_SIGNATURE_BAN_THRESHOLD`] within [`BAD_SIGNATURE_WINDOW`] (the count then starts
+impl MisbehaviourStrikes {
+    /// Notes a strike against `signer` at `now`; `true` when that makes
+    /// [`STRIKE_BAN_THRESHOLD`] within [`STRIKE_WINDOW`] (the count then starts
     /// over, so a banned member that comes back and keeps going is banned again).
     pub fn strike(&mut self, signer: CouncilIndex, now: Instant) -> bool {
         let times = self.recent.entry(signer).or_default();
         while times
             .front()
-            .is_some_and(|t| now.saturating_duration_since(*t) > BAD_SIGNATURE_WINDOW)
+            .is_some_and(|t| now.saturating_duration_since(*t) > STRIKE_WINDOW)
         {
             times.pop_front();
         }
         times.push_back(now);
-        if times.len() >= BAD_SIGNATURE_BAN_THRESHOLD as usize {
+        if times.len() >= STRIKE_BAN_THRESHOLD as usize {
             times.clear();
             return true;
         }
@@ -270,16 +273,16 @@ mod tests {
 
     #[test]
     fn a_stream_of_bad_signatures_is_banned_one_is_not() {
-        let mut strikes = BadSignatureStrikes::default();
+        let mut strikes = MisbehaviourStrikes::default();
         let t0 = Instant::now();
         // One now and then (further apart than the window) never adds up.
         for i in 0..20u64 {
-            let at = t0 + (BAD_SIGNATURE_WINDOW + Duration::from_secs(1)) * i as u32;
+            let at = t0 + (STRIKE_WINDOW + Duration::from_secs(1)) * i as u32;
             assert!(!strikes.strike(1, at));
         }
         // A burst does, for the member that sends it only.
-        let t1 = t0 + BAD_SIGNATURE_WINDOW * 40;
-        for i in 1..BAD_SIGNATURE_BAN_THRESHOLD {
+        let t1 = t0 + STRIKE_WINDOW * 40;
+        for i in 1..STRIKE_BAN_THRESHOLD {
             assert!(!strikes.strike(2, t1 + Duration::from_millis(i as u64)));
             assert!(!strikes.strike(3, t1 + Duration::from_millis(i as u64)));
         }

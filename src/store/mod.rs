@@ -321,9 +321,6 @@ pub enum StoreRequest {
     Persist(Vec<WalRecord>),
     /// Append this finalized block and fsync; answer [`StoreReply::Committed`].
     Commit(Arc<FinalizedBlock>),
-    /// Send finalized blocks to a peer that is behind; answer [`StoreReply::Served`] once
-    /// they are handed to the net shard.
-    Serve(SyncServe),
 }
 
 /// The store's answers to the consensus shard.
@@ -333,8 +330,6 @@ pub enum StoreReply {
     Persisted,
     /// The block at this height is durable.
     Committed(Height),
-    /// The blocks asked for are on their way.
-    Served,
 }
 
 /// A request from the net shard: send `peer` finalized blocks from `from_height` on.
@@ -435,10 +430,6 @@ pub async fn run(
                     wal_len = 0;
                 }
                 StoreReply::Committed(height)
-            }
-            StoreRequest::Serve(req) => {
-                serve_blocks(&log, req, &to_net, &stats).await;
-                StoreReply::Served
             }
         };
         stats.add_busy(start);
