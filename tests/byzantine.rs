@@ -29,6 +29,12 @@
 //!    and stays at its height; once the honest CNs speak again it catches up from them, and
 //!    every log agrees and passes `db check`.
 //!
+//! 6. A CN flooding the others with validly signed work (`flood`: round changes for ever higher
+//!    far rounds, far-round proposals, stale votes, forged finalized blocks, a burst with each
+//!    of its messages): the honest CNs keep at least 80 % of the block rate they have with it
+//!    down, their peak memory stays within twice that of the run without it, far-round spam
+//!    is refused and the culprit is banned.
+//!
 //! Hygiene: child processes are owned by guards that kill and reap them; every wait has a
 //! deadline; tests are serialized ([`serial`]); ports 16000-19499 only; 127.0.0.1 only.
 
@@ -455,4 +461,97 @@ fn a_cn_refuses_tampered_sync_answers_bans_their_sender_and_catches_up_from_hone
          logs {lengths:?} agree and pass db check; {:.1?}",
         started.elapsed()
     );
+}
+
+/// The slowest of `which`'s finalization rates (blocks per second) over `window`.
+fn block_rate(net: &mut Net, which: &[usize], window: Duration) -> f64 {
+    let (h0, t0) = (net.heights(which), Instant::now());
+    let deadline = t0 + window;
+    while Instant::now() < deadline {
+        net.assert_running(which);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (h1, elapsed) = (net.heights(which), t0.elapsed().as_secs_f64());
+    h0.iter()
+        .zip(&h1)
+        .map(|(a, b)| (b - a) as f64 / elapsed)
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// The largest peak resident set size among `which`, in MiB.
+fn peak_rss_mib(net: &Net, which: &[usize]) -> f64 {
+    which
+        .iter()
+        .map(|&i| {
+            net.nodes[i]
+                .metric("corecell_process_max_rss_bytes")
+                .unwrap_or(0.0)
+        })
+        .fold(0.0, f64::max)
+        / (1024.0 * 1024.0)
+}
+
+#[test]
+fn a_flooding_cn_costs_the_honest_ones_little_block_rate_and_memory_and_is_banned() {
+    let _serial = serial();
+    let started = Instant::now();
+    let window = Duration::from_secs(12);
+    // Without it: four honest CNs, then the same network with cn3 down.
+    let mut base = Net::generate(16500, 200, 16, None);
+    base.spawn_all();
+    base.wait_heights(&HONEST, &[5; 3], STARTUP);
+    let all_honest = block_rate(&mut base, &HONEST, window);
+    base.kill(BYZANTINE);
+    base.wait_heights(
+        &HONEST,
+        &base
+            .heights(&HONEST)
+            .iter()
+            .map(|h| h + 3)
+            .collect::<Vec<_>>(),
+        STARTUP,
+    );
+    let cn3_down = block_rate(&mut base, &HONEST, window);
+    let base_rss = peak_rss_mib(&base, &HONEST);
+    base.stop(&HONEST);
+    drop(base);
+
+    // With cn3 flooding: far rounds, stale votes, forged finalized blocks, at each message.
+    let mut net = byzantine_net(16600, &["flood"]);
+    for i in 0..CNS {
+        net.spawn(i);
+    }
+    net.wait_heights(&HONEST, &[5; 3], STARTUP);
+    let flooded = block_rate(&mut net, &HONEST, window);
+    wait_all(&mut net, &HONEST, VIOLATIONS, 1.0, STARTUP);
+    let flood_rss = peak_rss_mib(&net, &HONEST);
+    net.assert_running(&HONEST);
+    let refused: Vec<f64> = ["far_round", "bad_certificate", "forged_body"]
+        .iter()
+        .map(|r| {
+            HONEST
+                .iter()
+                .map(|&i| net.sample(i, &rejected_metric(r)))
+                .sum()
+        })
+        .collect();
+    let lengths = stop_and_agree(&mut net);
+    eprintln!(
+        "block rate (slowest honest CN, {window:?}): all honest {all_honest:.2}/s, cn3 down \
+         {cn3_down:.2}/s, cn3 flooding {flooded:.2}/s ({:.0} % of cn3 down, {:.0} % of all \
+         honest); peak RSS {base_rss:.0} MiB without, {flood_rss:.0} MiB with; refused \
+         far_round/bad_certificate/forged_body {refused:?}; logs {lengths:?}; {:.1?}",
+        100.0 * flooded / cn3_down,
+        100.0 * flooded / all_honest,
+        started.elapsed()
+    );
+    assert!(
+        flooded >= 0.8 * cn3_down,
+        "flooded {flooded:.2}/s, without cn3 {cn3_down:.2}/s"
+    );
+    assert!(
+        flood_rss <= 2.0 * base_rss + 64.0,
+        "peak RSS {flood_rss:.0} MiB under the flood, {base_rss:.0} MiB without"
+    );
+    assert!(refused[0] >= 1.0, "far-round spam refused");
 }

@@ -42,8 +42,9 @@ pub const MAX_SYNC_OFFERS_PER_HEIGHT: usize = 8;
 pub const MAX_ROUND: Round = 1 << 20;
 /// Round changes for rounds up to this far above the node's round are checked (a pairing)
 /// when they arrive; those further up are kept unchecked (one per member, its highest) and
-/// checked only when the f + 1 rule would follow them. Proposals further up are refused
-/// before any signature work (their round is not one this node can vote in).
+/// checked only when the f + 1 rule would follow them. Proposals and votes further up are
+/// refused before any signature work (their round is not one this node can vote in; a
+/// commit quorum decided there reaches this node as a finalized block).
 pub const ROUND_WINDOW: Round = 16;
 /// Round changes beyond [`ROUND_WINDOW`] one member may send per height; the rest are
 /// refused ([`Rejection::FarRound`]). An honest member enters rounds at most once per round
@@ -946,6 +947,15 @@ impl<S: SignatureScheme> Machine<S> {
 
     fn on_vote(&mut self, _now: Millis, v: Vote, out: &mut Vec<Effect>) {
         if v.round > MAX_ROUND || !self.check_member(v.signer, out) || v.signer == self.me {
+            return;
+        }
+        if v.round > self.round.saturating_add(ROUND_WINDOW) {
+            // Nothing this node can use before it gets near that round; one vote set per
+            // named round would let one member make it hold millions.
+            out.push(Effect::Rejected {
+                from: v.signer,
+                reason: Rejection::FarRound,
+            });
             return;
         }
         self.add_vote(v, false, out);

@@ -300,8 +300,8 @@ pub enum Rejection {
     TooFarAhead,
     /// A finalized block whose transactions are not the ones its certified header commits to.
     ForgedBody,
-    /// A proposal for a round far above this node's, or one round change too many for far
-    /// rounds (see `machine::ROUND_WINDOW`).
+    /// A proposal or vote for a round far above this node's, or one round change too many for
+    /// far rounds (see `machine::ROUND_WINDOW`).
     FarRound,
 }
 

@@ -20,6 +20,12 @@
 //!   copy with one signature byte flipped.
 //! - **`future-height`**: each consensus message is accompanied by validly signed COMMITs for
 //!   random blocks at [`FAR_AHEAD`] heights ahead and 2 to 4 heights ahead.
+//! - **`flood`**: with each consensus message of its own, a burst of [`FLOOD_BURST`] validly
+//!   signed messages meant to make the others work or hold: round changes for ever higher
+//!   far rounds, proposals for far rounds (with its own proposals' blocks), stale votes for the
+//!   height before (each a sync offer's trigger) and, every [`FLOOD_FORGED_EVERY`] bursts, a
+//!   finalized block for the current height with a forged body. Sent at about the rate of its
+//!   own messages times the burst, below the receivers' consensus frame cap.
 //! - **`tamper-bodies`** (a CN or a PN): every finalized block the node sends (a CN's push to
 //!   its PNs, a PN's relay, sync answers) keeps its genuine header and certificate but carries
 //!   other transactions ([`tamper_block_frame`], applied by the net shard to each frame it
@@ -42,6 +48,12 @@ use crate::types::{CouncilIndex, Height, Proposal, Round, Vote, VoteKind};
 
 /// How far ahead the far-future messages are.
 pub const FAR_AHEAD: Height = 1_000_000;
+/// Messages a `flood` sends with each of its own.
+pub const FLOOD_BURST: usize = 24;
+/// A `flood` sends a forged finalized block with every this many bursts.
+pub const FLOOD_FORGED_EVERY: u64 = 16;
+/// The first far round a `flood` names (it counts up from there).
+pub const FLOOD_FIRST_ROUND: Round = 10_000;
 
 /// One way of misbehaving.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -56,16 +68,19 @@ pub enum Behaviour {
     FutureHeight,
     /// Finalized blocks sent with other transactions under their certified header.
     TamperBodies,
+    /// Bursts of validly signed work for the others (far rounds, stale and forged messages).
+    Flood,
 }
 
 impl Behaviour {
     /// Every behaviour.
-    pub const ALL: [Behaviour; 5] = [
+    pub const ALL: [Behaviour; 6] = [
         Behaviour::Equivocate,
         Behaviour::DoubleVote,
         Behaviour::BadSignature,
         Behaviour::FutureHeight,
         Behaviour::TamperBodies,
+        Behaviour::Flood,
     ];
 
     /// Its name in the config.
@@ -76,6 +91,7 @@ impl Behaviour {
             Behaviour::BadSignature => "bad-signature",
             Behaviour::FutureHeight => "future-height",
             Behaviour::TamperBodies => "tamper-bodies",
+            Behaviour::Flood => "flood",
         }
     }
 
@@ -166,6 +182,8 @@ pub struct ByzantineSent {
     pub bad_signatures: u64,
     /// Messages for heights ahead.
     pub future_messages: u64,
+    /// Flood messages (far rounds, stale votes, forged finalized blocks).
+    pub flood_messages: u64,
 }
 
 /// The rewriter between a CN's machine and its network (see the module doc).
@@ -179,6 +197,10 @@ pub struct ByzantineLayer {
     /// The slot it last equivocated in and its second block's hash.
     equivocated: Option<(Height, Round, Hash32)>,
     sent: ByzantineSent,
+    /// `flood`: the next far round to name, the bursts sent, the last own proposal's block.
+    flood_round: Round,
+    flood_bursts: u64,
+    flood_block: Option<crate::types::Block>,
 }
 
 impl ByzantineLayer {
@@ -198,6 +220,9 @@ impl ByzantineLayer {
             choices: Choices(settings.seed),
             equivocated: None,
             sent: ByzantineSent::default(),
+            flood_round: FLOOD_FIRST_ROUND,
+            flood_bursts: 0,
+            flood_block: None,
         }
     }
 
@@ -234,6 +259,9 @@ impl ByzantineLayer {
         if self.on(Behaviour::BadSignature) && self.choices.coin() {
             out.push(Effect::Broadcast(self.corrupted(&m)));
             self.sent.bad_signatures += 1;
+        }
+        if self.on(Behaviour::Flood) {
+            self.flood(scheme, &m, out);
         }
         if self.on(Behaviour::FutureHeight) {
             let round = match &m {
@@ -322,6 +350,85 @@ impl ByzantineLayer {
         };
         vote.signature = scheme.sign(Domain::Vote, &vote.signing_message(self.chain_id));
         vote
+    }
+
+    /// One `flood` burst beside the machine's message `m`.
+    fn flood<S: SignatureScheme>(&mut self, scheme: &S, m: &Message, out: &mut Vec<Effect>) {
+        let height = m.height();
+        if let Message::Proposal(p) = m {
+            self.flood_block = Some(p.block.clone());
+        }
+        self.flood_bursts += 1;
+        let mut sent = 0;
+        if self.flood_bursts % FLOOD_FORGED_EVERY == 0 {
+            if let Some(block) = &self.flood_block {
+                let mut block = block.clone();
+                block.header.height = height;
+                block
+                    .transactions
+                    .push(crate::types::chain::SignedTransaction {
+                        bytes: vec![0x02, 0xf1, 0x00, 0xd0],
+                    });
+                let certificate = crate::types::QuorumCertificate {
+                    kind: VoteKind::Commit,
+                    height,
+                    round: 0,
+                    block_hash: block.hash(),
+                    signers: crate::types::signers::empty(self.council_size),
+                    signature: [0; 96],
+                };
+                out.push(Effect::Broadcast(Message::Finalized {
+                    sender: self.me,
+                    block: Box::new(crate::types::FinalizedBlock { block, certificate }),
+                }));
+                sent += 1;
+            }
+        }
+        while sent < FLOOD_BURST {
+            match sent % 3 {
+                0 => {
+                    let mut rc = crate::types::RoundChange {
+                        height,
+                        round: self.flood_round,
+                        signer: self.me,
+                        prepared: None,
+                        signature: [0; 96],
+                    };
+                    self.flood_round = self.flood_round.saturating_add(1);
+                    rc.signature = scheme.sign(Domain::Vote, &rc.signing_message(self.chain_id));
+                    out.push(Effect::Broadcast(Message::RoundChange(rc)));
+                }
+                1 => match &self.flood_block {
+                    Some(block) => {
+                        let mut p = Proposal {
+                            proposer: self.me,
+                            round: self.flood_round,
+                            block: block.clone(),
+                            justification: Vec::new(),
+                            signature: [0; 96],
+                        };
+                        p.block.header.height = height;
+                        p.signature = scheme.sign(Domain::Vote, &p.signing_message(self.chain_id));
+                        out.push(Effect::Broadcast(Message::Proposal(Box::new(p))));
+                    }
+                    None => {
+                        let hash = self.choices.hash();
+                        let rc_round = self.flood_round;
+                        let vote =
+                            self.signed_vote(scheme, VoteKind::Prepare, height, rc_round, hash);
+                        out.push(Effect::Broadcast(Message::Vote(vote)));
+                    }
+                },
+                _ => {
+                    let hash = self.choices.hash();
+                    let stale = height.saturating_sub(1).max(1);
+                    let vote = self.signed_vote(scheme, VoteKind::Commit, stale, 0, hash);
+                    out.push(Effect::Broadcast(Message::Vote(vote)));
+                }
+            }
+            sent += 1;
+        }
+        self.sent.flood_messages += sent as u64;
     }
 
     /// `m` with one byte of its signature flipped.
