@@ -360,7 +360,7 @@ impl ByzantineLayer {
         }
         self.flood_bursts += 1;
         let mut sent = 0;
-        if self.flood_bursts % FLOOD_FORGED_EVERY == 0 {
+        if self.flood_bursts.is_multiple_of(FLOOD_FORGED_EVERY) {
             if let Some(block) = &self.flood_block {
                 let mut block = block.clone();
                 block.header.height = height;
