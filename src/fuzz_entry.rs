@@ -1118,8 +1118,26 @@ pub fn handshake(data: &[u8]) {
     hello_mask[..for_hello.len()].copy_from_slice(for_hello);
     auth_mask[..for_auth.len().min(AUTH_LEN)]
         .copy_from_slice(&for_auth[..for_auth.len().min(AUTH_LEN)]);
-    let mut us = Handshake::new(our_side, ours, CHAIN_ID, Role::Cn, [0xa5; NONCE_LEN]);
-    let mut them = Handshake::new(their_side, theirs, CHAIN_ID, Role::Pn, [0x5a; NONCE_LEN]);
+    let exchange = |b: u8| crate::net::handshake::KeyExchange {
+        secret: [b; 32],
+        encrypt: b & 1 == 1,
+    };
+    let mut us = Handshake::new(
+        our_side,
+        ours,
+        CHAIN_ID,
+        Role::Cn,
+        [0xa5; NONCE_LEN],
+        exchange(0x17),
+    );
+    let mut them = Handshake::new(
+        their_side,
+        theirs,
+        CHAIN_ID,
+        Role::Pn,
+        [0x5a; NONCE_LEN],
+        exchange(0x28),
+    );
     let mut hello = them.hello();
     for (b, m) in hello.iter_mut().zip(hello_mask) {
         *b ^= m;
@@ -1148,10 +1166,11 @@ pub fn handshake(data: &[u8]) {
     }
     let genuine = hello_mask == [0; HELLO_LEN] && auth_mask == [0; AUTH_LEN];
     match us.on_peer_auth(&auth) {
-        Ok(identity) => {
+        Ok(session) => {
             assert!(genuine, "a tampered handshake authenticated");
-            assert_eq!(identity.node_id, theirs.public_key().node_id());
-            assert_eq!(identity.role, Role::Pn);
+            assert_eq!(session.peer.node_id, theirs.public_key().node_id());
+            assert_eq!(session.peer.role, Role::Pn);
+            assert!(session.keys.encrypt, "one side asked for encryption");
         }
         Err(_) => assert!(!genuine, "the genuine handshake was refused"),
     }

@@ -16,7 +16,7 @@
 //!    authenticated node sending the wrong frame are all dropped, and the bootnode keeps
 //!    serving; SIGTERM stops it with exit 0.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -501,9 +501,16 @@ fn en_bootnode_tells_ens_the_pns() {
 
 /// Runs the handshake by hand on a blocking socket (the client's side, admitting the
 /// bootnode), so the test can then send what it likes.
-fn authenticated_socket(boot: &PeerEntry, key: &NodeKey, role: Role) -> TcpStream {
+fn authenticated_socket(boot: &PeerEntry, key: &NodeKey, role: Role) -> SealedSocket {
     let mut s = connect(boot.address);
-    let mut hs = Handshake::new(Side::Dialer, &key.secret, CHAIN_ID, role, nonce());
+    let mut hs = Handshake::new(
+        Side::Dialer,
+        &key.secret,
+        CHAIN_ID,
+        role,
+        nonce(),
+        key_exchange(),
+    );
     s.write_all(&hs.hello()).expect("hello");
     let mut hello = [0u8; HELLO_LEN];
     read_exact_within(&mut s, &mut hello, IO).expect("bootnode hello");
@@ -511,9 +518,9 @@ fn authenticated_socket(boot: &PeerEntry, key: &NodeKey, role: Role) -> TcpStrea
     s.write_all(&auth).expect("auth");
     let mut peer_auth = [0u8; AUTH_LEN];
     read_exact_within(&mut s, &mut peer_auth, IO).expect("bootnode auth");
-    let peer = hs.on_peer_auth(&peer_auth).expect("bootnode authenticated");
-    assert_eq!(peer.node_id, boot.node_id);
-    s
+    let session = hs.on_peer_auth(&peer_auth).expect("bootnode authenticated");
+    assert_eq!(session.peer.node_id, boot.node_id);
+    SealedSocket::new(s, &session.keys)
 }
 
 #[test]
@@ -566,41 +573,44 @@ fn bootnode_drops_garbage_silent_and_rude_connections_and_keeps_serving() {
     // An authenticated node that sends the wrong frame is dropped and counted.
     let violations = boot.metric(VIOLATIONS);
     let mut s = authenticated_socket(&boot.entry, &pn, Role::Pn);
-    s.write_all(&encode_frame(&corecell::types::network::SyncRequest {
+    s.write_sealed(&encode_frame(&corecell::types::network::SyncRequest {
         from_height: 1,
     }))
     .expect("wrong frame");
-    let (closed, got) = read_until_closed(&mut s, PROMPT_CLOSE);
+    let (closed, got) = s.read_until_closed(PROMPT_CLOSE);
     assert!(closed && got.is_empty(), "no answer to a wrong frame");
     boot.wait_metric(VIOLATIONS, violations + 1.0);
 
     // A registration at a multicast address is a violation too.
     let mut s = authenticated_socket(&boot.entry, &pn, Role::Pn);
     let multicast = SocketAddr::from(([224, 0, 0, 1], 30000));
-    s.write_all(&encode_frame(&PeerQuery::new(Some(multicast))))
+    s.write_sealed(&encode_frame(&PeerQuery::new(Some(multicast))))
         .expect("query");
-    let (closed, got) = read_until_closed(&mut s, PROMPT_CLOSE);
+    let (closed, got) = s.read_until_closed(PROMPT_CLOSE);
     assert!(
         closed && got.is_empty(),
         "a multicast registration was answered"
     );
     boot.wait_metric(VIOLATIONS, violations + 2.0);
 
-    // A proper query right after the handshake, byte by byte, is still served.
+    // A proper query right after the handshake, one byte per record, sent byte by byte, is
+    // still served.
     let mut s = authenticated_socket(&boot.entry, &pn, Role::Pn);
+    let mut records = Vec::new();
     for byte in encode_frame(&PeerQuery::new(None)) {
-        s.write_all(&[byte]).expect("query byte");
-        std::thread::sleep(Duration::from_millis(2));
+        s.sealer.seal(&[byte], &mut records).expect("seal");
     }
-    let mut header = [0u8; 5];
-    read_exact_within(&mut s, &mut header, IO).expect("answer");
-    assert_eq!(header[4], corecell::types::FrameKind::PeerList as u8);
-    let mut rest = Vec::new();
-    s.set_read_timeout(Some(IO)).expect("timeout");
-    s.read_to_end(&mut rest).expect("answer then close");
+    for byte in records {
+        s.stream.write_all(&[byte]).expect("query byte");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let (closed, answer) = s.read_until_closed(IO);
+    assert!(closed, "answer then close");
+    assert!(answer.len() >= 5, "an answer");
+    assert_eq!(answer[4], corecell::types::FrameKind::PeerList as u8);
     assert_eq!(
-        rest.len(),
-        u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize
+        answer.len() - 5,
+        u32::from_be_bytes([answer[0], answer[1], answer[2], answer[3]]) as usize
     );
 
     // And the real client still works.

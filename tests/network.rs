@@ -178,7 +178,14 @@ fn a_key_outside_the_council_is_refused() {
         None
     );
     let mut s = connect(net.nodes[0].p2p);
-    let mut hs = Handshake::new(Side::Dialer, &outsider, CHAIN_ID, Role::Cn, nonce());
+    let mut hs = Handshake::new(
+        Side::Dialer,
+        &outsider,
+        CHAIN_ID,
+        Role::Cn,
+        nonce(),
+        key_exchange(),
+    );
     s.write_all(&hs.hello()).expect("send hello");
     let mut their_hello = [0u8; HELLO_LEN];
     read_exact_within(&mut s, &mut their_hello, IO).expect("cn0 sends its hello on accept");
@@ -287,7 +294,14 @@ fn garbage_huge_length_and_replayed_handshake_are_refused() {
         }
     };
     let mut s1 = connect(net.nodes[0].p2p);
-    let mut hs1 = Handshake::new(Side::Dialer, &cn3.secret, CHAIN_ID, Role::Cn, nonce());
+    let mut hs1 = Handshake::new(
+        Side::Dialer,
+        &cn3.secret,
+        CHAIN_ID,
+        Role::Cn,
+        nonce(),
+        key_exchange(),
+    );
     let recorded_hello = hs1.hello();
     s1.write_all(&recorded_hello).expect("send hello");
     let mut cn0_hello_1 = [0u8; HELLO_LEN];
@@ -298,10 +312,10 @@ fn garbage_huge_length_and_replayed_handshake_are_refused() {
     s1.write_all(&recorded_auth).expect("send auth");
     let mut cn0_auth_1 = [0u8; AUTH_LEN];
     read_exact_within(&mut s1, &mut cn0_auth_1, IO).expect("cn0 answers cn3 with its Auth");
-    let peer = hs1
+    let session = hs1
         .on_peer_auth(&cn0_auth_1)
         .expect("cn0 authenticates in session 1");
-    assert_eq!(peer.node_id, cn0_id);
+    assert_eq!(session.peer.node_id, cn0_id);
     // Control: an accepted session carries cn0's consensus frames, so the absence of any byte
     // after the handshake in session 2 below means the session was refused.
     let mut frames = [0u8; 4096];

@@ -381,12 +381,19 @@ fn forge(net: &Net, cn_keys: &[NodeKey], head: &BlockHeader, how: Forgery) -> Fi
 
 /// A rogue connection to node `target` that proves node `as_node`'s identity with its real
 /// key file (blocking std socket, the real handshake). Panics unless the target admits it.
-fn impersonate(net: &Net, as_node: usize, target: usize) -> TcpStream {
+fn impersonate(net: &Net, as_node: usize, target: usize) -> SealedSocket {
     let me = &net.nodes[as_node];
     let key = NodeKey::load(&me.dir.join("key.toml")).expect("the impersonated node's key file");
     let t = &net.nodes[target];
     let mut s = connect(t.p2p);
-    let mut hs = Handshake::new(Side::Dialer, &key.secret, CHAIN_ID, me.role, nonce());
+    let mut hs = Handshake::new(
+        Side::Dialer,
+        &key.secret,
+        CHAIN_ID,
+        me.role,
+        nonce(),
+        key_exchange(),
+    );
     s.write_all(&hs.hello()).expect("send hello");
     let mut hello = [0u8; HELLO_LEN];
     read_exact_within(&mut s, &mut hello, IO).unwrap_or_else(|e| panic!("{}'s hello: {e}", t.name));
@@ -410,15 +417,16 @@ fn impersonate(net: &Net, as_node: usize, target: usize) -> TcpStream {
             tail(&t.log(), 20)
         )
     });
-    hs.on_peer_auth(&their_auth)
+    let session = hs
+        .on_peer_auth(&their_auth)
         .unwrap_or_else(|e| panic!("{}'s Auth: {e:?}", t.name));
-    s
+    SealedSocket::new(s, &session.keys)
 }
 
 /// Lines of node `i`'s log that report a ban for a non-final block at `height`.
 fn ban_lines(net: &Net, i: usize, height: u64) -> usize {
     let text = std::fs::read_to_string(net.nodes[i].log()).unwrap_or_default();
-    let reason = format!("sent block {height}, whose commit certificate is not final");
+    let reason = format!("sent block {height}, which carries a");
     text.lines()
         .filter(|l| l.contains("peer banned") && l.contains(&reason))
         .count()
@@ -451,7 +459,7 @@ fn forge_until_banned(
         let forged = forge(net, cn_keys, &head, how);
         let violations = net.sample(target, VIOLATIONS);
         let mut s = impersonate(net, as_node, target);
-        s.write_all(&encode_frame(&forged))
+        s.write_sealed(&encode_frame(&forged))
             .expect("send the forged block");
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut banned = false;
@@ -466,7 +474,7 @@ fn forge_until_banned(
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let (closed, _) = read_until_closed(&mut s, Duration::from_secs(5));
+        let (closed, _) = read_until_closed(&mut s.stream, Duration::from_secs(5));
         drop(s);
         if banned {
             assert!(

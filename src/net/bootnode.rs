@@ -71,16 +71,16 @@ use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
-use rkyv::util::AlignedVec;
 
-use super::handshake::{Handshake, HandshakeError, PeerIdentity, Side, AUTH_LEN, HELLO_LEN};
+use super::handshake::{
+    Handshake, HandshakeError, KeyExchange, PeerIdentity, Session, Side, AUTH_LEN, HELLO_LEN,
+};
+use super::record::{Opener, Sealer};
 use super::{accept_next, bind_exclusive, within, NetCounters, HANDSHAKE_TIMEOUT};
 use crate::crypto::bls::BlsSecretKey;
 use crate::node::config::{PeerEntry, Role};
 use crate::runtime::ShardStats;
-use crate::types::frame::{
-    encode_frame, BootnodeMessage, Frame, FrameHeader, FrameKind, FRAME_HEADER_LEN,
-};
+use crate::types::frame::{encode_frame, BootnodeMessage, Frame, FrameDecoder, FrameKind};
 use crate::types::network::{
     ip_from_wire, ArchivedPeerRecord, PeerList, PeerQuery, PeerRecord, MAX_PEER_LIST,
 };
@@ -430,7 +430,8 @@ impl std::fmt::Display for HandshakeFailure {
     }
 }
 
-/// Runs the handshake of [`super::handshake`] on `stream`.
+/// Runs the handshake of [`super::handshake`] on `stream`. Bootnode sessions are always
+/// encrypted (this side asks; a session is a few hundred bytes, so it costs nothing).
 async fn authenticate(
     stream: &mut TcpStream,
     side: Side,
@@ -438,14 +439,21 @@ async fn authenticate(
     chain_id: u64,
     role: Role,
     admit: impl FnOnce(Role, [u8; 20]) -> Result<(), String>,
-) -> Result<PeerIdentity, HandshakeFailure> {
+) -> Result<Session, HandshakeFailure> {
     let mut nonce = [0u8; 32];
-    getrandom::fill(&mut nonce).map_err(|e| {
-        HandshakeFailure::BeforeHello(std::io::Error::other(format!(
-            "no randomness for the nonce: {e}"
-        )))
-    })?;
-    let mut handshake = Handshake::new(side, secret, chain_id, role, nonce);
+    let mut ephemeral = [0u8; 32];
+    getrandom::fill(&mut nonce)
+        .and_then(|()| getrandom::fill(&mut ephemeral))
+        .map_err(|e| {
+            HandshakeFailure::BeforeHello(std::io::Error::other(format!(
+                "no randomness for the handshake: {e}"
+            )))
+        })?;
+    let exchange = KeyExchange {
+        secret: ephemeral,
+        encrypt: true,
+    };
+    let mut handshake = Handshake::new(side, secret, chain_id, role, nonce, exchange);
     stream
         .write_all(&handshake.hello())
         .await
@@ -472,29 +480,64 @@ async fn authenticate(
         .map_err(HandshakeFailure::Refused)
 }
 
-/// Reads exactly one frame of `kind`: the header is checked (kind, size) before the payload
-/// is read.
-async fn read_frame(stream: &mut TcpStream, kind: FrameKind) -> Result<Frame, String> {
-    let mut header = [0u8; FRAME_HEADER_LEN];
-    stream
-        .read_exact(&mut header)
-        .await
-        .map_err(|e| format!("reading a frame header: {e}"))?;
-    let header = FrameHeader::parse(header).map_err(|e| e.to_string())?;
-    if header.kind != kind {
-        return Err(format!(
-            "expected a {} frame, got {}",
-            kind.name(),
-            header.kind.name()
-        ));
+/// A bootnode session's stream after the handshake: frames travel in sealed records
+/// ([`super::record`]).
+struct SealedStream<'a> {
+    stream: &'a mut TcpStream,
+    sealer: Sealer,
+    opener: Opener,
+}
+
+impl<'a> SealedStream<'a> {
+    fn new(stream: &'a mut TcpStream, session: &Session) -> SealedStream<'a> {
+        SealedStream {
+            stream,
+            sealer: session.keys.sealer(),
+            opener: session.keys.opener(),
+        }
     }
-    let mut payload = AlignedVec::<16>::with_capacity(header.len as usize);
-    payload.resize(header.len as usize, 0);
-    stream
-        .read_exact(&mut payload)
-        .await
-        .map_err(|e| format!("reading a {} payload: {e}", kind.name()))?;
-    Ok(Frame { kind, payload })
+
+    /// Seals and writes one frame.
+    async fn write_frame(&mut self, frame: &[u8]) -> std::io::Result<()> {
+        let mut out = Vec::with_capacity(frame.len() + 64);
+        self.sealer
+            .seal(frame, &mut out)
+            .map_err(std::io::Error::other)?;
+        self.stream.write_all(&out).await
+    }
+
+    /// Reads exactly one frame of `kind`: records are opened as they arrive, and the frame
+    /// header is checked (kind, size) before its payload is buffered.
+    async fn read_frame(&mut self, kind: FrameKind) -> Result<Frame, String> {
+        let mut decoder = FrameDecoder::new();
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut plain = Vec::new();
+        loop {
+            let n = self
+                .stream
+                .read(&mut buf)
+                .await
+                .map_err(|e| format!("reading a {} frame: {e}", kind.name()))?;
+            if n == 0 {
+                return Err(format!("closed before a whole {} frame", kind.name()));
+            }
+            plain.clear();
+            self.opener
+                .open(&buf[..n], &mut plain)
+                .map_err(|e| e.to_string())?;
+            let mut input = plain.as_slice();
+            if let Some(frame) = decoder.decode(&mut input).map_err(|e| e.to_string())? {
+                if frame.kind != kind {
+                    return Err(format!(
+                        "expected a {} frame, got {}",
+                        kind.name(),
+                        frame.kind.name()
+                    ));
+                }
+                return Ok(frame);
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -586,7 +629,7 @@ async fn query_bootnode_unbounded(
             })?;
     let _ = stream.set_nodelay(true);
     let expected = bootnode.node_id;
-    let identity = authenticate(
+    let session = authenticate(
         &mut stream,
         Side::Dialer,
         secret,
@@ -615,11 +658,13 @@ async fn query_bootnode_unbounded(
         HandshakeFailure::ClosedBeforeAuth(_) => BootnodeError::NotAdmitted,
     })?;
     let my_id = secret.public_key().node_id();
-    stream
-        .write_all(&encode_frame(&PeerQuery::new(register)))
+    let mut sealed = SealedStream::new(&mut stream, &session);
+    sealed
+        .write_frame(&encode_frame(&PeerQuery::new(register)))
         .await
         .map_err(|e| BootnodeError::Io(e.to_string()))?;
-    let frame = read_frame(&mut stream, FrameKind::PeerList)
+    let frame = sealed
+        .read_frame(FrameKind::PeerList)
         .await
         .map_err(BootnodeError::BadAnswer)?;
     let list = match frame.bootnode_message() {
@@ -649,7 +694,7 @@ async fn query_bootnode_unbounded(
     }
     tracing::debug!(
         bootnode = %bootnode.name,
-        bootnode_role = identity.role.name(),
+        bootnode_role = session.peer.role.name(),
         peers = peers.len(),
         "bootnode answered"
     );
@@ -870,7 +915,7 @@ async fn session(
             .map(|_| ())
             .map_err(|r| r.to_string())
     };
-    let identity = within(
+    let session = within(
         HANDSHAKE_TIMEOUT,
         authenticate(
             stream,
@@ -884,8 +929,11 @@ async fn session(
     .await
     .ok_or_else(|| SessionEnd::Refused("handshake timed out".into()))?
     .map_err(|e| SessionEnd::Refused(e.to_string()))?;
+    let identity = session.peer;
     authenticated.set(Some(identity));
-    let frame = read_frame(stream, FrameKind::PeerQuery)
+    let mut sealed = SealedStream::new(stream, &session);
+    let frame = sealed
+        .read_frame(FrameKind::PeerQuery)
         .await
         .map_err(SessionEnd::Violation)?;
     let query = match frame.bootnode_message() {
@@ -951,8 +999,8 @@ async fn session(
         peers: answer.peers.iter().map(DiscoveredPeer::record).collect(),
     };
     let bytes = encode_frame(&list);
-    stream
-        .write_all(&bytes)
+    sealed
+        .write_frame(&bytes)
         .await
         .map_err(|e| SessionEnd::Closed(format!("writing the answer: {e}")))?;
     server

@@ -1,10 +1,12 @@
 //! The peer handshake: the first bytes two nodes exchange on every TCP connection, in which
 //! each proves to the other that it holds the BLS node key it claims, for this chain, in the
-//! role it claims, on this connection.
+//! role it claims, on this connection, and both derive the session keys that protect every
+//! byte after it (the [record layer](super::record)).
 //!
 //! The module is sans-IO: no sockets, no clocks, no randomness. The caller reads and writes
-//! the bytes, and supplies each connection's nonce (32 fresh bytes from the operating system's
-//! random source, e.g. `getrandom::fill`, never reused).
+//! the bytes, and supplies each connection's nonce and X25519 ephemeral secret ([`KeyExchange`]:
+//! fresh bytes from the operating system's random source, e.g. `getrandom::fill`, never
+//! reused).
 //!
 //! # Protocol
 //!
@@ -18,7 +20,8 @@
 //!    asks the caller's `admit` callback whether this role and node id may connect at all, and
 //!    only then signs the transcript and sends its `Auth`.
 //! 3. On the peer's `Auth` ([`Handshake::on_peer_auth`]) a side verifies the signature with
-//!    the key from the peer's hello and returns the authenticated [`PeerIdentity`].
+//!    the key from the peer's hello and returns the [`Session`]: the authenticated
+//!    [`PeerIdentity`] and the [`SessionKeys`].
 //!
 //! One round trip in total; each side sends `HELLO_LEN + AUTH_LEN` bytes.
 //!
@@ -27,59 +30,67 @@
 //! Every integer is big-endian. Both messages have a fixed length, so the caller reads exactly
 //! [`HELLO_LEN`], then exactly [`AUTH_LEN`] bytes.
 //!
-//! `Hello`, [`HELLO_LEN`] = 94 bytes:
+//! `Hello`, [`HELLO_LEN`] = 127 bytes:
 //!
 //! | offset | length | field                                                     |
 //! |-------:|-------:|-----------------------------------------------------------|
 //! |      0 |      4 | magic [`HANDSHAKE_MAGIC`] = `b"CCHS"`                     |
-//! |      4 |      1 | version [`HANDSHAKE_VERSION`] = 1                         |
+//! |      4 |      1 | version [`HANDSHAKE_VERSION`] = 2                         |
 //! |      5 |      8 | chain id, `u64`                                           |
 //! |     13 |      1 | role ([`Role::to_byte`]: cn 1, pn 2, en 3, bootnode 4)   |
 //! |     14 |     48 | BLS public key, compressed G1 ([`PUBLIC_KEY_LEN`])        |
 //! |     62 |     32 | nonce ([`NONCE_LEN`])                                     |
+//! |     94 |     32 | X25519 ephemeral public key ([`EPHEMERAL_LEN`])           |
+//! |    126 |      1 | flags: bit 0 [`FLAG_ENCRYPT`] (wants encryption), others 0 |
 //!
 //! `Auth`, [`AUTH_LEN`] = 96 bytes: a compressed G2 BLS signature under
 //! [`Domain::Handshake`] over the transcript below.
 //!
-//! A later version must keep the magic and version byte at offsets 0 to 4, so a version-1
-//! node reading a newer hello refuses it as [`HandshakeError::UnsupportedVersion`]. There is
-//! no negotiation: a node speaks exactly one version, so there is nothing to downgrade.
+//! A later version must keep the magic and version byte at offsets 0 to 4, so an older node
+//! reading a newer hello refuses it as [`HandshakeError::UnsupportedVersion`] (version 1, the
+//! plaintext links of earlier releases, is refused so). There is no negotiation of versions: a
+//! node speaks exactly one, so there is nothing to downgrade. The one choice, encryption, is
+//! made by both flags, which are signed: a link is encrypted when either side asks.
 //!
 //! # Transcript
 //!
 //! Both sides sign the same [`TRANSCRIPT_LEN`]-byte message:
 //!
 //! ```text
-//! b"corecell/handshake/v1" || chain_id (u64 BE) || dialer's hello || listener's hello
+//! b"corecell/handshake/v2" || chain_id (u64 BE) || dialer's hello || listener's hello
 //! ```
 //!
-//! It binds both nonces, both public keys, both roles, the version and the chain id (the
-//! chain id twice: in the hellos, and up front so it is visible without parsing). Each side
-//! signs with its own key; the peer verifies with the key in the peer's hello, which is inside
-//! the transcript, so a signature cannot be moved to another key, session, chain or role.
+//! It binds both nonces, both public keys, both ephemeral keys, both flags, both roles, the
+//! version and the chain id (the chain id twice: in the hellos, and up front so it is visible
+//! without parsing). Each side signs with its own key; the peer verifies with the key in the
+//! peer's hello, which is inside the transcript, so a signature cannot be moved to another
+//! key, session, chain or role.
 //!
-//! # Why a signed challenge and not Noise
+//! # Session keys
+//!
+//! Each side computes the X25519 shared secret of its ephemeral secret and the peer's
+//! ephemeral public key (refusing a non-contributory result, [`HandshakeError::WeakKeyExchange`]:
+//! a low-order point from the peer), then HKDF-SHA256 with the SHA-256 of the transcript as
+//! salt and that secret as input key material expands [`KEY_INFO_DIALER`] and
+//! [`KEY_INFO_LISTENER`] into one AES-256 key and 12-byte IV per direction. An attacker on the
+//! path who swaps an ephemeral key changes the transcript, so the signatures fail; one who
+//! only watches learns nothing of the shared secret. The ephemeral secrets live only for the
+//! handshake (forward secrecy: a node key stolen later does not open recorded sessions).
+//!
+//! # Why a signed key exchange and not Noise
 //!
 //! - A node's identity already *is* its BLS key: genesis registers each node's public key with
 //!   a proof of possession, the allowlists and peer lists name nodes by
 //!   [`node_id_of`]`(public key)`. Noise would authenticate a second (X25519) static key,
 //!   which would then need its own registry or a BLS signature binding it to the node key —
-//!   that binding signature is exactly this handshake.
+//!   that binding signature is exactly this handshake, which signs the ephemeral keys (the
+//!   SIGMA pattern of IKE and TLS 1.3: sign the key exchange's transcript with the identity
+//!   key).
 //! - Every consensus message (proposal, vote, round change) is signed by its author, and every
 //!   finalized block carries a quorum certificate; transactions carry their senders'
-//!   signatures. Their authenticity never rests on the connection they arrived on, so
-//!   per-frame channel authentication would add no safety to consensus.
-//! - Chain data is public: every block and vote is meant to reach every node.
-//!
-//! **Known limit: the channel is neither encrypted nor integrity-protected after the
-//! handshake.** The handshake proves who was at the other end when it ran. An on-path attacker
-//! can read all traffic, and can drop, delay, reorder, replay or inject frames on an
-//! established connection (e.g. by hijacking the TCP stream). It cannot forge a consensus
-//! message, block or transaction, since those are verified on their own, but frames it injects
-//! are attributed to the authenticated peer, so anything that trusts the connection rather
-//! than the signed content (peer scoring, rate-limit accounting, bans) can be misled. Where
-//! confidentiality or per-frame integrity is required, run the links over an encrypted
-//! transport (WireGuard, IPsec, TLS tunnel).
+//!   signatures. What the record layer adds is that frames cannot be injected, replayed or
+//!   changed on the path (which would otherwise be attributed to, and get banned, the honest
+//!   peer), and that traffic between data centres is not readable.
 //!
 //! # What attacks run into
 //!
@@ -102,16 +113,19 @@
 //!   randao reveal or proof of possession verifies as an `Auth`, nor the other way round.
 //! - **Relay** (an attacker forwarding two honest nodes' hellos and `Auth`s between them): the
 //!   handshake succeeds between the two honest nodes, which is correct — they did authenticate
-//!   each other; what remains is the on-path position described in the known limit above.
+//!   each other — and the session keys are theirs alone: the relay holds neither ephemeral
+//!   secret, so every record it forwards is opaque to it and every change it makes fails.
+//! - **Downgrade** to integrity only: the flags are signed, so changing one fails the
+//!   signatures; a side that wants encryption gets it whatever the other says.
 //! - **Unadmitted peers** never make us sign: `admit` runs before our `Auth` is computed, and
 //!   also before the peer's public key is decompressed and checked.
 //!
 //! # Invariants
 //!
-//! - A [`PeerIdentity`] is returned only after the peer's signature over this session's
+//! - A [`Session`] is returned only after the peer's signature over this session's
 //!   transcript verified under the public key in its hello, which was decompressed, checked to
 //!   be in G1 and not the identity, is not our key, and whose node id and role `admit`
-//!   accepted.
+//!   accepted; its keys come from that transcript and a contributory X25519 exchange.
 //! - Nothing here panics on peer bytes; every refusal is a [`HandshakeError`].
 //! - Any error, or a call out of order, leaves the handshake failed: later calls return
 //!   [`HandshakeError::OutOfOrder`] (fail closed). The connection must then be dropped.
@@ -120,6 +134,7 @@
 //! - The role in a hello is a claim bound to the key by the signature, not a proof of the
 //!   role: whether this node id may connect in this role is `admit`'s decision.
 
+use super::record::{DirectionKey, Opener, Sealer};
 use crate::crypto::bls::{node_id_of, BlsError, BlsPublicKey, BlsSecretKey, BlsSignature, Domain};
 use crate::node::config::Role;
 use crate::types::BlsPublicKeyBytes;
@@ -127,11 +142,19 @@ use crate::types::BlsPublicKeyBytes;
 /// First four bytes of every hello.
 pub const HANDSHAKE_MAGIC: [u8; 4] = *b"CCHS";
 /// The one handshake version this node speaks.
-pub const HANDSHAKE_VERSION: u8 = 1;
+pub const HANDSHAKE_VERSION: u8 = 2;
 /// Length of a compressed BLS public key in a hello.
 pub const PUBLIC_KEY_LEN: usize = 48;
 /// Length of a hello's nonce.
 pub const NONCE_LEN: usize = 32;
+/// Length of a hello's X25519 ephemeral public key.
+pub const EPHEMERAL_LEN: usize = 32;
+/// Flag bit: the sender wants the link encrypted (else integrity only, if the peer agrees).
+pub const FLAG_ENCRYPT: u8 = 0b1;
+/// HKDF info of the dialer-to-listener direction's key and IV.
+pub const KEY_INFO_DIALER: &[u8] = b"corecell/link/v2 dialer to listener";
+/// HKDF info of the listener-to-dialer direction's key and IV.
+pub const KEY_INFO_LISTENER: &[u8] = b"corecell/link/v2 listener to dialer";
 
 /// Offset of the version byte in a hello.
 pub const VERSION_OFFSET: usize = HANDSHAKE_MAGIC.len();
@@ -143,18 +166,22 @@ pub const ROLE_OFFSET: usize = CHAIN_ID_OFFSET + 8;
 pub const PUBLIC_KEY_OFFSET: usize = ROLE_OFFSET + 1;
 /// Offset of the nonce in a hello.
 pub const NONCE_OFFSET: usize = PUBLIC_KEY_OFFSET + PUBLIC_KEY_LEN;
-/// Length of a hello: magic, version, chain id, role, public key, nonce.
-pub const HELLO_LEN: usize = NONCE_OFFSET + NONCE_LEN;
+/// Offset of the X25519 ephemeral public key in a hello.
+pub const EPHEMERAL_OFFSET: usize = NONCE_OFFSET + NONCE_LEN;
+/// Offset of the flags byte in a hello.
+pub const FLAGS_OFFSET: usize = EPHEMERAL_OFFSET + EPHEMERAL_LEN;
+/// Length of a hello: magic, version, chain id, role, public key, nonce, ephemeral key, flags.
+pub const HELLO_LEN: usize = FLAGS_OFFSET + 1;
 /// Length of an `Auth`: one compressed BLS signature.
 pub const AUTH_LEN: usize = 96;
 
 /// Label at the start of the signed transcript.
-pub const TRANSCRIPT_LABEL: &[u8] = b"corecell/handshake/v1";
+pub const TRANSCRIPT_LABEL: &[u8] = b"corecell/handshake/v2";
 /// Length of the signed transcript: label, chain id, dialer's hello, listener's hello.
 pub const TRANSCRIPT_LEN: usize = TRANSCRIPT_LABEL.len() + 8 + 2 * HELLO_LEN;
 
-const _: () = assert!(HELLO_LEN == 94);
-const _: () = assert!(TRANSCRIPT_LEN == 217);
+const _: () = assert!(HELLO_LEN == 127);
+const _: () = assert!(TRANSCRIPT_LEN == 283);
 
 /// Which end of the TCP connection we are. It fixes the order of the two hellos in the
 /// transcript, so both sides must agree on it (the one that called `connect` is the dialer).
@@ -178,6 +205,10 @@ pub struct Hello {
     pub public_key: BlsPublicKeyBytes,
     /// The sender's nonce for this connection.
     pub nonce: [u8; NONCE_LEN],
+    /// The sender's X25519 ephemeral public key for this connection.
+    pub ephemeral: [u8; EPHEMERAL_LEN],
+    /// Whether the sender wants the link encrypted ([`FLAG_ENCRYPT`]).
+    pub encrypt: bool,
 }
 
 impl Hello {
@@ -189,11 +220,14 @@ impl Hello {
         out[CHAIN_ID_OFFSET..ROLE_OFFSET].copy_from_slice(&self.chain_id.to_be_bytes());
         out[ROLE_OFFSET] = self.role.to_byte();
         out[PUBLIC_KEY_OFFSET..NONCE_OFFSET].copy_from_slice(&self.public_key);
-        out[NONCE_OFFSET..].copy_from_slice(&self.nonce);
+        out[NONCE_OFFSET..EPHEMERAL_OFFSET].copy_from_slice(&self.nonce);
+        out[EPHEMERAL_OFFSET..FLAGS_OFFSET].copy_from_slice(&self.ephemeral);
+        out[FLAGS_OFFSET] = if self.encrypt { FLAG_ENCRYPT } else { 0 };
         out
     }
 
-    /// Decodes a hello, checking its length, magic, version and role byte, in that order.
+    /// Decodes a hello, checking its length, magic, version, role byte and flags, in that
+    /// order.
     pub fn decode(bytes: &[u8]) -> Result<Hello, HandshakeError> {
         if bytes.len() != HELLO_LEN {
             return Err(HandshakeError::WrongLength { got: bytes.len() });
@@ -211,15 +245,27 @@ impl Hello {
         let (chain_id, rest) = rest.split_first_chunk::<8>().ok_or_else(short)?;
         let (&role, rest) = rest.split_first().ok_or_else(short)?;
         let role = Role::from_byte(role).ok_or(HandshakeError::UnknownRole(role))?;
-        let (public_key, nonce) = rest
+        let (public_key, rest) = rest
             .split_first_chunk::<PUBLIC_KEY_LEN>()
             .ok_or_else(short)?;
-        let nonce: &[u8; NONCE_LEN] = nonce.try_into().map_err(|_| short())?;
+        let (nonce, rest) = rest.split_first_chunk::<NONCE_LEN>().ok_or_else(short)?;
+        let (ephemeral, rest) = rest
+            .split_first_chunk::<EPHEMERAL_LEN>()
+            .ok_or_else(short)?;
+        let flags = match rest {
+            [flags] => *flags,
+            _ => return Err(short()),
+        };
+        if flags & !FLAG_ENCRYPT != 0 {
+            return Err(HandshakeError::UnknownFlags(flags));
+        }
         Ok(Hello {
             chain_id: u64::from_be_bytes(*chain_id),
             role,
             public_key: *public_key,
             nonce: *nonce,
+            ephemeral: *ephemeral,
+            encrypt: flags & FLAG_ENCRYPT != 0,
         })
     }
 }
@@ -233,6 +279,55 @@ pub struct PeerIdentity {
     pub node_id: [u8; 20],
     /// The peer's compressed BLS public key (validated).
     pub public_key: BlsPublicKeyBytes,
+}
+
+/// The caller's fresh secrets for a connection's key exchange, and its wish for encryption.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyExchange {
+    /// 32 fresh random bytes: the X25519 ephemeral secret (never reused).
+    pub secret: [u8; 32],
+    /// Whether this node wants the link encrypted (`network.encryption`).
+    pub encrypt: bool,
+}
+
+impl std::fmt::Debug for KeyExchange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyExchange")
+            .field("encrypt", &self.encrypt)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The keys of an established link, one per direction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionKeys {
+    /// What we send with.
+    pub send: DirectionKey,
+    /// What the peer sends with.
+    pub receive: DirectionKey,
+    /// Whether records are encrypted (either side asked), or integrity-protected only.
+    pub encrypt: bool,
+}
+
+impl SessionKeys {
+    /// The sealer of our direction.
+    pub fn sealer(&self) -> Sealer {
+        Sealer::new(&self.send, self.encrypt)
+    }
+
+    /// The opener of the peer's direction.
+    pub fn opener(&self) -> Opener {
+        Opener::new(&self.receive, self.encrypt)
+    }
+}
+
+/// A finished handshake: who the peer is, and the keys of the link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// The authenticated peer.
+    pub peer: PeerIdentity,
+    /// The link's keys.
+    pub keys: SessionKeys,
 }
 
 /// Why a handshake failed. Every variant means: drop the connection.
@@ -267,6 +362,12 @@ pub enum HandshakeError {
     /// The role byte names no role.
     #[error("unknown role byte {0:#04x}")]
     UnknownRole(u8),
+    /// The flags byte sets a bit this version does not know.
+    #[error("unknown handshake flags {0:#04x}")]
+    UnknownFlags(u8),
+    /// The X25519 exchange gave a non-contributory secret (the peer sent a low-order point).
+    #[error("the peer's ephemeral key gives no shared secret (low-order point)")]
+    WeakKeyExchange,
     /// The public key is not a valid compressed G1 point in the subgroup, or is the identity.
     #[error("invalid peer public key: {0}")]
     InvalidPublicKey(BlsError),
@@ -300,19 +401,33 @@ pub enum HandshakeError {
     OutOfOrder(&'static str),
 }
 
+/// Our X25519 ephemeral secret (its `Debug` shows nothing).
+struct Ephemeral(x25519_dalek::StaticSecret);
+
+impl std::fmt::Debug for Ephemeral {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Ephemeral(..)")
+    }
+}
+
 /// Where a [`Handshake`] is.
 // One per connection, alive only during the handshake: the transcript is kept inline rather
 // than boxed.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum State {
-    /// Our hello is out; waiting for the peer's. Holds our key until we have signed.
-    AwaitingHello { secret: BlsSecretKey },
+    /// Our hello is out; waiting for the peer's. Holds our key and ephemeral secret until
+    /// we have signed and exchanged.
+    AwaitingHello {
+        secret: BlsSecretKey,
+        ephemeral: Ephemeral,
+    },
     /// Our `Auth` is out; waiting for the peer's.
     AwaitingAuth {
         transcript: [u8; TRANSCRIPT_LEN],
         peer_key: BlsPublicKey,
         peer: PeerIdentity,
+        keys: SessionKeys,
     },
     /// A step failed; every later step fails.
     Failed,
@@ -328,25 +443,31 @@ pub struct Handshake {
     hello: [u8; HELLO_LEN],
     public_key: BlsPublicKeyBytes,
     nonce: [u8; NONCE_LEN],
+    encrypt: bool,
     state: State,
 }
 
 impl Handshake {
     /// Starts a handshake as `side` with our node key, chain id and role. `nonce` must be 32
-    /// fresh random bytes, never used for another connection: replay protection rests on it.
+    /// fresh random bytes, never used for another connection: replay protection rests on it;
+    /// so must `exchange.secret`, the link keys' secrecy rests on it.
     pub fn new(
         side: Side,
         secret: &BlsSecretKey,
         chain_id: u64,
         role: Role,
         nonce: [u8; NONCE_LEN],
+        exchange: KeyExchange,
     ) -> Handshake {
         let public_key = secret.public_key().to_bytes();
+        let ephemeral = x25519_dalek::StaticSecret::from(exchange.secret);
         let hello = Hello {
             chain_id,
             role,
             public_key,
             nonce,
+            ephemeral: x25519_dalek::PublicKey::from(&ephemeral).to_bytes(),
+            encrypt: exchange.encrypt,
         }
         .encode();
         Handshake {
@@ -355,8 +476,10 @@ impl Handshake {
             hello,
             public_key,
             nonce,
+            encrypt: exchange.encrypt,
             state: State::AwaitingHello {
                 secret: secret.clone(),
+                ephemeral: Ephemeral(ephemeral),
             },
         }
     }
@@ -386,8 +509,8 @@ impl Handshake {
         bytes: &[u8; HELLO_LEN],
         admit: impl FnOnce(Role, [u8; 20]) -> Result<(), String>,
     ) -> Result<[u8; AUTH_LEN], HandshakeError> {
-        let secret = match std::mem::replace(&mut self.state, State::Failed) {
-            State::AwaitingHello { secret } => secret,
+        let (secret, ephemeral) = match std::mem::replace(&mut self.state, State::Failed) {
+            State::AwaitingHello { secret, ephemeral } => (secret, ephemeral),
             State::AwaitingAuth { .. } => {
                 return Err(HandshakeError::OutOfOrder(
                     "the peer's hello was already taken",
@@ -421,10 +544,24 @@ impl Handshake {
         let peer_key =
             BlsPublicKey::from_bytes(&peer.public_key).map_err(HandshakeError::InvalidPublicKey)?;
 
+        let shared = ephemeral
+            .0
+            .diffie_hellman(&x25519_dalek::PublicKey::from(peer.ephemeral));
+        drop(ephemeral);
+        if !shared.was_contributory() {
+            return Err(HandshakeError::WeakKeyExchange);
+        }
+
         let transcript = match self.side {
             Side::Dialer => transcript(self.chain_id, &self.hello, bytes),
             Side::Listener => transcript(self.chain_id, bytes, &self.hello),
         };
+        let keys = session_keys(
+            self.side,
+            shared.as_bytes(),
+            &transcript,
+            self.encrypt || peer.encrypt,
+        );
         let auth = secret.sign(Domain::Handshake, &transcript).to_bytes();
         self.state = State::AwaitingAuth {
             transcript,
@@ -434,20 +571,22 @@ impl Handshake {
                 node_id,
                 public_key: peer.public_key,
             },
+            keys,
         };
         Ok(auth)
     }
 
     /// Takes the peer's `Auth` and, if it is the peer's signature over this session's
-    /// transcript, returns the authenticated peer. Calling it before
+    /// transcript, returns the authenticated peer and the link's keys. Calling it before
     /// [`Handshake::on_peer_hello`] succeeded is an [`HandshakeError::OutOfOrder`] error.
-    pub fn on_peer_auth(self, bytes: &[u8; AUTH_LEN]) -> Result<PeerIdentity, HandshakeError> {
-        let (transcript, peer_key, peer) = match self.state {
+    pub fn on_peer_auth(self, bytes: &[u8; AUTH_LEN]) -> Result<Session, HandshakeError> {
+        let (transcript, peer_key, peer, keys) = match self.state {
             State::AwaitingAuth {
                 transcript,
                 peer_key,
                 peer,
-            } => (transcript, peer_key, peer),
+                keys,
+            } => (transcript, peer_key, peer, keys),
             State::AwaitingHello { .. } => {
                 return Err(HandshakeError::OutOfOrder(
                     "the peer's auth came before its hello was taken",
@@ -466,7 +605,41 @@ impl Handshake {
             .map_err(|_| HandshakeError::BadSignature {
                 node_id: peer.node_id,
             })?;
-        Ok(peer)
+        Ok(Session { peer, keys })
+    }
+}
+
+/// The two directions' keys from the X25519 `shared` secret and the `transcript` (see the
+/// module documentation), seen from `side`.
+fn session_keys(
+    side: Side,
+    shared: &[u8; 32],
+    transcript: &[u8; TRANSCRIPT_LEN],
+    encrypt: bool,
+) -> SessionKeys {
+    use sha2::Digest;
+    let salt = sha2::Sha256::digest(transcript);
+    let hkdf = hkdf::Hkdf::<sha2::Sha256>::new(Some(&salt), shared);
+    let direction = |info: &[u8]| {
+        let mut okm = [0u8; 44];
+        // 44 bytes is far below HKDF-SHA256's limit of 255 * 32.
+        hkdf.expand(info, &mut okm)
+            .expect("44 bytes is within HKDF's output limit");
+        let mut key = [0u8; 32];
+        let mut iv = [0u8; 12];
+        key.copy_from_slice(&okm[..32]);
+        iv.copy_from_slice(&okm[32..]);
+        DirectionKey { key, iv }
+    };
+    let (dialer, listener) = (direction(KEY_INFO_DIALER), direction(KEY_INFO_LISTENER));
+    let (send, receive) = match side {
+        Side::Dialer => (dialer, listener),
+        Side::Listener => (listener, dialer),
+    };
+    SessionKeys {
+        send,
+        receive,
+        encrypt,
     }
 }
 
@@ -507,8 +680,8 @@ mod tests {
         dialer: Handshake,
         listener: Handshake,
     ) -> (
-        Result<PeerIdentity, HandshakeError>,
-        Result<PeerIdentity, HandshakeError>,
+        Result<Session, HandshakeError>,
+        Result<Session, HandshakeError>,
     ) {
         let (mut d, mut l) = (dialer, listener);
         let (d_hello, l_hello) = (d.hello(), l.hello());
@@ -519,12 +692,35 @@ mod tests {
         (d_result, l_result)
     }
 
+    /// A key exchange with the ephemeral secret `[b; 32]` (a test value; fresh randomness
+    /// in a node) that asks for encryption.
+    fn exchange(b: u8) -> KeyExchange {
+        KeyExchange {
+            secret: [b; 32],
+            encrypt: true,
+        }
+    }
+
     fn dialer(seed: u8, role: Role, nonce: u8) -> Handshake {
-        Handshake::new(Side::Dialer, &key(seed), CHAIN, role, [nonce; 32])
+        Handshake::new(
+            Side::Dialer,
+            &key(seed),
+            CHAIN,
+            role,
+            [nonce; 32],
+            exchange(nonce.wrapping_add(100)),
+        )
     }
 
     fn listener(seed: u8, role: Role, nonce: u8) -> Handshake {
-        Handshake::new(Side::Listener, &key(seed), CHAIN, role, [nonce; 32])
+        Handshake::new(
+            Side::Listener,
+            &key(seed),
+            CHAIN,
+            role,
+            [nonce; 32],
+            exchange(nonce.wrapping_add(100)),
+        )
     }
 
     #[test]
@@ -536,16 +732,20 @@ mod tests {
             0x0102_0304_0506_0708,
             Role::Pn,
             [9; 32],
+            exchange(7),
         );
+        let ephemeral = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from([7; 32]));
         let hello = hs.hello();
-        assert_eq!(HELLO_LEN, 94);
+        assert_eq!(HELLO_LEN, 127);
         assert_eq!(AUTH_LEN, 96);
         assert_eq!(&hello[0..4], b"CCHS");
-        assert_eq!(hello[4], 1);
+        assert_eq!(hello[4], 2);
         assert_eq!(&hello[5..13], &[1, 2, 3, 4, 5, 6, 7, 8]);
         assert_eq!(hello[13], 2);
         assert_eq!(&hello[14..62], &pk);
         assert_eq!(&hello[62..94], &[9; 32]);
+        assert_eq!(&hello[94..126], ephemeral.as_bytes());
+        assert_eq!(hello[126], FLAG_ENCRYPT);
         assert_eq!(
             Hello::decode(&hello),
             Ok(Hello {
@@ -553,6 +753,8 @@ mod tests {
                 role: Role::Pn,
                 public_key: pk,
                 nonce: [9; 32],
+                ephemeral: ephemeral.to_bytes(),
+                encrypt: true,
             })
         );
     }
@@ -573,7 +775,7 @@ mod tests {
     fn transcript_is_label_chain_dialer_listener() {
         let (d, l) = (dialer(1, Role::Cn, 1), listener(2, Role::Pn, 2));
         let t = transcript(CHAIN, &d.hello(), &l.hello());
-        assert_eq!(&t[..21], b"corecell/handshake/v1");
+        assert_eq!(&t[..21], b"corecell/handshake/v2");
         assert_eq!(&t[21..29], &CHAIN.to_be_bytes());
         assert_eq!(&t[29..29 + HELLO_LEN], &d.hello());
         assert_eq!(&t[29 + HELLO_LEN..], &l.hello());
@@ -597,8 +799,13 @@ mod tests {
                 Ok(())
             })
             .unwrap();
-        let listener_as_seen = d.on_peer_auth(&l_auth).unwrap();
-        let dialer_as_seen = l.on_peer_auth(&d_auth).unwrap();
+        let at_dialer = d.on_peer_auth(&l_auth).unwrap();
+        let at_listener = l.on_peer_auth(&d_auth).unwrap();
+        // Each side's send key is the other's receive key, and the two directions differ.
+        assert_eq!(at_dialer.keys.send, at_listener.keys.receive);
+        assert_eq!(at_dialer.keys.receive, at_listener.keys.send);
+        assert_ne!(at_dialer.keys.send, at_dialer.keys.receive);
+        let (listener_as_seen, dialer_as_seen) = (at_dialer.peer, at_listener.peer);
 
         let (pk1, pk2) = (key(1).public_key(), key(2).public_key());
         assert_eq!(
@@ -645,7 +852,14 @@ mod tests {
     #[test]
     fn wrong_chain_is_refused() {
         let mut d = dialer(1, Role::Cn, 1);
-        let other = Handshake::new(Side::Listener, &key(2), CHAIN + 1, Role::Cn, [2; 32]);
+        let other = Handshake::new(
+            Side::Listener,
+            &key(2),
+            CHAIN + 1,
+            Role::Cn,
+            [2; 32],
+            exchange(2),
+        );
         let err = d.on_peer_hello(&other.hello(), admit_all).unwrap_err();
         assert_eq!(
             err,
@@ -805,8 +1019,107 @@ mod tests {
     #[test]
     fn full_run_succeeds() {
         let (d_result, l_result) = run(dialer(1, Role::En, 1), listener(2, Role::Bootnode, 2));
-        assert_eq!(d_result.unwrap().role, Role::Bootnode);
-        assert_eq!(l_result.unwrap().role, Role::En);
+        assert_eq!(d_result.unwrap().peer.role, Role::Bootnode);
+        assert_eq!(l_result.unwrap().peer.role, Role::En);
+    }
+
+    /// Sessions run the record layer: what one side seals the other opens, both ways.
+    fn assert_link_works(d: &Session, l: &Session) {
+        let mut wire = Vec::new();
+        d.keys.sealer().seal(b"ping", &mut wire).unwrap();
+        let mut plain = Vec::new();
+        l.keys.opener().open(&wire, &mut plain).unwrap();
+        assert_eq!(plain, b"ping");
+        wire.clear();
+        plain.clear();
+        l.keys.sealer().seal(b"pong", &mut wire).unwrap();
+        d.keys.opener().open(&wire, &mut plain).unwrap();
+        assert_eq!(plain, b"pong");
+    }
+
+    #[test]
+    fn a_link_is_encrypted_when_either_side_asks_and_keys_differ_per_session() {
+        let with = |d_encrypt: bool, l_encrypt: bool, b: u8| {
+            let d = Handshake::new(
+                Side::Dialer,
+                &key(1),
+                CHAIN,
+                Role::Cn,
+                [b; 32],
+                KeyExchange {
+                    secret: [b ^ 0x11; 32],
+                    encrypt: d_encrypt,
+                },
+            );
+            let l = Handshake::new(
+                Side::Listener,
+                &key(2),
+                CHAIN,
+                Role::Cn,
+                [b ^ 0x22; 32],
+                KeyExchange {
+                    secret: [b ^ 0x33; 32],
+                    encrypt: l_encrypt,
+                },
+            );
+            let (d, l) = run(d, l);
+            let (d, l) = (d.unwrap(), l.unwrap());
+            assert_link_works(&d, &l);
+            assert_eq!(d.keys.encrypt, l.keys.encrypt);
+            d.keys
+        };
+        assert!(with(true, true, 1).encrypt);
+        assert!(with(true, false, 2).encrypt);
+        assert!(with(false, true, 3).encrypt);
+        let integrity_only = with(false, false, 4);
+        assert!(!integrity_only.encrypt);
+        assert_ne!(with(true, true, 5).send, with(true, true, 6).send);
+    }
+
+    #[test]
+    fn a_swapped_ephemeral_key_or_flag_fails_the_signature() {
+        for (offset, what) in [(EPHEMERAL_OFFSET, "ephemeral key"), (FLAGS_OFFSET, "flag")] {
+            let (mut d, mut l) = (dialer(1, Role::Cn, 1), listener(2, Role::Cn, 2));
+            let mut tampered = l.hello();
+            tampered[offset] ^= 1;
+            let d_auth = d.on_peer_hello(&tampered, admit_all);
+            let l_auth = l.on_peer_hello(&d.hello(), admit_all).unwrap();
+            assert!(
+                matches!(
+                    d.on_peer_auth(&l_auth),
+                    Err(HandshakeError::BadSignature { .. }) | Err(HandshakeError::OutOfOrder(_))
+                ),
+                "{what}"
+            );
+            if let Ok(d_auth) = d_auth {
+                assert!(
+                    matches!(
+                        l.on_peer_auth(&d_auth),
+                        Err(HandshakeError::BadSignature { .. })
+                    ),
+                    "{what}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_low_order_ephemeral_key_is_refused() {
+        let mut d = dialer(1, Role::Cn, 1);
+        let mut hello = listener(2, Role::Cn, 2).hello();
+        // The all-zero point gives an all-zero shared secret whatever our secret.
+        hello[EPHEMERAL_OFFSET..FLAGS_OFFSET].copy_from_slice(&[0; EPHEMERAL_LEN]);
+        assert_eq!(
+            d.on_peer_hello(&hello, admit_all),
+            Err(HandshakeError::WeakKeyExchange)
+        );
+        let mut hello = listener(2, Role::Cn, 2).hello();
+        hello[FLAGS_OFFSET] = 0x80;
+        let mut d = dialer(1, Role::Cn, 1);
+        assert_eq!(
+            d.on_peer_hello(&hello, admit_all),
+            Err(HandshakeError::UnknownFlags(0x80))
+        );
     }
 
     #[test]
@@ -839,8 +1152,8 @@ mod tests {
         };
         check(&|h| h[0] = b'X', HandshakeError::BadMagic { got: *b"XCHS" });
         check(
-            &|h| h[VERSION_OFFSET] = 2,
-            HandshakeError::UnsupportedVersion { got: 2 },
+            &|h| h[VERSION_OFFSET] = 1,
+            HandshakeError::UnsupportedVersion { got: 1 },
         );
         check(&|h| h[ROLE_OFFSET] = 5, HandshakeError::UnknownRole(5));
         // The compressed identity point (infinity) is not a usable key.
@@ -858,8 +1171,8 @@ mod tests {
             Err(HandshakeError::WrongLength { got: HELLO_LEN - 1 })
         );
         assert_eq!(
-            HandshakeError::UnsupportedVersion { got: 2 }.to_string(),
-            "unsupported handshake version 2, this node speaks version 1"
+            HandshakeError::UnsupportedVersion { got: 1 }.to_string(),
+            "unsupported handshake version 1, this node speaks version 2"
         );
         assert_eq!(
             HandshakeError::BadMagic { got: *b"GET " }.to_string(),

@@ -87,6 +87,7 @@
 
 pub mod bootnode;
 pub mod handshake;
+pub mod record;
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
@@ -109,7 +110,7 @@ use crate::store::{PeerFrame, SyncServe};
 use crate::types::frame::{encode_frame, Frame, FrameDecoder, FrameHeader, FrameKind, Message};
 use crate::types::network::SyncRequest;
 use crate::types::{CouncilIndex, Height, PeerSlot, TIER_SLOT_BASE};
-use handshake::{Handshake, PeerIdentity, Side, AUTH_LEN, HELLO_LEN};
+use handshake::{Handshake, KeyExchange, PeerIdentity, SessionKeys, Side, AUTH_LEN, HELLO_LEN};
 
 /// First wait before redialing a peer.
 pub const DIAL_BACKOFF_MIN: Duration = Duration::from_millis(50);
@@ -231,6 +232,8 @@ pub struct NetConfig {
     pub dial: Vec<DialTarget>,
     /// Node ids admitted (fail closed: no one else, whatever its role).
     pub allowlist: BTreeSet<[u8; 20]>,
+    /// Ask for encrypted links (`network.encryption`; records are authenticated either way).
+    pub encryption: bool,
     /// Bootnodes to register with and learn peers from.
     pub bootnodes: Vec<crate::node::config::PeerEntry>,
     /// Height of the last block this node made final (PN, EN: blocks at or below it are
@@ -356,6 +359,8 @@ pub struct NetCounters {
     pub dropped: AtomicU64,
     /// Connections closed for a violation.
     pub violations: AtomicU64,
+    /// Peer links closed because a record failed authentication (tampering on the path).
+    pub link_failures: AtomicU64,
     /// Handshakes refused.
     pub refused_handshakes: AtomicU64,
     /// Frames relayed (PN: blocks down, transaction batches up), counted per frame received.
@@ -1137,6 +1142,7 @@ async fn dial_loop(state: Shared, target: DialTarget) {
 struct Admitted {
     slot: PeerSlot,
     identity: PeerIdentity,
+    keys: SessionKeys,
 }
 
 /// Runs the handshake on a fresh stream; returns the admitted peer.
@@ -1146,13 +1152,25 @@ async fn run_handshake(
     side: Side,
     expect: Option<&DialTarget>,
 ) -> Result<Admitted, String> {
-    let (secret, chain_id, my_role) = {
+    let (secret, chain_id, my_role, encrypt) = {
         let s = state.borrow();
-        (s.config.secret.clone(), s.config.chain_id, s.config.role)
+        (
+            s.config.secret.clone(),
+            s.config.chain_id,
+            s.config.role,
+            s.config.encryption,
+        )
     };
     let mut nonce = [0u8; 32];
-    getrandom::fill(&mut nonce).map_err(|e| format!("no randomness for the nonce: {e}"))?;
-    let mut hs = Handshake::new(side, &secret, chain_id, my_role, nonce);
+    let mut ephemeral = [0u8; 32];
+    getrandom::fill(&mut nonce)
+        .and_then(|()| getrandom::fill(&mut ephemeral))
+        .map_err(|e| format!("no randomness for the handshake: {e}"))?;
+    let exchange = KeyExchange {
+        secret: ephemeral,
+        encrypt,
+    };
+    let mut hs = Handshake::new(side, &secret, chain_id, my_role, nonce, exchange);
     let stream_ref = stream;
     let work = async {
         let hello_bytes = hs.hello();
@@ -1181,11 +1199,16 @@ async fn run_handshake(
             .map_err(|e| format!("reading auth: {e}"))?;
         hs.on_peer_auth(&peer_auth).map_err(|e| e.to_string())
     };
-    let identity = within(HANDSHAKE_TIMEOUT, work)
+    let session = within(HANDSHAKE_TIMEOUT, work)
         .await
         .ok_or_else(|| "handshake timed out".to_string())??;
+    let identity = session.peer;
     let slot = state.borrow_mut().slot_of(identity.role, &identity.node_id);
-    Ok(Admitted { slot, identity })
+    Ok(Admitted {
+        slot,
+        identity,
+        keys: session.keys,
+    })
 }
 
 /// Token bucket of one connection's frames.
@@ -1238,15 +1261,18 @@ fn new_outbox(state: &Shared) -> (Outbox, Rc<RefCell<OutQueue>>, Doorbell) {
 type Doorbell = local_channel::LocalReceiver<()>;
 
 /// Writes an outbox's frames to the socket until the outbox is dropped or the socket fails.
-/// Frames queued together are coalesced into one write of up to [`READ_CHUNK`] bytes.
+/// Frames queued together are coalesced into one write of up to [`READ_CHUNK`] bytes, sealed
+/// into records ([`record`]) on the way out.
 async fn write_frames(
     writer: &mut futures_lite::io::WriteHalf<TcpStream>,
+    mut sealer: Option<record::Sealer>,
     queue: Rc<RefCell<OutQueue>>,
     doorbell: Doorbell,
     counters: Arc<NetCounters>,
     stats: Arc<ShardStats>,
 ) {
     let mut buffer = Vec::with_capacity(READ_CHUNK);
+    let mut sealed = Vec::with_capacity(READ_CHUNK + 64);
     loop {
         buffer.clear();
         {
@@ -1267,17 +1293,32 @@ async fn write_frames(
             }
             continue;
         }
-        if writer.write_all(&buffer).await.is_err() {
+        let out = match sealer.as_mut() {
+            Some(sealer) => {
+                sealed.clear();
+                if sealer.seal(&buffer, &mut sealed).is_err() {
+                    break;
+                }
+                &sealed
+            }
+            // A client ingress connection: plaintext frames.
+            None => &buffer,
+        };
+        if writer.write_all(out).await.is_err() {
             break;
         }
-        counters.bytes_out.fetch_add(buffer.len() as u64, Relaxed);
+        counters.bytes_out.fetch_add(out.len() as u64, Relaxed);
     }
     let _ = writer.close().await;
 }
 
 /// Serves one authenticated peer connection until it closes or misbehaves.
 async fn run_peer(state: Shared, stream: TcpStream, admitted: Admitted) {
-    let Admitted { slot, identity } = admitted;
+    let Admitted {
+        slot,
+        identity,
+        keys,
+    } = admitted;
     let role = identity.role;
     let _ = stream.set_nodelay(true);
     {
@@ -1319,14 +1360,18 @@ async fn run_peer(state: Shared, stream: TcpStream, admitted: Admitted) {
         let counters = counters.clone();
         let stats = state.borrow().stats.clone();
         let queue = queue.clone();
-        async move { write_frames(&mut writer, queue, doorbell, counters, stats).await }
+        let sealer = Some(keys.sealer());
+        async move { write_frames(&mut writer, sealer, queue, doorbell, counters, stats).await }
     });
     let limits = state.borrow().config.limits.clone();
     let mut rate = RateLimit::new(limits.messages_per_second);
     let mut consensus_rate = RateLimit::new(limits.consensus_messages_per_second);
     let mut last_sync: Option<Instant> = None;
     let mut decoder = FrameDecoder::new();
+    let mut opener = keys.opener();
     let mut buf = vec![0u8; READ_CHUNK];
+    let mut plain = Vec::with_capacity(READ_CHUNK);
+    let mut link_failure: Option<record::RecordError> = None;
     let violation: Option<String> = 'read: loop {
         // A read of data already buffered does not suspend: yield so that one busy connection
         // cannot starve the other tasks of this executor (other peers, the exec shard).
@@ -1336,9 +1381,15 @@ async fn run_peer(state: Shared, stream: TcpStream, admitted: Admitted) {
             Ok(n) => n,
         };
         counters.bytes_in.fetch_add(n as u64, Relaxed);
-        // Busy time: decoding, checking and handing on what this read brought.
+        // Busy time: opening, decoding, checking and handing on what this read brought.
         let handling = Instant::now();
-        let mut input = &buf[..n];
+        plain.clear();
+        if let Err(e) = opener.open(&buf[..n], &mut plain) {
+            // The path changed, injected or replayed bytes: the peer is not to blame.
+            link_failure = Some(e);
+            break None;
+        }
+        let mut input = plain.as_slice();
         loop {
             let frame = match decoder.decode(&mut input) {
                 Ok(Some(frame)) => frame,
@@ -1389,6 +1440,9 @@ async fn run_peer(state: Shared, stream: TcpStream, admitted: Admitted) {
             s.banned.insert(identity.node_id, until);
             s.counters.violations.fetch_add(1, Relaxed);
             tracing::warn!(peer = slot, role = role.name(), %reason, ban_s = s.config.limits.ban.as_secs(), "peer banned");
+        } else if let Some(e) = link_failure {
+            s.counters.link_failures.fetch_add(1, Relaxed);
+            tracing::warn!(peer = slot, role = role.name(), error = %e, "peer link closed: a record failed authentication (the path, not the peer; not banned, the link is dialed again)");
         } else {
             tracing::info!(peer = slot, role = role.name(), "peer disconnected");
         }
@@ -1649,7 +1703,7 @@ async fn run_client(
         let counters = counters.clone();
         let stats = state.borrow().stats.clone();
         let queue = queue.clone();
-        async move { write_frames(&mut writer, queue, doorbell, counters, stats).await }
+        async move { write_frames(&mut writer, None, queue, doorbell, counters, stats).await }
     });
     let mut decoder = FrameDecoder::new();
     let mut buf = vec![0u8; READ_CHUNK];

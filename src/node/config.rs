@@ -10,6 +10,8 @@
 //! [network]
 //! listen = "127.0.0.1:28000"     # p2p address
 //! allowlist = ["0x…"]            # node ids admitted inbound; empty admits no one
+//! encryption = true              # peer links encrypted (false: integrity only, trusted LAN;
+//!                                #   a link is encrypted when either end asks)
 //! [[network.peers]]              # nodes this one dials
 //! name = "cn1"
 //! role = "cn"
@@ -238,6 +240,8 @@ pub struct NodeConfig {
     pub bootnodes: Vec<PeerEntry>,
     /// Node ids admitted inbound (empty: no one).
     pub allowlist: BTreeSet<[u8; 20]>,
+    /// `network.encryption`: ask for encrypted peer links (integrity is always protected).
+    pub encryption: bool,
     /// JSON-RPC listen address (EN).
     pub rpc_listen: Option<SocketAddr>,
     /// MiB of recent blocks, transactions and receipts kept for JSON-RPC (EN).
@@ -346,6 +350,13 @@ pub struct NetworkSection {
     /// Bootnodes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bootnodes: Vec<PeerSection>,
+    /// Whether this node asks for encrypted peer links (integrity protection is always on).
+    #[serde(default = "encryption_default")]
+    pub encryption: bool,
+}
+
+fn encryption_default() -> bool {
+    true
 }
 
 /// A `[[network.peers]]` or `[[network.bootnodes]]` entry.
@@ -637,6 +648,7 @@ impl NodeConfig {
             peers,
             bootnodes,
             allowlist,
+            encryption: file.network.encryption,
             rpc_listen,
             rpc_index_mib,
             metrics_listen,

@@ -713,6 +713,7 @@ impl NetworkSpec {
                 allowlist: allow.iter().map(|n| to_hex(&n.node_id)).collect(),
                 peers: peers.into_iter().map(entry).collect(),
                 bootnodes: bootnodes.into_iter().map(entry).collect(),
+                encryption: true,
             },
             rpc: me.rpc.map(|listen| RpcSection {
                 listen,

@@ -9,7 +9,7 @@
 //! `finalized_txs`, `finalized_tps` (between the last two scrapes), `rejected_messages` (and per
 //! reason, label `reason`, `rejected_by_reason`), `evidence` (and per equivocating council
 //! member, label `signer` = its council index, `evidence_by_signer`), `peers`, `peers_cn`, `peers_pn`, `peers_en`, `relayed_frames`,
-//! `duplicate_frames`, `bytes_in`, `bytes_out`, `dropped_frames`, `peer_violations`,
+//! `duplicate_frames`, `bytes_in`, `bytes_out`, `dropped_frames`, `peer_violations`, `link_auth_failures`,
 //! `refused_handshakes`, `ingress_connections`, `ingress_refused`, `ingress_idle`, `ingress_slow`, `ingress_evicted`,
 //! `pool_pending`, `pool_admitted`, `pool_refused`, per shard (label
 //! `shard`) `shard_busy_seconds`, `shard_messages_in`, `shard_messages_out`,
@@ -217,6 +217,12 @@ pub fn render(counters: &NodeCounters, tps: f64) -> String {
         "peer_violations",
         "Connections closed and banned for a violation",
         &n.violations,
+    );
+    counter(
+        &mut r,
+        "link_auth_failures",
+        "Peer links closed because a record failed authentication (tampering on the path; no ban)",
+        &n.link_failures,
     );
     counter(
         &mut r,

@@ -198,6 +198,7 @@ pub fn run_node(
             })
             .collect(),
         allowlist: config.allowlist.clone(),
+        encryption: config.encryption,
         bootnodes: config.bootnodes.clone(),
         head: head.clone(),
         limits: PeerLimits::default(),

@@ -75,6 +75,52 @@ pub fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
+/// A fresh key exchange for a hand-run handshake (random ephemeral secret, encryption on).
+pub fn key_exchange() -> corecell::net::handshake::KeyExchange {
+    corecell::net::handshake::KeyExchange {
+        secret: nonce(),
+        encrypt: true,
+    }
+}
+
+/// A blocking connection past a hand-run handshake: what the test sends is sealed into the
+/// link's records (`corecell::net::record`), as a node's would be.
+pub struct SealedSocket {
+    pub stream: TcpStream,
+    pub sealer: corecell::net::record::Sealer,
+    pub opener: corecell::net::record::Opener,
+}
+
+impl SealedSocket {
+    pub fn new(stream: TcpStream, keys: &corecell::net::handshake::SessionKeys) -> SealedSocket {
+        SealedSocket {
+            stream,
+            sealer: keys.sealer(),
+            opener: keys.opener(),
+        }
+    }
+
+    /// Seals `bytes` into one record and sends it.
+    pub fn write_sealed(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let mut out = Vec::new();
+        self.sealer
+            .seal(bytes, &mut out)
+            .map_err(std::io::Error::other)?;
+        self.stream.write_all(&out)
+    }
+
+    /// Reads until the peer closes (or `within` passes); returns whether it closed and the
+    /// plaintext of the records received (panics on a record that does not open).
+    pub fn read_until_closed(&mut self, within: Duration) -> (bool, Vec<u8>) {
+        let (closed, got) = read_until_closed(&mut self.stream, within);
+        let mut plain = Vec::new();
+        self.opener
+            .open(&got, &mut plain)
+            .expect("the node's records open");
+        (closed, plain)
+    }
+}
+
 pub fn nonce() -> [u8; 32] {
     let mut n = [0u8; 32];
     getrandom::fill(&mut n).expect("OS randomness");
