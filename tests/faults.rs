@@ -26,6 +26,11 @@
 //!    during each fault, whoever has none does not, everyone finalizes after each heal,
 //!    everything answered FINAL is in every chain, and all chains agree at every round.
 //!
+//! 6. A man in the middle on one CN link flips one byte of a record, injects a record of its
+//!    own, or replays an old record: each time the receiving CN's record layer refuses it
+//!    (`link_auth_failures` counts it), the link is dialed again and comes back, nobody is
+//!    banned, and the network keeps finalizing.
+//!
 //! A node's height may still move by what it had already received when a fault starts, so
 //! "does not move" is checked after a short settling time ([`SETTLE`]).
 //!
@@ -45,7 +50,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::fault_proxy::{route_through_proxy, Direction, Fault, FaultProxy, Shape};
+use common::fault_proxy::{route_through_proxy, Direction, Fault, FaultProxy, Shape, Tamper};
 use common::*;
 use corecell::sim::rng::SimRng;
 
@@ -913,5 +918,62 @@ fn a_seeded_random_schedule_of_faults_and_heals_keeps_safety_and_liveness() {
         load.client.refused,
         started.elapsed(),
         proxy.report()
+    );
+}
+
+const LINK_FAILURES: &str = "corecell_link_auth_failures_total";
+
+#[test]
+fn a_man_in_the_middle_who_flips_injects_or_replays_is_detected_and_nobody_is_banned() {
+    let _serial = serial();
+    let started = Instant::now();
+    let (mut net, proxy) = start(6, 1);
+    net.wait_heights(&ALL, &[3; CNS], PROGRESS);
+    // The link from the lowest council index to the next carries a connection.
+    let (dialer, listener) = {
+        let mut by_index: Vec<usize> = ALL.to_vec();
+        by_index.sort_by_key(|&i| council_index(&net, i));
+        (by_index[0], by_index[1])
+    };
+    let link = proxy.link(dialer, listener);
+    let mut report = Vec::new();
+    for (k, tamper) in [Tamper::FlipByte, Tamper::Inject, Tamper::Replay]
+        .into_iter()
+        .enumerate()
+    {
+        let failures = net.sample(listener, LINK_FAILURES);
+        let connections = link.stats().connections;
+        link.set(Fault::Tamper(tamper));
+        net.wait_metric(listener, LINK_FAILURES, failures + 1.0, PROGRESS);
+        assert_eq!(link.stats().tampered, k as u64 + 1, "{tamper:?} done once");
+        // The link is dialed again and the mesh is whole; no one was banned for it.
+        let deadline = Instant::now() + PROGRESS;
+        while link.stats().connections <= connections {
+            assert!(
+                Instant::now() < deadline,
+                "{tamper:?}: the link never came back"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        net.wait_meshed(PROGRESS);
+        for i in ALL {
+            assert_eq!(
+                net.sample(i, VIOLATIONS),
+                0.0,
+                "{tamper:?}: {} banned a peer\n{}",
+                net.nodes[i].name,
+                tail(&net.nodes[i].log(), 10)
+            );
+        }
+        let took = progress(&mut net, &ALL, 2);
+        report.push(format!(
+            "{tamper:?}: refused, relinked, +2 blocks in {took:.1?}"
+        ));
+    }
+    let chains = net.stop_all_and_assert_agree();
+    eprintln!(
+        "{}; chains {chains:?}; {:.1?}",
+        report.join("; "),
+        started.elapsed()
     );
 }

@@ -35,6 +35,13 @@
 //!   inside a live stream and then carrying on would corrupt the stream, which no network
 //!   does to TCP.
 //!
+//! - [`Fault::Tamper`] (a man in the middle): once, in the forward direction of a connection
+//!   past its handshake (the first [`HANDSHAKE_BYTES`] of each direction), the proxy flips one
+//!   byte of a record, injects a record of its own (a well-formed header and bytes not sealed
+//!   under the session key), or replays the last whole record it passed, at a record
+//!   boundary (records are `u32 length | body`, see `corecell::net::record`); then the fault
+//!   is [`Fault::Pass`] again. Counted in [`LinkStats::tampered`].
+//!
 //! **Bounds.** At most [`MAX_CONNECTIONS_PER_LINK`] connections per link (more are closed
 //! at once and counted); four threads per connection (a reader and a writer per direction)
 //! plus one listener thread per link; at most [`QUEUE_CHUNKS`] chunks of at most
@@ -76,6 +83,9 @@ const POLL: Duration = Duration::from_millis(50);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connecting to the real listener.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// What each side sends in the handshake, before the first record.
+pub const HANDSHAKE_BYTES: usize =
+    corecell::net::handshake::HELLO_LEN + corecell::net::handshake::AUTH_LEN;
 
 /// A direction on a link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +122,17 @@ pub struct Shape {
     pub rto_ms: u64,
 }
 
+/// What a man in the middle does once ([`Fault::Tamper`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tamper {
+    /// Flip one byte inside a record.
+    FlipByte,
+    /// Insert a record not sealed under the session key.
+    Inject,
+    /// Send the last whole record again.
+    Replay,
+}
+
 /// What a link does to its traffic (see the module doc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
@@ -119,6 +140,7 @@ pub enum Fault {
     Shape(Shape),
     Cut,
     Blackhole(Direction),
+    Tamper(Tamper),
 }
 
 impl Fault {
@@ -148,6 +170,8 @@ pub struct LinkStats {
     pub dropped: [u64; 2],
     /// Chunks held back by a simulated retransmission, forward and backward.
     pub retransmits: [u64; 2],
+    /// Tampering done ([`Fault::Tamper`]).
+    pub tampered: u64,
 }
 
 #[derive(Default)]
@@ -158,6 +182,7 @@ struct Counters {
     passed: [AtomicU64; 2],
     dropped: [AtomicU64; 2],
     retransmits: [AtomicU64; 2],
+    tampered: AtomicU64,
 }
 
 /// One live connection through a link.
@@ -314,6 +339,7 @@ impl Link {
             passed: pair(&c.passed),
             dropped: pair(&c.dropped),
             retransmits: pair(&c.retransmits),
+            tampered: c.tampered.load(Ordering::SeqCst),
         }
     }
 
@@ -450,6 +476,7 @@ fn read_side(
 ) {
     let mut buf = vec![0u8; CHUNK];
     let mut last_release = Instant::now();
+    let mut records = RecordCutter::default();
     loop {
         if state.stopping() || dead.load(Ordering::SeqCst) {
             return;
@@ -476,6 +503,18 @@ fn read_side(
             Fault::Cut => return,
             _ => {}
         }
+        let mut chunk = buf[..n].to_vec();
+        let tamper = match fault {
+            Fault::Tamper(t) if dir == Direction::Forward => Some(t),
+            _ => None,
+        };
+        if records.pass(&mut chunk, tamper) {
+            state.counters.tampered.fetch_add(1, Ordering::SeqCst);
+            let mut current = lock(&state.fault);
+            if *current == fault {
+                *current = Fault::Pass;
+            }
+        }
         let (hold, lost) = state.hold(fault);
         if lost {
             state.counters.retransmits[dir.index()].fetch_add(1, Ordering::SeqCst);
@@ -483,12 +522,74 @@ fn read_side(
         // Never before the previous chunk: a TCP stream keeps its order.
         let release = (Instant::now() + hold).max(last_release);
         last_release = release;
-        if tx.send(Item::Chunk(release, buf[..n].to_vec())).is_err() {
+        if tx.send(Item::Chunk(release, chunk)).is_err() {
             return;
         }
     }
     // EOF or error from the source: pass the end on after what is queued.
     let _ = tx.send(Item::End);
+}
+
+/// Follows the record boundaries of one direction (past the handshake) and tampers once.
+#[derive(Default)]
+struct RecordCutter {
+    /// Bytes of this direction seen so far.
+    seen: usize,
+    /// The record being passed (header and body so far).
+    current: Vec<u8>,
+    /// The last whole record passed.
+    last: Vec<u8>,
+}
+
+impl RecordCutter {
+    /// Passes `chunk` through the tracker, applying `tamper` at the first chance; true if it
+    /// tampered.
+    fn pass(&mut self, chunk: &mut Vec<u8>, tamper: Option<Tamper>) -> bool {
+        let mut out = Vec::with_capacity(chunk.len() + 64);
+        let mut tampered = false;
+        for &byte in chunk.iter() {
+            self.seen += 1;
+            out.push(byte);
+            if self.seen <= HANDSHAKE_BYTES {
+                continue;
+            }
+            self.current.push(byte);
+            if let (Some(Tamper::FlipByte), false) = (tamper, tampered) {
+                // A byte inside the body (past the length and a few bytes in).
+                if self.current.len() == 8 {
+                    *out.last_mut().expect("just pushed") ^= 0x20;
+                    tampered = true;
+                }
+            }
+            if self.current.len() >= 4 {
+                let len = u32::from_be_bytes([
+                    self.current[0],
+                    self.current[1],
+                    self.current[2],
+                    self.current[3],
+                ]) as usize;
+                if self.current.len() == 4 + len {
+                    self.last = std::mem::take(&mut self.current);
+                    if !tampered {
+                        match tamper {
+                            Some(Tamper::Replay) => {
+                                out.extend_from_slice(&self.last);
+                                tampered = true;
+                            }
+                            Some(Tamper::Inject) => {
+                                out.extend_from_slice(&[0, 0, 0, 24]);
+                                out.extend_from_slice(&[0x42; 24]);
+                                tampered = true;
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+        *chunk = out;
+        tampered
+    }
 }
 
 /// Delivers one direction's chunks at their release times.
