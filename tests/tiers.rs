@@ -16,6 +16,9 @@
 //!    block log has no gap.
 //! 4. The PN bootnode refuses a PN missing from its allowlist, and admits it after the
 //!    allowlist is fixed and the bootnode reloaded with SIGHUP.
+//! 4b. PNs re-read their allowlist on SIGHUP: an EN missing from it is admitted without a
+//!    restart, a config that no longer validates is refused naming the field (the old list
+//!    stays), and an EN removed from it has its links closed (no ban).
 //! 5. Twenty rounds of kill -9 and restart, or SIGSTOP / SIGCONT, of random CNs, PNs and ENs
 //!    under load: the network finalizes after every round, every transaction answered FINAL is
 //!    in the chain, and all chains agree.
@@ -892,6 +895,139 @@ fn a_pn_missing_from_the_pn_bootnode_allowlist_is_admitted_after_a_reload() {
     net.stop(&which);
     eprintln!(
         "pn1 refused ({refusals} refusals) until the SIGHUP reload, registered {took:.1?} after it; {:.1?}",
+        started.elapsed()
+    );
+}
+
+/// `text` (a node config) with `node_id` removed from `network.allowlist` (`keep` false) or
+/// added back (`keep` true).
+fn with_allowlisted(text: &str, node_id: &[u8; 20], keep: bool) -> String {
+    let id = format!("0x{}", hex::encode(node_id));
+    let mut doc: toml::Table = toml::from_str(text).expect("a config is TOML");
+    let allow = doc
+        .get_mut("network")
+        .and_then(|n| n.get_mut("allowlist"))
+        .and_then(|a| a.as_array_mut())
+        .expect("network.allowlist");
+    allow.retain(|v| v.as_str() != Some(id.as_str()));
+    if keep {
+        allow.push(toml::Value::String(id));
+    }
+    toml::to_string(&doc).expect("encode")
+}
+
+/// Lines of node `i`'s log containing `needle`.
+fn log_count(net: &Net, i: usize, needle: &str) -> usize {
+    std::fs::read_to_string(net.nodes[i].log())
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .count()
+}
+
+#[test]
+fn pns_admit_and_drop_an_en_on_sighup_and_refuse_a_broken_config_keeping_the_old_list() {
+    let _serial = serial();
+    let started = Instant::now();
+    let mut net = Net::generate_tiers(36120, 500, 16, PNS, ENS);
+    let (pns, en1) = (net.of_role(Role::Pn), net.index("en1"));
+    let en1_id = net.nodes[en1].node_id;
+    let configs: Vec<(usize, std::path::PathBuf, String)> = pns
+        .iter()
+        .map(|&p| {
+            let path = net.nodes[p].dir.join("config.toml");
+            let text = std::fs::read_to_string(&path).expect("PN config");
+            (p, path, text)
+        })
+        .collect();
+    let write_all = |keep: bool| {
+        for (_, path, text) in &configs {
+            std::fs::write(path, with_allowlisted(text, &en1_id, keep)).expect("write config");
+        }
+    };
+    let hup = |net: &mut Net| {
+        for &p in &pns {
+            net.nodes[p]
+                .proc
+                .as_mut()
+                .expect("PN runs")
+                .signal(libc::SIGHUP);
+        }
+    };
+    // en1 is on no PN's allowlist at start: a new EN the PNs do not know yet.
+    write_all(false);
+    net.spawn_all_unready();
+    let others: Vec<usize> = (0..net.nodes.len()).filter(|&i| i != en1).collect();
+    net.wait_ready_of(&others, STARTUP);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        net.sample(en1, PEERS_PN),
+        0.0,
+        "en1 got in before it was admitted"
+    );
+    net.assert_running(&[en1]);
+
+    // Admit it at run time: SIGHUP, no restart.
+    write_all(true);
+    let at = Instant::now();
+    hup(&mut net);
+    net.wait_metric(en1, PEERS_PN, PNS as f64, STARTUP);
+    let admitted_after = at.elapsed();
+    let target = net.heights(&[net.index("cn0")])[0] + 2;
+    net.wait_heights(&[en1], &[target], STARTUP);
+    for &p in &pns {
+        assert!(log_count(&net, p, "permissions reloaded") >= 1);
+    }
+
+    // A config that no longer validates is refused, the field named, and the list kept.
+    for (_, path, text) in &configs {
+        let broken = text.replacen("listen = ", "listen = \"not an address\" #", 1);
+        std::fs::write(path, broken).expect("write config");
+    }
+    hup(&mut net);
+    let deadline = Instant::now() + STARTUP;
+    while pns
+        .iter()
+        .any(|&p| log_count(&net, p, "permission reload refused") == 0)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the broken config was not refused"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let refused_line = std::fs::read_to_string(net.nodes[pns[0]].log())
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.contains("permission reload refused"))
+        .map(str::to_string)
+        .unwrap_or_default();
+    assert!(
+        refused_line.contains("listen"),
+        "the field is named: {refused_line}"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(net.sample(en1, PEERS_PN), PNS as f64, "the old list stays");
+
+    // Drop it: its links close, without a ban, and it stays out.
+    write_all(false);
+    hup(&mut net);
+    net.wait_until_metric(en1, PEERS_PN, |v| v == 0.0, STARTUP);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        net.sample(en1, PEERS_PN),
+        0.0,
+        "en1 came back although dropped"
+    );
+    for &p in &pns {
+        assert_eq!(net.sample(p, VIOLATIONS), 0.0, "a reload is not a ban");
+    }
+    net.assert_running(&[en1]);
+    write_all(true);
+    let lengths = net.stop_all_and_assert_agree();
+    eprintln!(
+        "en1 admitted {admitted_after:.1?} after SIGHUP, refused config kept the list, dropped \
+         on the next SIGHUP; chains {lengths:?}; {:.1?}",
         started.elapsed()
     );
 }

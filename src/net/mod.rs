@@ -213,6 +213,28 @@ pub struct DialTarget {
     pub address: SocketAddr,
 }
 
+/// What a node may change at run time without a restart (SIGHUP): whom it admits and whom
+/// it dials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Permissions {
+    /// `network.allowlist`.
+    pub allowlist: BTreeSet<[u8; 20]>,
+    /// `[[network.peers]]`.
+    pub dial: Vec<DialTarget>,
+}
+
+/// Loads [`Permissions`] again from the node's config (validated as at start); `Err` names
+/// the file and field, and the current permissions stay.
+pub type PermissionLoader = Box<dyn Fn() -> Result<Permissions, String> + Send>;
+
+/// How the net shard is told to reload its permissions: a flag (set on SIGHUP) and the loader.
+pub struct Reload {
+    /// Set to ask for a reload; the shard clears it.
+    pub flag: Arc<AtomicBool>,
+    /// Loads the new permissions.
+    pub load: PermissionLoader,
+}
+
 /// Static facts the net shard needs.
 #[derive(Clone)]
 pub struct NetConfig {
@@ -415,6 +437,7 @@ struct OutQueue {
 /// A connected, authenticated peer.
 struct Peer {
     role: Role,
+    node_id: [u8; 20],
     outbox: Outbox,
     /// When this CN last offered the peer finalized blocks ([`NetCommand::OfferSync`]).
     last_sync_offer: Option<Instant>,
@@ -469,6 +492,8 @@ struct State {
     sync_turn: usize,
     /// Node ids with a dial loop running.
     dialing: HashSet<[u8; 20]>,
+    /// Node ids a bootnode named (dialed while allowlisted, whatever the static peers say).
+    discovered: HashSet<[u8; 20]>,
     stop: Arc<AtomicBool>,
     counters: Arc<NetCounters>,
     stats: Arc<ShardStats>,
@@ -835,6 +860,7 @@ pub async fn run(
     config: NetConfig,
     channels: NetChannels,
     stop: Arc<AtomicBool>,
+    reload: Option<Reload>,
     stats: Arc<ShardStats>,
     counters: Arc<NetCounters>,
 ) -> Result<(), String> {
@@ -882,6 +908,7 @@ pub async fn run(
         relayed_txs: RecentSet::default(),
         sync_turn: 0,
         dialing: HashSet::new(),
+        discovered: HashSet::new(),
         stop: stop.clone(),
         counters,
         stats,
@@ -1014,6 +1041,17 @@ pub async fn run(
     }
     while !stop.load(Relaxed) {
         glommio::timer::sleep(Duration::from_millis(50)).await;
+        if let Some(reload) = &reload {
+            if reload.flag.swap(false, Relaxed) {
+                match (reload.load)() {
+                    Ok(permissions) => apply_permissions(&state, permissions),
+                    Err(reason) => tracing::warn!(
+                        %reason,
+                        "permission reload refused; keeping the current allowlist and peers"
+                    ),
+                }
+            }
+        }
     }
     // Stop: close every connection (dropping the outboxes ends the writers, which close).
     {
@@ -1029,6 +1067,67 @@ pub async fn run(
         t.cancel().await;
     }
     Ok(())
+}
+
+/// Applies reloaded permissions: the new allowlist admits from now on, links of peers it no
+/// longer names are closed (without a ban), new static peers are dialed and dropped ones no
+/// longer; what changed is logged.
+fn apply_permissions(state: &Shared, new: Permissions) {
+    let dial = {
+        let mut s = state.borrow_mut();
+        let added = new.allowlist.difference(&s.config.allowlist).count();
+        let removed = s.config.allowlist.difference(&new.allowlist).count();
+        let old_peers: BTreeSet<[u8; 20]> = s.config.dial.iter().map(|t| t.node_id).collect();
+        let new_peers: BTreeSet<[u8; 20]> = new.dial.iter().map(|t| t.node_id).collect();
+        let peers_added = new_peers.difference(&old_peers).count();
+        let peers_removed = old_peers.difference(&new_peers).count();
+        s.config.allowlist = new.allowlist;
+        s.config.dial = new.dial;
+        let gone: Vec<PeerSlot> = s
+            .peers
+            .iter()
+            .filter(|(_, p)| !s.config.allowlist.contains(&p.node_id))
+            .map(|(slot, _)| *slot)
+            .collect();
+        for slot in &gone {
+            // Dropping the outbox ends the link's writer, which closes the connection.
+            s.peers.remove(slot);
+        }
+        if !gone.is_empty() {
+            s.publish_peers();
+        }
+        let addresses: Vec<std::net::IpAddr> =
+            s.config.dial.iter().map(|t| t.address.ip()).collect();
+        s.known_addresses.extend(addresses);
+        tracing::info!(
+            allowlist = s.config.allowlist.len(),
+            allowlist_added = added,
+            allowlist_removed = removed,
+            peers_added,
+            peers_removed,
+            links_closed = gone.len(),
+            "permissions reloaded (SIGHUP)"
+        );
+        let dial: Vec<DialTarget> = s
+            .config
+            .dial
+            .iter()
+            .filter(|t| s.config.dials(t))
+            .cloned()
+            .collect();
+        dial
+    };
+    for target in dial {
+        start_dialing(state, target);
+    }
+}
+
+/// Whether a dial loop for `target` should go on: it is still allowlisted, and still a
+/// static peer or one a bootnode named.
+fn still_dialed(state: &Shared, target: &DialTarget) -> bool {
+    let s = state.borrow();
+    s.config.allowlist.contains(&target.node_id)
+        && (s.config.dial.iter().any(|t| t == target) || s.discovered.contains(&target.node_id))
 }
 
 /// Starts a dial loop for `target` unless one runs already.
@@ -1074,6 +1173,7 @@ async fn discover(state: Shared, bootnodes: Vec<crate::node::config::PeerEntry>)
                             node_id: p.node_id,
                             address: p.address,
                         };
+                        state.borrow_mut().discovered.insert(target.node_id);
                         let dials = state.borrow().config.dials(&target);
                         if dials {
                             start_dialing(&state, target);
@@ -1114,6 +1214,11 @@ async fn dial_loop(state: Shared, target: DialTarget) {
     let mut backoff = DIAL_BACKOFF_MIN;
     loop {
         if state.borrow().stop.load(Relaxed) {
+            return;
+        }
+        if !still_dialed(&state, &target) {
+            // Dropped by a permission reload: stop (a later reload may start it again).
+            state.borrow_mut().dialing.remove(&target.node_id);
             return;
         }
         if connected_slot(&state, &target).is_none() {
@@ -1338,6 +1443,7 @@ async fn run_peer(state: Shared, stream: TcpStream, admitted: Admitted) {
             slot,
             Peer {
                 role,
+                node_id: identity.node_id,
                 outbox,
                 last_sync_offer: None,
             },

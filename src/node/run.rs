@@ -63,6 +63,35 @@ pub fn run(setup: NodeSetup, options: RunOptions) -> Result<(), String> {
     }
 }
 
+/// The loader of a CN's, PN's or EN's run-time permissions: the config at `path` validated
+/// as at start (errors name the file and field); only `network.allowlist` and
+/// `[[network.peers]]` are taken from it, and a change of role is refused.
+fn permission_loader(path: std::path::PathBuf, role: Role) -> net::PermissionLoader {
+    Box::new(move || {
+        let config = super::config::NodeConfig::load(&path).map_err(|e| e.to_string())?;
+        if config.role != role {
+            return Err(format!(
+                "{}: role changed from {} to {}; that needs a restart",
+                path.display(),
+                role.name(),
+                config.role.name()
+            ));
+        }
+        Ok(net::Permissions {
+            allowlist: config.allowlist,
+            dial: config
+                .peers
+                .iter()
+                .map(|p| DialTarget {
+                    role: p.role,
+                    node_id: p.node_id,
+                    address: p.address,
+                })
+                .collect(),
+        })
+    })
+}
+
 /// How long shutdown may take once asked for before the process gives up on a clean exit.
 pub const SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -275,6 +304,14 @@ pub fn run_node(
         Some(l) => (Some(l.sender), Some(l.receiver)),
         None => (None, None),
     };
+    // SIGHUP: the net shard re-reads the allowlist and static peers from the config file.
+    let reload_flag = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, reload_flag.clone())
+        .map_err(|e| format!("installing the SIGHUP handler: {e}"))?;
+    let reload = net::Reload {
+        flag: reload_flag,
+        load: permission_loader(config.path.clone(), role),
+    };
     {
         let (stop, stats, c) = (
             stop.clone(),
@@ -310,7 +347,8 @@ pub fn run_node(
                         to_store: to_store.await,
                         from_store: from_store.await,
                     };
-                    let result = net::run(net_config, channels, stop.clone(), stats, c).await;
+                    let result =
+                        net::run(net_config, channels, stop.clone(), Some(reload), stats, c).await;
                     shard_finished(Shard::Net, result, &fatal, &stop);
                 })
             }),

@@ -466,12 +466,42 @@ impl Net {
 
     /// Starts every node (bootnodes first) and waits until each is ready ([`Net::wait_ready`]).
     pub fn spawn_all(&mut self) {
+        self.spawn_all_unready();
+        self.wait_ready(STARTUP);
+    }
+
+    /// Starts every node (bootnodes first) without waiting for them to connect.
+    pub fn spawn_all_unready(&mut self) {
         let mut order = self.of_role(Role::Bootnode);
         order.extend(self.chain_nodes());
         for i in order {
             self.spawn(i);
         }
-        self.wait_ready(STARTUP);
+    }
+
+    /// Waits until node `i` reports `name` satisfying `ok`.
+    pub fn wait_until_metric(
+        &mut self,
+        i: usize,
+        name: &str,
+        ok: impl Fn(f64) -> bool,
+        within: Duration,
+    ) {
+        let deadline = Instant::now() + within;
+        loop {
+            self.assert_running(&[i]);
+            let value = self.nodes[i].metric(name);
+            if value.is_some_and(&ok) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: {name} is {value:?} after {within:?}\n{}",
+                self.nodes[i].name,
+                tail(&self.nodes[i].log(), 20)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Whether node `i` is connected as its role requires, from its scraped `samples`: a CN
