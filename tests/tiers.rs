@@ -16,15 +16,15 @@
 //!    block log has no gap.
 //! 4. The PN bootnode refuses a PN missing from its allowlist, and admits it after the
 //!    allowlist is fixed and the bootnode reloaded with SIGHUP.
-//! 4b. PNs re-read their allowlist on SIGHUP: an EN missing from it is admitted without a
-//!    restart, a config that no longer validates is refused naming the field (the old list
-//!    stays), and an EN removed from it has its links closed (no ban).
 //! 5. Twenty rounds of kill -9 and restart, or SIGSTOP / SIGCONT, of random CNs, PNs and ENs
 //!    under load: the network finalizes after every round, every transaction answered FINAL is
 //!    in the chain, and all chains agree.
 //! 6. The whole network (bootnodes included) killed with SIGKILL at once under load: after the
 //!    restart every transaction an EN answered FINAL is in that EN's and cn0's block logs, the
 //!    chain continues, and all chains agree.
+//! 7. PNs re-read their allowlist on SIGHUP: an EN missing from it is admitted without a
+//!    restart, a config that no longer validates is refused naming the field (the old list
+//!    stays), and an EN removed from it has its links closed (no ban).
 //!
 //! Ports: test t uses base 36000 + 20 t (p2p base+k, JSON-RPC base+1000+k, metrics
 //! base+2000+k, ingress base+3000+k for node k in the generator's order: cn0..cn3, pn0, pn1,
