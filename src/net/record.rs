@@ -44,8 +44,7 @@
 //! - An [`Opener`] holds at most one record's bytes ([`MAX_RECORD_LEN`]) whatever it is fed.
 //! - After an error, an [`Opener`] or [`Sealer`] refuses everything (fail closed).
 
-use aes_gcm::aead::{AeadInPlace, KeyInit};
-use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, AES_256_GCM};
 
 /// Bytes of a record's length prefix.
 pub const RECORD_HEADER_LEN: usize = 4;
@@ -102,9 +101,15 @@ fn nonce(iv: &[u8; 12], counter: u64) -> [u8; 12] {
     n
 }
 
+/// The AES-256-GCM key of one direction (ring's, with its AES-NI / VAES and CLMUL code).
+fn cipher(key: &DirectionKey) -> LessSafeKey {
+    // A 32-byte key is what AES-256 takes; ring refuses only other lengths.
+    LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &key.key).expect("a 32-byte AES-256 key"))
+}
+
 /// Seals plaintext into records (one direction).
 pub struct Sealer {
-    cipher: Aes256Gcm,
+    cipher: LessSafeKey,
     iv: [u8; 12],
     counter: u64,
     encrypt: bool,
@@ -124,7 +129,7 @@ impl Sealer {
     /// A sealer for the direction `key`; `encrypt` false seals for integrity only.
     pub fn new(key: &DirectionKey, encrypt: bool) -> Sealer {
         Sealer {
-            cipher: Aes256Gcm::new(&key.key.into()),
+            cipher: cipher(key),
             iv: key.iv,
             counter: 0,
             encrypt,
@@ -152,21 +157,20 @@ impl Sealer {
             let start = out.len();
             out.extend_from_slice(&header);
             out.extend_from_slice(chunk);
-            let n = nonce(&self.iv, self.counter);
-            let data = &mut out[start + RECORD_HEADER_LEN..];
+            let n = Nonce::assume_unique_for_key(nonce(&self.iv, self.counter));
             let tag = if self.encrypt {
+                let data = &mut out[start + RECORD_HEADER_LEN..];
                 self.cipher
-                    .encrypt_in_place_detached(&Nonce::from(n), &header, data)
+                    .seal_in_place_separate_tag(n, Aad::from(header), data)
             } else {
-                let mut aad = Vec::with_capacity(RECORD_HEADER_LEN + data.len());
-                aad.extend_from_slice(&header);
-                aad.extend_from_slice(data);
+                // Header and plaintext are the additional data of an empty message.
+                let aad = &out[start..];
                 self.cipher
-                    .encrypt_in_place_detached(&Nonce::from(n), &aad, &mut [])
+                    .seal_in_place_separate_tag(n, Aad::from(aad), &mut [])
             };
             // AES-GCM refuses only messages over 2^36 bytes; a chunk is 256 KiB.
-            let tag = tag.expect("a record is far below AES-GCM's message limit");
-            out.extend_from_slice(&tag);
+            let tag: Tag = tag.expect("a record is far below AES-GCM's message limit");
+            out.extend_from_slice(tag.as_ref());
             self.counter += 1;
         }
         Ok(())
@@ -175,7 +179,7 @@ impl Sealer {
 
 /// Opens records into plaintext (one direction), whatever pieces the bytes arrive in.
 pub struct Opener {
-    cipher: Aes256Gcm,
+    cipher: LessSafeKey,
     iv: [u8; 12],
     counter: u64,
     encrypt: bool,
@@ -198,7 +202,7 @@ impl Opener {
     /// An opener for the direction `key`; `encrypt` as the peer's [`Sealer`].
     pub fn new(key: &DirectionKey, encrypt: bool) -> Opener {
         Opener {
-            cipher: Aes256Gcm::new(&key.key.into()),
+            cipher: cipher(key),
             iv: key.iv,
             counter: 0,
             encrypt,
@@ -258,24 +262,24 @@ impl Opener {
             self.failed = true;
             return Err(RecordError::Exhausted);
         }
-        let n = nonce(&self.iv, self.counter);
-        let (header, body) = self.pending.split_at_mut(RECORD_HEADER_LEN);
-        let (data, tag) = body.split_at_mut(body.len() - TAG_LEN);
+        let n = Nonce::assume_unique_for_key(nonce(&self.iv, self.counter));
+        let tag_at = self.pending.len() - TAG_LEN;
         let mut tag_bytes = [0u8; TAG_LEN];
-        tag_bytes.copy_from_slice(tag);
+        tag_bytes.copy_from_slice(&self.pending[tag_at..]);
         let tag = Tag::from(tag_bytes);
         let ok = if self.encrypt {
+            let (header, body) = self.pending.split_at_mut(RECORD_HEADER_LEN);
+            let data = &mut body[..tag_at - RECORD_HEADER_LEN];
             self.cipher
-                .decrypt_in_place_detached(&Nonce::from(n), header, data, &tag)
+                .open_in_place_separate_tag(n, Aad::from(&header[..]), tag, data, 0..)
                 .is_ok()
         } else {
-            let mut aad = Vec::with_capacity(header.len() + data.len());
-            aad.extend_from_slice(header);
-            aad.extend_from_slice(data);
+            let aad = &self.pending[..tag_at];
             self.cipher
-                .decrypt_in_place_detached(&Nonce::from(n), &aad, &mut [], &tag)
+                .open_in_place_separate_tag(n, Aad::from(aad), tag, &mut [], 0..)
                 .is_ok()
         };
+        let data = &self.pending[RECORD_HEADER_LEN..tag_at];
         if !ok {
             self.failed = true;
             return Err(RecordError::Authentication {
