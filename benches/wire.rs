@@ -232,14 +232,18 @@ fn link_records(c: &mut Criterion) {
         for size in [512usize, 64 * 1024] {
             let plain = vec![0x5au8; size];
             group.throughput(Throughput::Bytes(size as u64));
-            group.bench_with_input(BenchmarkId::new(format!("seal_{mode}"), size), &plain, |b, p| {
-                let mut sealer = Sealer::new(&key, encrypt);
-                let mut out = Vec::with_capacity(size + 64);
-                b.iter(|| {
-                    out.clear();
-                    sealer.seal(black_box(p), &mut out).expect("seal");
-                })
-            });
+            group.bench_with_input(
+                BenchmarkId::new(format!("seal_{mode}"), size),
+                &plain,
+                |b, p| {
+                    let mut sealer = Sealer::new(&key, encrypt);
+                    let mut out = Vec::with_capacity(size + 64);
+                    b.iter(|| {
+                        out.clear();
+                        sealer.seal(black_box(p), &mut out).expect("seal");
+                    })
+                },
+            );
             // Open a pre-sealed stream of records, one per iteration.
             let mut sealer = Sealer::new(&key, encrypt);
             let mut wire = Vec::new();
@@ -248,22 +252,26 @@ fn link_records(c: &mut Criterion) {
                 sealer.seal(&plain, &mut wire).expect("seal");
             }
             let record_len = wire.len() / records;
-            group.bench_with_input(BenchmarkId::new(format!("open_{mode}"), size), &wire, |b, w| {
-                let mut opener = Opener::new(&key, encrypt);
-                let mut out = Vec::with_capacity(size);
-                let mut at = 0;
-                b.iter(|| {
-                    if at == records {
-                        opener = Opener::new(&key, encrypt);
-                        at = 0;
-                    }
-                    out.clear();
-                    opener
-                        .open(&w[at * record_len..(at + 1) * record_len], &mut out)
-                        .expect("open");
-                    at += 1;
-                })
-            });
+            group.bench_with_input(
+                BenchmarkId::new(format!("open_{mode}"), size),
+                &wire,
+                |b, w| {
+                    let mut opener = Opener::new(&key, encrypt);
+                    let mut out = Vec::with_capacity(size);
+                    let mut at = 0;
+                    b.iter(|| {
+                        if at == records {
+                            opener = Opener::new(&key, encrypt);
+                            at = 0;
+                        }
+                        out.clear();
+                        opener
+                            .open(&w[at * record_len..(at + 1) * record_len], &mut out)
+                            .expect("open");
+                        at += 1;
+                    })
+                },
+            );
         }
     }
     group.finish();

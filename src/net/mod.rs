@@ -1376,46 +1376,53 @@ async fn write_frames(
     counters: Arc<NetCounters>,
     stats: Arc<ShardStats>,
 ) {
-    let mut buffer = Vec::with_capacity(READ_CHUNK);
-    let mut sealed = Vec::with_capacity(READ_CHUNK + 64);
+    // Frames are copied once, into this buffer: as they are (client ingress) or into records
+    // that are then sealed in place (peer links).
+    let mut buffer = Vec::with_capacity(READ_CHUNK + 64);
     loop {
         buffer.clear();
+        let mut open = sealer.as_ref().map(|s| s.begin(&mut buffer));
+        let mut failed = false;
         {
             let mut q = queue.borrow_mut();
             while let Some(frame) = q.frames.front() {
-                if !buffer.is_empty() && buffer.len() + frame.len() > READ_CHUNK {
+                if buffer.len() > RECORD_OVERHEAD && buffer.len() + frame.len() > READ_CHUNK {
                     break;
                 }
-                buffer.extend_from_slice(frame);
+                match (sealer.as_mut(), open.as_mut()) {
+                    (Some(sealer), Some(open)) => {
+                        failed |= sealer.append(&mut buffer, open, frame).is_err();
+                    }
+                    _ => buffer.extend_from_slice(frame),
+                }
                 q.bytes -= frame.len();
                 q.frames.pop_front();
                 stats.queue_depth.fetch_sub(1, Relaxed);
             }
         }
-        if buffer.is_empty() {
+        let empty = match open {
+            Some(start) => buffer.len() == start + record::RECORD_HEADER_LEN && start == 0,
+            None => buffer.is_empty(),
+        };
+        if empty {
             if doorbell.recv().await.is_none() {
                 break;
             }
             continue;
         }
-        let out = match sealer.as_mut() {
-            Some(sealer) => {
-                sealed.clear();
-                if sealer.seal(&buffer, &mut sealed).is_err() {
-                    break;
-                }
-                &sealed
-            }
-            // A client ingress connection: plaintext frames.
-            None => &buffer,
-        };
-        if writer.write_all(out).await.is_err() {
+        if let (Some(sealer), Some(start)) = (sealer.as_mut(), open) {
+            failed |= sealer.finish(&mut buffer, start).is_err();
+        }
+        if failed || writer.write_all(&buffer).await.is_err() {
             break;
         }
-        counters.bytes_out.fetch_add(out.len() as u64, Relaxed);
+        counters.bytes_out.fetch_add(buffer.len() as u64, Relaxed);
     }
     let _ = writer.close().await;
 }
+
+/// Bytes a record adds before its plaintext (the coalescing rule counts plaintext only).
+const RECORD_OVERHEAD: usize = record::RECORD_HEADER_LEN;
 
 /// Serves one authenticated peer connection until it closes or misbehaves.
 async fn run_peer(state: Shared, stream: TcpStream, admitted: Admitted) {

@@ -148,15 +148,41 @@ impl Sealer {
             return Err(RecordError::Failed);
         }
         for chunk in plaintext.chunks(MAX_RECORD_PLAINTEXT) {
+            let start = self.begin(out);
+            out.extend_from_slice(chunk);
+            self.finish(out, start)?;
+        }
+        Ok(())
+    }
+
+    /// Starts a record at the end of `out` (room for its header); append at most
+    /// [`MAX_RECORD_PLAINTEXT`] bytes of plaintext to `out`, then call [`Sealer::finish`] with
+    /// the returned start. Lets a writer build records in its own buffer without a copy.
+    pub fn begin(&self, out: &mut Vec<u8>) -> usize {
+        let start = out.len();
+        out.extend_from_slice(&[0; RECORD_HEADER_LEN]);
+        start
+    }
+
+    /// Seals the record begun at `start` (its plaintext is `out[start + 4..]`) in place and
+    /// appends its tag.
+    pub fn finish(&mut self, out: &mut Vec<u8>, start: usize) -> Result<(), RecordError> {
+        if self.failed {
+            return Err(RecordError::Failed);
+        }
+        let plain_len = out.len() - start - RECORD_HEADER_LEN;
+        assert!(
+            plain_len <= MAX_RECORD_PLAINTEXT,
+            "a record holds at most MAX_RECORD_PLAINTEXT"
+        );
+        {
             if self.counter == u64::MAX {
                 self.failed = true;
                 return Err(RecordError::Exhausted);
             }
-            let body_len = chunk.len() + TAG_LEN;
+            let body_len = plain_len + TAG_LEN;
             let header = (body_len as u32).to_be_bytes();
-            let start = out.len();
-            out.extend_from_slice(&header);
-            out.extend_from_slice(chunk);
+            out[start..start + RECORD_HEADER_LEN].copy_from_slice(&header);
             let n = Nonce::assume_unique_for_key(nonce(&self.iv, self.counter));
             let tag = if self.encrypt {
                 let data = &mut out[start + RECORD_HEADER_LEN..];
@@ -172,6 +198,28 @@ impl Sealer {
             let tag: Tag = tag.expect("a record is far below AES-GCM's message limit");
             out.extend_from_slice(tag.as_ref());
             self.counter += 1;
+        }
+        Ok(())
+    }
+
+    /// Appends `bytes` to the stream being built in `out`, beginning and finishing records as
+    /// they fill; `open` is the start of the record being filled (from [`Sealer::begin`]).
+    pub fn append(
+        &mut self,
+        out: &mut Vec<u8>,
+        open: &mut usize,
+        mut bytes: &[u8],
+    ) -> Result<(), RecordError> {
+        while !bytes.is_empty() {
+            let filled = out.len() - *open - RECORD_HEADER_LEN;
+            if filled == MAX_RECORD_PLAINTEXT {
+                self.finish(out, *open)?;
+                *open = self.begin(out);
+                continue;
+            }
+            let take = (MAX_RECORD_PLAINTEXT - filled).min(bytes.len());
+            out.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
         }
         Ok(())
     }
@@ -223,6 +271,20 @@ impl Opener {
             return Err(RecordError::Failed);
         }
         while !input.is_empty() {
+            // A whole record at hand and nothing pending: opened straight into `out` (one copy).
+            if self.pending.is_empty() && input.len() >= RECORD_HEADER_LEN {
+                let len = u32::from_be_bytes([input[0], input[1], input[2], input[3]]) as usize;
+                if !(TAG_LEN..=MAX_RECORD_PLAINTEXT + TAG_LEN).contains(&len) {
+                    self.failed = true;
+                    return Err(RecordError::BadLength { len });
+                }
+                if input.len() >= RECORD_HEADER_LEN + len {
+                    let (record, rest) = input.split_at(RECORD_HEADER_LEN + len);
+                    self.open_whole(record, out)?;
+                    input = rest;
+                    continue;
+                }
+            }
             // Header first, then the body it announces.
             let want = if self.pending.len() < RECORD_HEADER_LEN {
                 RECORD_HEADER_LEN
@@ -255,6 +317,48 @@ impl Opener {
             return Err(RecordError::BadLength { len });
         }
         Ok(len)
+    }
+
+    /// Opens one whole `record` (header, body) into the end of `out`.
+    fn open_whole(&mut self, record: &[u8], out: &mut Vec<u8>) -> Result<(), RecordError> {
+        if self.counter == u64::MAX {
+            self.failed = true;
+            return Err(RecordError::Exhausted);
+        }
+        let n = Nonce::assume_unique_for_key(nonce(&self.iv, self.counter));
+        let tag_at = record.len() - TAG_LEN;
+        let mut tag_bytes = [0u8; TAG_LEN];
+        tag_bytes.copy_from_slice(&record[tag_at..]);
+        let tag = Tag::from(tag_bytes);
+        let (header, data) = (
+            &record[..RECORD_HEADER_LEN],
+            &record[RECORD_HEADER_LEN..tag_at],
+        );
+        let start = out.len();
+        let ok = if self.encrypt {
+            out.extend_from_slice(data);
+            self.cipher
+                .open_in_place_separate_tag(n, Aad::from(header), tag, &mut out[start..], 0..)
+                .is_ok()
+        } else {
+            let ok = self
+                .cipher
+                .open_in_place_separate_tag(n, Aad::from(&record[..tag_at]), tag, &mut [], 0..)
+                .is_ok();
+            if ok {
+                out.extend_from_slice(data);
+            }
+            ok
+        };
+        if !ok {
+            out.truncate(start);
+            self.failed = true;
+            return Err(RecordError::Authentication {
+                counter: self.counter,
+            });
+        }
+        self.counter += 1;
+        Ok(())
     }
 
     fn open_pending(&mut self, out: &mut Vec<u8>) -> Result<(), RecordError> {
@@ -381,6 +485,25 @@ mod tests {
                 assert!(!plain.windows(4).any(|w| w == b"evil"), "{what}");
                 assert_eq!(o.open(b"x", &mut plain), Err(RecordError::Failed));
             }
+        }
+    }
+
+    #[test]
+    fn records_built_in_place_open_like_sealed_ones() {
+        let big = vec![3u8; MAX_RECORD_PLAINTEXT + 100];
+        for encrypt in [true, false] {
+            let mut s = Sealer::new(&key(1), encrypt);
+            let mut out = Vec::new();
+            let mut open = s.begin(&mut out);
+            s.append(&mut out, &mut open, b"frame one").unwrap();
+            s.append(&mut out, &mut open, &big).unwrap();
+            s.finish(&mut out, open).unwrap();
+            assert_eq!(s.records(), 2, "the big frame spills into a second record");
+            let mut o = Opener::new(&key(1), encrypt);
+            let mut plain = Vec::new();
+            o.open(&out, &mut plain).unwrap();
+            assert_eq!(&plain[..9], b"frame one");
+            assert_eq!(&plain[9..], &big[..]);
         }
     }
 
