@@ -104,15 +104,6 @@ fn assert_db_check_passes(net: &Net, i: usize) {
     );
 }
 
-/// Lines of node `i`'s log that contain `needle`.
-fn log_lines(net: &Net, i: usize, needle: &str) -> usize {
-    std::fs::read_to_string(net.nodes[i].log())
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains(needle))
-        .count()
-}
-
 /// What a follower or CN logs when it bans the sender of a block with a forged body.
 const FORGED_BODY_BAN: &str = "carries transactions its header does not commit to";
 
@@ -390,7 +381,7 @@ fn ens_refuse_a_pn_that_tampers_with_block_bodies_and_catch_up_once_an_honest_pn
     assert_eq!(net.heights(&ens), vec![0, 0], "nothing forged adopted");
     for &en in &ens {
         assert!(
-            log_lines(&net, en, FORGED_BODY_BAN) >= 1,
+            net.log_lines(en, FORGED_BODY_BAN) >= 1,
             "{} never named the forged body\n{}",
             net.nodes[en].name,
             tail(&net.nodes[en].log(), 20)
@@ -441,7 +432,7 @@ fn a_cn_refuses_tampered_sync_answers_bans_their_sender_and_catches_up_from_hone
     net.wait_metric(lagging, &rejected_metric("forged_body"), 1.0, STARTUP);
     let stuck_at = net.heights(&[lagging])[0];
     net.wait_metric(lagging, VIOLATIONS, 1.0, STARTUP);
-    assert!(log_lines(&net, lagging, "not final (forged_body)") >= 1);
+    assert!(net.log_lines(lagging, "not final (forged_body)") >= 1);
     for &i in &quiet {
         net.nodes[i]
             .proc

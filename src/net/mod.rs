@@ -235,6 +235,16 @@ pub struct Reload {
     pub load: PermissionLoader,
 }
 
+impl From<&crate::node::config::PeerEntry> for DialTarget {
+    fn from(p: &crate::node::config::PeerEntry) -> DialTarget {
+        DialTarget {
+            role: p.role,
+            node_id: p.node_id,
+            address: p.address,
+        }
+    }
+}
+
 /// Static facts the net shard needs.
 #[derive(Clone)]
 pub struct NetConfig {

@@ -79,15 +79,7 @@ fn permission_loader(path: std::path::PathBuf, role: Role) -> net::PermissionLoa
         }
         Ok(net::Permissions {
             allowlist: config.allowlist,
-            dial: config
-                .peers
-                .iter()
-                .map(|p| DialTarget {
-                    role: p.role,
-                    node_id: p.node_id,
-                    address: p.address,
-                })
-                .collect(),
+            dial: config.peers.iter().map(DialTarget::from).collect(),
         })
     })
 }
@@ -217,15 +209,7 @@ pub fn run_node(
         listen: config.listen,
         ingress: config.ingress_listen,
         council: genesis.council.iter().map(|m| m.node_id).collect(),
-        dial: config
-            .peers
-            .iter()
-            .map(|p| DialTarget {
-                role: p.role,
-                node_id: p.node_id,
-                address: p.address,
-            })
-            .collect(),
+        dial: config.peers.iter().map(DialTarget::from).collect(),
         allowlist: config.allowlist.clone(),
         encryption: config.encryption,
         bootnodes: config.bootnodes.clone(),

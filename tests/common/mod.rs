@@ -470,6 +470,15 @@ impl Net {
         self.wait_ready(STARTUP);
     }
 
+    /// Lines of node `i`'s log that contain `needle`.
+    pub fn log_lines(&self, i: usize, needle: &str) -> usize {
+        std::fs::read_to_string(self.nodes[i].log())
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
     /// Starts every node (bootnodes first) without waiting for them to connect.
     pub fn spawn_all_unready(&mut self) {
         let mut order = self.of_role(Role::Bootnode);
