@@ -1491,56 +1491,61 @@ async fn run_peer(state: Shared, stream: TcpStream, admitted: Admitted) {
     let mut consensus_rate = RateLimit::new(limits.consensus_messages_per_second);
     let mut last_sync: Option<Instant> = None;
     let mut decoder = FrameDecoder::new();
+    // Records are read into the opener's buffer and opened in place there; the decoder reads
+    // the plaintext where it lies.
     let mut opener = keys.opener();
-    let mut buf = vec![0u8; READ_CHUNK];
-    let mut plain = Vec::with_capacity(READ_CHUNK);
     let mut link_failure: Option<record::RecordError> = None;
     let violation: Option<String> = 'read: loop {
         // A read of data already buffered does not suspend: yield so that one busy connection
         // cannot starve the other tasks of this executor (other peers, the exec shard).
         futures_lite::future::yield_now().await;
-        let n = match reader.read(&mut buf).await {
+        let n = match reader.read(opener.spare()).await {
             Ok(0) | Err(_) => break None,
             Ok(n) => n,
         };
+        opener.filled(n);
         counters.bytes_in.fetch_add(n as u64, Relaxed);
         // Busy time: opening, decoding, checking and handing on what this read brought.
         let handling = Instant::now();
-        plain.clear();
-        if let Err(e) = opener.open(&buf[..n], &mut plain) {
-            // The path changed, injected or replayed bytes: the peer is not to blame.
-            link_failure = Some(e);
-            break None;
-        }
-        let mut input = plain.as_slice();
         loop {
-            let frame = match decoder.decode(&mut input) {
-                Ok(Some(frame)) => frame,
+            let mut input = match opener.next_plaintext() {
+                Ok(Some(plain)) => plain,
                 Ok(None) => break,
-                Err(e) => break 'read Some(format!("bad frame: {e}")),
+                Err(e) => {
+                    // The path changed, injected or replayed bytes: the peer is not to blame.
+                    link_failure = Some(e);
+                    break 'read None;
+                }
             };
-            if !rate.take() {
-                break 'read Some(format!(
-                    "more than {} frames per second",
-                    limits.messages_per_second
-                ));
-            }
-            let costs_consensus = matches!(
-                frame.kind,
-                FrameKind::Proposal
-                    | FrameKind::Vote
-                    | FrameKind::RoundChange
-                    | FrameKind::FinalizedBlock
-            );
-            if costs_consensus && !consensus_rate.take() {
-                break 'read Some(format!(
-                    "more than {} consensus frames per second",
-                    limits.consensus_messages_per_second
-                ));
-            }
-            let from = Sender { slot, role };
-            if let Err(reason) = dispatch_peer_frame(&state, from, frame, &mut last_sync) {
-                break 'read Some(reason);
+            loop {
+                let frame = match decoder.decode(&mut input) {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => break,
+                    Err(e) => break 'read Some(format!("bad frame: {e}")),
+                };
+                if !rate.take() {
+                    break 'read Some(format!(
+                        "more than {} frames per second",
+                        limits.messages_per_second
+                    ));
+                }
+                let costs_consensus = matches!(
+                    frame.kind,
+                    FrameKind::Proposal
+                        | FrameKind::Vote
+                        | FrameKind::RoundChange
+                        | FrameKind::FinalizedBlock
+                );
+                if costs_consensus && !consensus_rate.take() {
+                    break 'read Some(format!(
+                        "more than {} consensus frames per second",
+                        limits.consensus_messages_per_second
+                    ));
+                }
+                let from = Sender { slot, role };
+                if let Err(reason) = dispatch_peer_frame(&state, from, frame, &mut last_sync) {
+                    break 'read Some(reason);
+                }
             }
         }
         state.borrow().stats.add_busy(handling);

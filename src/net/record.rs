@@ -4,8 +4,8 @@
 //! reorder or replay anything without the connection failing.
 //!
 //! The module is sans-IO: a [`Sealer`] turns plaintext (coalesced frames) into record bytes to
-//! write, an [`Opener`] turns the bytes read into plaintext (which the frame decoder then
-//! reads). Record boundaries have nothing to do with frame boundaries.
+//! write, in the writer's own buffer; an [`Opener`] owns the buffer the connection is read
+//! into and opens each record in place there, handing the frame decoder a slice of it. Record boundaries have nothing to do with frame boundaries.
 //!
 //! # Record layout
 //!
@@ -41,7 +41,8 @@
 //! # Invariants
 //!
 //! - Plaintext leaves an [`Opener`] only after its record's tag verified, in order.
-//! - An [`Opener`] holds at most one record's bytes ([`MAX_RECORD_LEN`]) whatever it is fed.
+//! - An [`Opener`] holds a fixed buffer ([`RECEIVE_BUFFER_LEN`]) whatever it is fed; it never
+//!   moves or copies a record inside it.
 //! - After an error, an [`Opener`] or [`Sealer`] refuses everything (fail closed).
 
 use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, AES_256_GCM};
@@ -225,14 +226,29 @@ impl Sealer {
     }
 }
 
+/// Bytes of an [`Opener`]'s receive buffer: room for a record starting anywhere in the first
+/// [`MAX_RECORD_LEN`] bytes (see [`Opener::spare`]).
+pub const RECEIVE_BUFFER_LEN: usize = 2 * MAX_RECORD_LEN;
+
 /// Opens records into plaintext (one direction), whatever pieces the bytes arrive in.
+///
+/// The opener owns the buffer the connection is read into ([`Opener::spare`],
+/// [`Opener::filled`]) and opens each record in place there ([`Opener::next_plaintext`]), so a
+/// record's bytes are never copied between the read and the frame decoder. No record is ever
+/// moved inside the buffer either: reads are sized so that a record begins in the first
+/// [`MAX_RECORD_LEN`] bytes and therefore always fits, and the buffer starts over from its
+/// front whenever it is empty.
 pub struct Opener {
     cipher: LessSafeKey,
     iv: [u8; 12],
     counter: u64,
     encrypt: bool,
-    /// Bytes of the record being received (at most [`MAX_RECORD_LEN`]).
-    pending: Vec<u8>,
+    /// The receive buffer ([`RECEIVE_BUFFER_LEN`] bytes, never grown).
+    buf: Vec<u8>,
+    /// Start of the first record not yet opened.
+    start: usize,
+    /// End of the bytes read.
+    end: usize,
     failed: bool,
 }
 
@@ -241,7 +257,7 @@ impl std::fmt::Debug for Opener {
         f.debug_struct("Opener")
             .field("counter", &self.counter)
             .field("encrypt", &self.encrypt)
-            .field("pending", &self.pending.len())
+            .field("buffered", &(self.end - self.start))
             .finish_non_exhaustive()
     }
 }
@@ -254,7 +270,9 @@ impl Opener {
             iv: key.iv,
             counter: 0,
             encrypt,
-            pending: Vec::new(),
+            buf: vec![0; RECEIVE_BUFFER_LEN],
+            start: 0,
+            end: 0,
             failed: false,
         }
     }
@@ -264,136 +282,127 @@ impl Opener {
         self.counter
     }
 
-    /// Takes `input` (any number of bytes read from the connection) and appends to `out` the
-    /// plaintext of every record it completes.
-    pub fn open(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<(), RecordError> {
+    /// Bytes read and not yet opened (at most one record's worth plus what follows it).
+    pub fn buffered(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Where to read the next bytes from the connection into (never empty); then call
+    /// [`Opener::filled`] with the count read. Call it only once [`Opener::next_plaintext`]
+    /// has answered `None` (every whole record opened).
+    ///
+    /// The read is bounded so that no record begins past [`MAX_RECORD_LEN`]: up to that mark
+    /// or, when the first unopened record (or its header) ends beyond it, up to that end
+    /// exactly.
+    pub fn spare(&mut self) -> &mut [u8] {
+        if self.start == self.end {
+            (self.start, self.end) = (0, 0);
+        }
+        let limit = match self.announced() {
+            Some(len) => (self.start + RECORD_HEADER_LEN + len).max(MAX_RECORD_LEN),
+            None => (self.start + RECORD_HEADER_LEN).max(MAX_RECORD_LEN),
+        };
+        assert!(
+            self.start < MAX_RECORD_LEN,
+            "a record begins past MAX_RECORD_LEN"
+        );
+        assert!(
+            self.end < limit && limit <= RECEIVE_BUFFER_LEN,
+            "spare() with a whole record not yet opened"
+        );
+        &mut self.buf[self.end..limit]
+    }
+
+    /// Records that `n` bytes were read into [`Opener::spare`].
+    pub fn filled(&mut self, n: usize) {
+        assert!(
+            self.end + n <= RECEIVE_BUFFER_LEN,
+            "filled more than spare() offered"
+        );
+        self.end += n;
+    }
+
+    /// The body length the first unopened record announces, if its header is in (unchecked).
+    fn announced(&self) -> Option<usize> {
+        let header = self.buf.get(self.start..self.start + RECORD_HEADER_LEN)?;
+        if self.end - self.start < RECORD_HEADER_LEN {
+            return None;
+        }
+        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        Some(len.min(MAX_RECORD_PLAINTEXT + TAG_LEN))
+    }
+
+    /// Opens the next whole record in place and returns its plaintext, or `None` when the
+    /// bytes read so far hold no further whole record.
+    pub fn next_plaintext(&mut self) -> Result<Option<&[u8]>, RecordError> {
         if self.failed {
             return Err(RecordError::Failed);
         }
-        while !input.is_empty() {
-            // A whole record at hand and nothing pending: opened straight into `out` (one copy).
-            if self.pending.is_empty() && input.len() >= RECORD_HEADER_LEN {
-                let len = u32::from_be_bytes([input[0], input[1], input[2], input[3]]) as usize;
-                if !(TAG_LEN..=MAX_RECORD_PLAINTEXT + TAG_LEN).contains(&len) {
-                    self.failed = true;
-                    return Err(RecordError::BadLength { len });
-                }
-                if input.len() >= RECORD_HEADER_LEN + len {
-                    let (record, rest) = input.split_at(RECORD_HEADER_LEN + len);
-                    self.open_whole(record, out)?;
-                    input = rest;
-                    continue;
-                }
-            }
-            // Header first, then the body it announces.
-            let want = if self.pending.len() < RECORD_HEADER_LEN {
-                RECORD_HEADER_LEN
-            } else {
-                RECORD_HEADER_LEN + self.body_len()?
-            };
-            let take = (want - self.pending.len()).min(input.len());
-            self.pending.extend_from_slice(&input[..take]);
-            input = &input[take..];
-            if self.pending.len() == RECORD_HEADER_LEN {
-                self.body_len()?;
-            }
-            if self.pending.len() > RECORD_HEADER_LEN
-                && self.pending.len() == RECORD_HEADER_LEN + self.body_len()?
-            {
-                self.open_pending(out)?;
-            }
+        if self.end - self.start < RECORD_HEADER_LEN {
+            return Ok(None);
         }
-        debug_assert!(self.pending.len() <= MAX_RECORD_LEN);
-        Ok(())
-    }
-
-    /// The body length in the pending header, checked.
-    fn body_len(&mut self) -> Result<usize, RecordError> {
-        let mut header = [0u8; RECORD_HEADER_LEN];
-        header.copy_from_slice(&self.pending[..RECORD_HEADER_LEN]);
-        let len = u32::from_be_bytes(header) as usize;
+        let at = self.start;
+        let h = &self.buf[at..at + RECORD_HEADER_LEN];
+        let len = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize;
         if !(TAG_LEN..=MAX_RECORD_PLAINTEXT + TAG_LEN).contains(&len) {
             self.failed = true;
             return Err(RecordError::BadLength { len });
         }
-        Ok(len)
-    }
-
-    /// Opens one whole `record` (header, body) into the end of `out`.
-    fn open_whole(&mut self, record: &[u8], out: &mut Vec<u8>) -> Result<(), RecordError> {
+        let record_end = at + RECORD_HEADER_LEN + len;
+        if self.end < record_end {
+            return Ok(None);
+        }
         if self.counter == u64::MAX {
             self.failed = true;
             return Err(RecordError::Exhausted);
         }
         let n = Nonce::assume_unique_for_key(nonce(&self.iv, self.counter));
-        let tag_at = record.len() - TAG_LEN;
+        let tag_at = record_end - TAG_LEN;
         let mut tag_bytes = [0u8; TAG_LEN];
-        tag_bytes.copy_from_slice(&record[tag_at..]);
-        let tag = Tag::from(tag_bytes);
-        let (header, data) = (
-            &record[..RECORD_HEADER_LEN],
-            &record[RECORD_HEADER_LEN..tag_at],
-        );
-        let start = out.len();
-        let ok = if self.encrypt {
-            out.extend_from_slice(data);
-            self.cipher
-                .open_in_place_separate_tag(n, Aad::from(header), tag, &mut out[start..], 0..)
-                .is_ok()
-        } else {
-            let ok = self
-                .cipher
-                .open_in_place_separate_tag(n, Aad::from(&record[..tag_at]), tag, &mut [], 0..)
-                .is_ok();
-            if ok {
-                out.extend_from_slice(data);
-            }
-            ok
-        };
-        if !ok {
-            out.truncate(start);
-            self.failed = true;
-            return Err(RecordError::Authentication {
-                counter: self.counter,
-            });
-        }
-        self.counter += 1;
-        Ok(())
-    }
-
-    fn open_pending(&mut self, out: &mut Vec<u8>) -> Result<(), RecordError> {
-        if self.counter == u64::MAX {
-            self.failed = true;
-            return Err(RecordError::Exhausted);
-        }
-        let n = Nonce::assume_unique_for_key(nonce(&self.iv, self.counter));
-        let tag_at = self.pending.len() - TAG_LEN;
-        let mut tag_bytes = [0u8; TAG_LEN];
-        tag_bytes.copy_from_slice(&self.pending[tag_at..]);
+        tag_bytes.copy_from_slice(&self.buf[tag_at..record_end]);
         let tag = Tag::from(tag_bytes);
         let ok = if self.encrypt {
-            let (header, body) = self.pending.split_at_mut(RECORD_HEADER_LEN);
-            let data = &mut body[..tag_at - RECORD_HEADER_LEN];
+            let (header, body) = self.buf[at..tag_at].split_at_mut(RECORD_HEADER_LEN);
             self.cipher
-                .open_in_place_separate_tag(n, Aad::from(&header[..]), tag, data, 0..)
+                .open_in_place_separate_tag(n, Aad::from(&header[..]), tag, body, 0..)
                 .is_ok()
         } else {
-            let aad = &self.pending[..tag_at];
+            let aad = &self.buf[at..tag_at];
             self.cipher
                 .open_in_place_separate_tag(n, Aad::from(aad), tag, &mut [], 0..)
                 .is_ok()
         };
-        let data = &self.pending[RECORD_HEADER_LEN..tag_at];
         if !ok {
             self.failed = true;
             return Err(RecordError::Authentication {
                 counter: self.counter,
             });
         }
-        out.extend_from_slice(data);
         self.counter += 1;
-        self.pending.clear();
-        Ok(())
+        self.start = record_end;
+        Ok(Some(&self.buf[at + RECORD_HEADER_LEN..tag_at]))
+    }
+
+    /// Takes `input` (any number of bytes read from the connection) and appends to `out` the
+    /// plaintext of every record it completes: for callers that read into their own buffer
+    /// (one copy more than [`Opener::spare`] and [`Opener::next_plaintext`]).
+    pub fn open(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<(), RecordError> {
+        if self.failed {
+            return Err(RecordError::Failed);
+        }
+        loop {
+            while let Some(plain) = self.next_plaintext()? {
+                out.extend_from_slice(plain);
+            }
+            if input.is_empty() {
+                return Ok(());
+            }
+            let spare = self.spare();
+            let take = spare.len().min(input.len());
+            spare[..take].copy_from_slice(&input[..take]);
+            self.filled(take);
+            input = &input[take..];
+        }
     }
 }
 
@@ -534,13 +543,42 @@ mod tests {
     }
 
     proptest! {
+        /// Records of any sizes read in reads of any sizes through `spare` come out whole and
+        /// in order, opened where they were read.
+        #[test]
+        fn records_read_in_place_in_any_reads_come_out_in_order(
+            sizes in proptest::collection::vec(prop_oneof![1usize..600, Just(MAX_RECORD_PLAINTEXT), (MAX_RECORD_PLAINTEXT - 50)..MAX_RECORD_PLAINTEXT], 1..6),
+            reads in proptest::collection::vec(1usize..(MAX_RECORD_LEN + 10), 1..8),
+            encrypt in any::<bool>(),
+        ) {
+            let messages: Vec<Vec<u8>> = sizes.iter().enumerate().map(|(i, &n)| vec![i as u8 + 1; n]).collect();
+            let refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
+            let wire = sealed(encrypt, &refs);
+            let mut o = Opener::new(&key(1), encrypt);
+            let (mut at, mut k, mut got) = (0, 0, Vec::new());
+            while at < wire.len() {
+                let spare = o.spare();
+                let n = reads[k % reads.len()].min(spare.len()).min(wire.len() - at);
+                spare[..n].copy_from_slice(&wire[at..at + n]);
+                o.filled(n);
+                at += n;
+                k += 1;
+                while let Some(plain) = o.next_plaintext().expect("honest records open") {
+                    got.push(plain.to_vec());
+                }
+            }
+            prop_assert_eq!(got, messages);
+            prop_assert_eq!(o.buffered(), 0);
+        }
+
         /// Whatever bytes arrive, the opener neither panics nor holds more than one record.
         #[test]
         fn random_bytes_never_panic_or_grow_the_opener(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
             let mut o = Opener::new(&key(3), true);
             let mut plain = Vec::new();
             let _ = o.open(&bytes, &mut plain);
-            prop_assert!(o.pending.len() <= MAX_RECORD_LEN);
+            prop_assert!(o.buffered() <= MAX_RECORD_LEN);
+            prop_assert_eq!(o.buf.len(), RECEIVE_BUFFER_LEN);
             prop_assert!(plain.is_empty());
         }
     }
