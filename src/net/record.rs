@@ -5,7 +5,8 @@
 //!
 //! The module is sans-IO: a [`Sealer`] turns plaintext (coalesced frames) into record bytes to
 //! write, in the writer's own buffer; an [`Opener`] owns the buffer the connection is read
-//! into and opens each record in place there, handing the frame decoder a slice of it. Record boundaries have nothing to do with frame boundaries.
+//! into and opens each record in place there, handing the frame decoder a slice of it. Record
+//! boundaries have nothing to do with frame boundaries.
 //!
 //! # Record layout
 //!
@@ -298,10 +299,11 @@ impl Opener {
         if self.start == self.end {
             (self.start, self.end) = (0, 0);
         }
-        let limit = match self.announced() {
-            Some(len) => (self.start + RECORD_HEADER_LEN + len).max(MAX_RECORD_LEN),
-            None => (self.start + RECORD_HEADER_LEN).max(MAX_RECORD_LEN),
-        };
+        // An out-of-bounds length fails in next_plaintext before any read; capped here anyway.
+        let len = self
+            .announced()
+            .map_or(0, |l| l.min(MAX_RECORD_PLAINTEXT + TAG_LEN));
+        let limit = (self.start + RECORD_HEADER_LEN + len).max(MAX_RECORD_LEN);
         assert!(
             self.start < MAX_RECORD_LEN,
             "a record begins past MAX_RECORD_LEN"
@@ -324,12 +326,11 @@ impl Opener {
 
     /// The body length the first unopened record announces, if its header is in (unchecked).
     fn announced(&self) -> Option<usize> {
-        let header = self.buf.get(self.start..self.start + RECORD_HEADER_LEN)?;
         if self.end - self.start < RECORD_HEADER_LEN {
             return None;
         }
-        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
-        Some(len.min(MAX_RECORD_PLAINTEXT + TAG_LEN))
+        let h = &self.buf[self.start..self.start + RECORD_HEADER_LEN];
+        Some(u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize)
     }
 
     /// Opens the next whole record in place and returns its plaintext, or `None` when the
@@ -338,12 +339,10 @@ impl Opener {
         if self.failed {
             return Err(RecordError::Failed);
         }
-        if self.end - self.start < RECORD_HEADER_LEN {
+        let Some(len) = self.announced() else {
             return Ok(None);
-        }
+        };
         let at = self.start;
-        let h = &self.buf[at..at + RECORD_HEADER_LEN];
-        let len = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize;
         if !(TAG_LEN..=MAX_RECORD_PLAINTEXT + TAG_LEN).contains(&len) {
             self.failed = true;
             return Err(RecordError::BadLength { len });
