@@ -14,8 +14,8 @@ use criterion::{
 
 use corecell::crypto::bls::{BlsSecretKey, BlsSignature, CertificateView, CouncilKeys, Domain};
 use corecell::crypto::election::Committee;
-use corecell::crypto::hash::{keccak256, xxh3, Hash32};
 use corecell::crypto::tx::{decode_transaction, sign_transfer, Transfer, TxType};
+use corecell::types::hash::{keccak256, xxh3, Hash32};
 use corecell::types::{signers, Height, QuorumCertificate, VoteKind};
 
 const CHAIN_ID: u64 = 1001;

@@ -28,12 +28,12 @@ use criterion::{
     criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
 
-use corecell::crypto::hash::keccak256;
+use corecell::config::genesis::{test_account_secret, GenesisAccount};
 use corecell::crypto::tx::{
     address_of_secret, decode_transaction, sign_transfer, DecodedTx, Transfer, TxType,
 };
 use corecell::exec::state::{Address, State, TRANSFER_GAS};
-use corecell::node::genesis::{test_account_secret, GenesisAccount};
+use corecell::types::hash::keccak256;
 
 const CHAIN_ID: u64 = 1001;
 const ACCOUNTS: usize = 10_000;

@@ -29,13 +29,13 @@ use criterion::{
     criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
 
+use corecell::config::genesis::{test_account_secret, GenesisAccount};
 use corecell::crypto::tx::{
     address_of_secret, decode_transaction, sign_transfer, Transfer, TxType,
 };
 use corecell::exec::mempool::{Mempool, MempoolConfig, PooledTx, Refusal};
 use corecell::exec::state::{Address, State, TRANSFER_GAS};
 use corecell::exec::transfer::BASE_FEE_WEI;
-use corecell::node::genesis::{test_account_secret, GenesisAccount};
 use corecell::types::{MAX_BLOCK_TXS, MAX_BLOCK_TX_BYTES};
 
 const CHAIN_ID: u64 = 1001;

@@ -12,10 +12,10 @@ use std::time::Duration;
 use alloy_primitives::U256;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
-use corecell::crypto::hash::keccak256;
 use corecell::crypto::tx::{sign_transfer, Transfer, TxType};
 use corecell::types::chain::{transactions_root, ArchivedBlock, SignedTransaction};
 use corecell::types::frame::{self, encode_frame, Message};
+use corecell::types::hash::keccak256;
 use corecell::types::{
     signers, to_bytes, Block, BlockHeader, FinalizedBlock, FrameDecoder, Proposal,
     QuorumCertificate, Vote, VoteKind,

@@ -48,38 +48,39 @@ use rkyv::util::AlignedVec;
 
 use std::time::Duration;
 
+use crate::config::genesis::{
+    test_account_secret, AccountFile, CouncilMemberFile, ExecutionMode, Genesis, GenesisAccount,
+    GenesisFile, MAX_BLOCK_PERIOD_MS, MAX_GENESIS_ACCOUNTS, TEST_ACCOUNT_BALANCE_WEI,
+};
+use crate::config::node::{
+    check_name, ConfigFile, NodeConfig, Role, MAX_CONFIG_BYTES, MAX_CONFIG_PEERS,
+    MAX_IO_MEMORY_KIB, MAX_SNAPSHOT_INTERVAL_BLOCKS, MIN_IO_MEMORY_KIB,
+};
+use crate::config::{parse_toml, to_hex, ConfigError};
 use crate::crypto::bls::BlsSecretKey;
-use crate::crypto::hash::{keccak256, Hash32};
 use crate::crypto::tx::{
     address_of_secret, decode_transaction, sign_transfer, DecodedTx, Transfer, TxError, TxType,
-    MAX_TX_BYTES,
 };
 use crate::exec::chain_index::{self, ChainIndex, IndexedBlock, CHAIN_INDEX_MAX_BYTES};
+use crate::exec::queries::RpcBridge;
 use crate::exec::raw::RawPool;
 use crate::exec::state::State;
 use crate::exec::transfer::{FinalizedOutcome, TransferEngine, BASE_FEE_WEI};
 use crate::exec::Engine;
 use crate::net::handshake::{Handshake, Side, AUTH_LEN, HELLO_LEN, NONCE_LEN};
-use crate::node::config::{
-    check_name, ConfigFile, NodeConfig, Role, MAX_CONFIG_BYTES, MAX_CONFIG_PEERS,
-    MAX_IO_MEMORY_KIB, MAX_SNAPSHOT_INTERVAL_BLOCKS, MIN_IO_MEMORY_KIB,
-};
-use crate::node::genesis::{
-    test_account_secret, AccountFile, CouncilMemberFile, ExecutionMode, Genesis, GenesisAccount,
-    GenesisFile, MAX_BLOCK_PERIOD_MS, MAX_GENESIS_ACCOUNTS, TEST_ACCOUNT_BALANCE_WEI,
-};
-use crate::node::{parse_toml, to_hex, ConfigError};
-use crate::rpc::{ChainInfo, RpcBridge, RpcConfig, DEFAULT_BRIDGE_QUEUE};
+use crate::rpc::{ChainInfo, RpcConfig, DEFAULT_BRIDGE_QUEUE};
 use crate::types::chain::{transactions_root, Block, BlockHeader, SignedTransaction};
 use crate::types::consensus::{Proposal, QuorumCertificate, RoundChange, Vote, VoteKind};
 use crate::types::frame::{
     encode_frame, BootnodeMessage, FrameHeader, Message, WireMessage, FRAME_HEADER_LEN,
     MAX_FRAME_PAYLOAD,
 };
+use crate::types::hash::{keccak256, Hash32};
 use crate::types::network::{
     ip_from_wire, ip_to_wire, IngressAck, PeerList, PeerQuery, SyncRequest, TxBatch, MAX_BATCH_TXS,
     MAX_BATCH_TX_BYTES, MAX_PEER_LIST,
 };
+use crate::types::MAX_TX_BYTES;
 use crate::types::{
     signers, FinalizedBlock, Frame, FrameDecoder, FrameError, FrameKind, MAX_BLOCK_TXS,
     MAX_BLOCK_TX_BYTES, MAX_COUNCIL_SIZE,
@@ -660,7 +661,7 @@ pub fn genesis_toml(data: &[u8]) {
         Ok(file) => file,
         Err(e) => return check_error(&e, path),
     };
-    let genesis = match Genesis::validate(path, &file) {
+    let genesis = match Genesis::validate(path, &file, crate::exec::genesis_state_root) {
         Ok(genesis) => genesis,
         Err(e) => return check_error(&e, path),
     };
@@ -694,7 +695,7 @@ pub fn genesis_toml(data: &[u8]) {
         Ok(file) => file,
         Err(e) => panic!("a written genesis does not parse: {e}\n{again}"),
     };
-    let back = match Genesis::validate(path, &reparsed) {
+    let back = match Genesis::validate(path, &reparsed, crate::exec::genesis_state_root) {
         Ok(back) => back,
         Err(e) => panic!("a written genesis does not validate: {e}\n{again}"),
     };
@@ -1411,11 +1412,11 @@ pub fn snapshot(data: &[u8]) {
 }
 
 /// Arbitrary bytes as a node key file, written 0600 and loaded as at start-up
-/// ([`crate::node::keys::NodeKey::load`]). Invariants: refused with an error naming the file,
+/// ([`crate::config::keys::NodeKey::load`]). Invariants: refused with an error naming the file,
 /// or a key whose public key, node id and proof of possession belong to its secret, and which
 /// written back loads as the same key.
 pub fn key_file(data: &[u8]) {
-    use crate::node::keys::NodeKey;
+    use crate::config::keys::NodeKey;
     use std::os::unix::fs::PermissionsExt;
     let dir = scratch_dir("key_file");
     let path = dir.join("node.key");

@@ -9,13 +9,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use corecell::node::config::Role;
-use corecell::node::genesis::{
+use corecell::config::genesis::{
     NetworkSpec, DEFAULT_BLOCK_PERIOD_MS, DEFAULT_CHAIN_ID, DEFAULT_TEST_ACCOUNTS,
 };
-use corecell::node::keys::NodeKey;
+use corecell::config::keys::NodeKey;
+use corecell::config::node::Role;
+use corecell::config::to_hex;
 use corecell::node::setup::NodeSetup;
-use corecell::node::to_hex;
 
 #[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
@@ -146,10 +146,10 @@ struct TestnetArgs {
     #[arg(long, default_value_t = 30)]
     duration: u64,
     /// Target block period in milliseconds.
-    #[arg(long, default_value_t = corecell::node::genesis::DEFAULT_BLOCK_PERIOD_MS)]
+    #[arg(long, default_value_t = corecell::config::genesis::DEFAULT_BLOCK_PERIOD_MS)]
     block_period_ms: u64,
     /// First port (p2p base+k, metrics base+2000+k, ingress base+3000+k).
-    #[arg(long, default_value_t = corecell::node::genesis::DEFAULT_BASE_PORT)]
+    #[arg(long, default_value_t = corecell::config::genesis::DEFAULT_BASE_PORT)]
     base_port: u16,
     /// Also write the report as one JSON object to this file (with --sweep: the sweep's,
     /// as in sweep.json).
@@ -268,7 +268,7 @@ struct GenesisArgs {
     host: IpAddr,
     /// First p2p port; node k uses base+k (p2p), base+1000+k (JSON-RPC), base+2000+k (metrics),
     /// base+3000+k (ingress).
-    #[arg(long, default_value_t = corecell::node::genesis::DEFAULT_BASE_PORT)]
+    #[arg(long, default_value_t = corecell::config::genesis::DEFAULT_BASE_PORT)]
     base_port: u16,
     /// Committee size per height [default: all CNs].
     #[arg(long)]
@@ -288,11 +288,11 @@ struct GenesisArgs {
     /// What the chain's transactions are: `transfer` (signed Ethereum transfers, executed) or
     /// `raw` (opaque, not executed: a consensus benchmark mode).
     #[arg(long, default_value = "transfer", value_parser = parse_execution)]
-    execution: corecell::node::genesis::ExecutionMode,
+    execution: corecell::config::genesis::ExecutionMode,
 }
 
-fn parse_execution(text: &str) -> Result<corecell::node::genesis::ExecutionMode, String> {
-    use corecell::node::genesis::ExecutionMode;
+fn parse_execution(text: &str) -> Result<corecell::config::genesis::ExecutionMode, String> {
+    use corecell::config::genesis::ExecutionMode;
     match text {
         "transfer" => Ok(ExecutionMode::Transfer),
         "raw" => Ok(ExecutionMode::Raw),
@@ -563,7 +563,8 @@ fn db_check(data: &std::path::Path, genesis: Option<PathBuf>, full: bool) -> Res
         })?,
     };
     let genesis =
-        corecell::node::genesis::Genesis::load(&genesis_path).map_err(|e| e.to_string())?;
+        corecell::config::genesis::Genesis::load(&genesis_path, corecell::exec::genesis_state_root)
+            .map_err(|e| e.to_string())?;
     let (log, forged) =
         store::scan_block_log_with_bodies(data, &genesis.header()).map_err(|e| e.to_string())?;
     println!(
@@ -631,7 +632,7 @@ fn db_check(data: &std::path::Path, genesis: Option<PathBuf>, full: bool) -> Res
         wal.good_len,
         tail_note(wal.tail, wal.file_len - wal.good_len)
     );
-    if genesis.execution == corecell::node::genesis::ExecutionMode::Transfer {
+    if genesis.execution == corecell::config::genesis::ExecutionMode::Transfer {
         db_check_state(data, &genesis, &log.head, &log.index, full)?;
     }
     println!("ok");
@@ -642,7 +643,7 @@ fn db_check(data: &std::path::Path, genesis: Option<PathBuf>, full: bool) -> Res
 /// usable snapshot, or the genesis with `full`) to the head, every block's root checked.
 fn db_check_state(
     data: &std::path::Path,
-    genesis: &corecell::node::genesis::Genesis,
+    genesis: &corecell::config::genesis::Genesis,
     head: &corecell::types::BlockHeader,
     index: &corecell::store::BlockIndex,
     full: bool,

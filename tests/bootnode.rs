@@ -22,13 +22,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use corecell::config::genesis::NetworkSpec;
+use corecell::config::keys::NodeKey;
+use corecell::config::node::{PeerEntry, Role};
 use corecell::net::bootnode::{
     query_bootnode, BootnodeError, DiscoveredPeer, MAX_SESSIONS_PER_IP, SESSION_TIMEOUT,
 };
 use corecell::net::handshake::{Handshake, HandshakeError, Side, AUTH_LEN, HELLO_LEN};
-use corecell::node::config::{PeerEntry, Role};
-use corecell::node::genesis::NetworkSpec;
-use corecell::node::keys::NodeKey;
 use corecell::node::metrics::scrape;
 use corecell::types::frame::encode_frame;
 use corecell::types::network::PeerQuery;

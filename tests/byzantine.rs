@@ -1,5 +1,5 @@
 //! A Byzantine CN among four real `corecell` node processes on loopback (build with
-//! `--features byzantine`; see `corecell::node::byzantine`).
+//! `--features byzantine`; see `corecell::consensus_shard::byzantine`).
 //!
 //! What these tests prove:
 //!
@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::*;
-use corecell::node::config::Role;
+use corecell::config::node::Role;
 
 const BYZANTINE: usize = 3;
 const HONEST: [usize; 3] = [0, 1, 2];

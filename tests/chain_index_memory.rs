@@ -13,11 +13,11 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering::Relaxed};
 use std::sync::Arc;
 
-use corecell::crypto::hash::keccak256;
 use corecell::exec::chain_index::{ChainIndex, IndexedBlock};
 use corecell::exec::state::Receipt;
 use corecell::store::fixtures::{child_block, genesis_header};
 use corecell::types::chain::SignedTransaction;
+use corecell::types::hash::keccak256;
 
 /// Live heap bytes of this process (requested sizes).
 static LIVE: AtomicIsize = AtomicIsize::new(0);

@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use alloy_primitives::U256;
 use common::*;
-use corecell::crypto::hash::Hash32;
-use corecell::node::genesis::Genesis;
+use corecell::config::genesis::Genesis;
+use corecell::types::hash::Hash32;
 
 /// Test accounts in the genesis.
 const ACCOUNTS: usize = 64;

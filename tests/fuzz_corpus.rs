@@ -11,9 +11,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use alloy_primitives::U256;
+use corecell::config::genesis::{test_account_secret, ExecutionMode, NetworkSpec};
 use corecell::crypto::tx::{sign_transfer, Transfer, TxType};
 use corecell::fuzz_entry;
-use corecell::node::genesis::{test_account_secret, ExecutionMode, NetworkSpec};
 use corecell::types::chain::{transactions_root, Block, BlockHeader, SignedTransaction};
 use corecell::types::frame::encode_frame;
 use corecell::types::network::{IngressAck, PeerList, PeerQuery, PeerRecord, SyncRequest, TxBatch};
@@ -530,10 +530,10 @@ fn generate_seed_corpus() {
 #[test]
 #[ignore = "rewrites the seed files of fuzz/corpus/"]
 fn generate_session_and_disk_seeds() {
+    use corecell::config::genesis::GenesisAccount;
+    use corecell::config::keys::NodeKey;
     use corecell::consensus::WalRecord;
     use corecell::exec::state::State;
-    use corecell::node::genesis::GenesisAccount;
-    use corecell::node::keys::NodeKey;
 
     // The handshake: untouched (both sides), the peer not admitted, one hello byte and one
     // auth byte flipped.
@@ -644,5 +644,5 @@ fn the_disk_seeds_are_good_files() {
         <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
     )
     .expect("chmod");
-    corecell::node::keys::NodeKey::load(&key).expect("the seed key loads");
+    corecell::config::keys::NodeKey::load(&key).expect("the seed key loads");
 }

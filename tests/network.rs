@@ -32,11 +32,11 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use corecell::config::genesis::Genesis;
+use corecell::config::keys::NodeKey;
+use corecell::config::node::Role;
 use corecell::crypto::bls::BlsSecretKey;
 use corecell::net::handshake::{Handshake, Side, AUTH_LEN, HANDSHAKE_MAGIC, HELLO_LEN};
-use corecell::node::config::Role;
-use corecell::node::genesis::Genesis;
-use corecell::node::keys::NodeKey;
 use corecell::types::FrameKind;
 
 mod common;
@@ -89,7 +89,11 @@ fn four_cns_finalize_twenty_blocks_with_identical_hashes() {
     assert!(txs > 0, "no transaction finalized\n{text}");
 
     // Independently of the report: every node's block log.
-    let genesis = Genesis::load(&net_dir.join("genesis.toml")).expect("genesis");
+    let genesis = Genesis::load(
+        &net_dir.join("genesis.toml"),
+        corecell::exec::genesis_state_root,
+    )
+    .expect("genesis");
     let chains: Vec<(String, Vec<BlockDigest>)> = (0..CNS)
         .map(|k| {
             let name = format!("cn{k}");

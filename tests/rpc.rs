@@ -13,9 +13,10 @@ use alloy::providers::{Provider, ProviderBuilder};
 use alloy::rpc::types::{BlockNumberOrTag, SyncStatus, TransactionRequest};
 use alloy::signers::local::PrivateKeySigner;
 use alloy::transports::{RpcError, TransportErrorKind};
-use corecell::node::genesis::test_account_secret;
+use corecell::config::genesis::test_account_secret;
+use corecell::exec::queries::RpcBridge;
 use corecell::rpc::bench::{post_once, LocalNode, LocalNodeSpec};
-use corecell::rpc::{RpcBridge, RpcConfig};
+use corecell::rpc::RpcConfig;
 
 const CHAIN: u64 = 1001;
 const ETHER: u128 = 1_000_000_000_000_000_000;
@@ -369,13 +370,13 @@ fn stuck_server(
     max_connections: u32,
 ) -> (
     corecell::rpc::RpcServer,
-    corecell::rpc::RpcInbox,
+    corecell::exec::queries::RpcInbox,
     std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) {
     let (bridge, inbox) = RpcBridge::new(capacity);
     let chain = corecell::rpc::ChainInfo {
         chain_id: CHAIN,
-        execution: corecell::node::genesis::ExecutionMode::Transfer,
+        execution: corecell::config::genesis::ExecutionMode::Transfer,
         council_node_ids: vec![[1; 20]],
         committee_size: 1,
         genesis_header: corecell::store::fixtures::genesis_header(),

@@ -45,17 +45,17 @@ use alloy::providers::{Provider, ProviderBuilder};
 use alloy::rpc::types::{TransactionReceipt, TransactionRequest};
 use alloy::signers::local::PrivateKeySigner;
 use common::*;
+use corecell::config::genesis::test_account_secret;
+use corecell::config::keys::NodeKey;
+use corecell::config::node::Role;
 use corecell::crypto::bls::{BlsSignature, Domain};
 use corecell::crypto::election::Committee;
-use corecell::crypto::hash::{keccak256, Hash32};
 use corecell::crypto::tx::{sign_transfer, Transfer, TxType};
 use corecell::exec::transfer::BASE_FEE_WEI;
 use corecell::net::handshake::{Handshake, Side, AUTH_LEN, HELLO_LEN};
-use corecell::node::config::Role;
-use corecell::node::genesis::test_account_secret;
-use corecell::node::keys::NodeKey;
 use corecell::types::chain::transactions_root;
 use corecell::types::frame::encode_frame;
+use corecell::types::hash::{keccak256, Hash32};
 use corecell::types::{
     signers, Block, BlockHeader, CouncilIndex, FinalizedBlock, QuorumCertificate, VoteKind,
 };

@@ -41,11 +41,11 @@ use std::time::{Duration, Instant};
 use alloy_primitives::U256;
 
 use super::report::LatencyHistogram;
+use crate::config::genesis::test_account_secret;
 use crate::crypto::tx::{address_of_secret, sign_transfer, Transfer, TxType};
 use crate::exec::batch_frame;
 use crate::exec::mempool::{DEFAULT_MAX_PER_SENDER, DEFAULT_MIN_GAS_PRICE, DEFAULT_NONCE_WINDOW};
 use crate::exec::state::TRANSFER_GAS;
-use crate::node::genesis::test_account_secret;
 use crate::types::chain::SignedTransaction;
 use crate::types::frame::{FrameDecoder, Message};
 use crate::types::network::{IngressAck, MAX_BATCH_TXS, MAX_BATCH_TX_BYTES};
@@ -764,10 +764,10 @@ impl Load {
         }
         let sources: Vec<(f64, TxSource)> = match spec.workload {
             LoadWorkload::Raw { rate, tx_size } => {
-                if !(MIN_TX_SIZE..=crate::crypto::tx::MAX_TX_BYTES).contains(&tx_size) {
+                if !(MIN_TX_SIZE..=crate::types::MAX_TX_BYTES).contains(&tx_size) {
                     return Err(format!(
                         "--tx-size {tx_size} is outside {MIN_TX_SIZE}..={}",
-                        crate::crypto::tx::MAX_TX_BYTES
+                        crate::types::MAX_TX_BYTES
                     ));
                 }
                 let mut run_id = [0u8; 8];

@@ -42,9 +42,9 @@ use super::drive::{self, NodeSample, RunLength};
 use super::load::{Load, LoadSpec, LoadWorkload, TransferPlan, MIN_TX_SIZE};
 use super::report::{shard_metric, NodeReport, RunReport, CN_SHARDS};
 use super::testnet::Workload;
+use crate::config::genesis::{test_account_secret, ExecutionMode, Genesis};
+use crate::config::node::Role;
 use crate::crypto::tx::address_of_secret;
-use crate::node::config::Role;
-use crate::node::genesis::{test_account_secret, ExecutionMode, Genesis};
 use crate::node::metrics::scrape;
 
 /// How long connecting to a target may take.
@@ -280,18 +280,18 @@ pub fn plan(options: &BenchOptions) -> Result<BenchPlan, String> {
     };
     let genesis = genesis_path
         .as_deref()
-        .map(|p| Genesis::load(p).map_err(|e| e.to_string()))
+        .map(|p| Genesis::load(p, crate::exec::genesis_state_root).map_err(|e| e.to_string()))
         .transpose()?;
     let transfer = match options.workload {
         Workload::None => {
             return Err("--workload none sends nothing: choose raw or transfer".into())
         }
         Workload::Raw => {
-            if !(MIN_TX_SIZE..=crate::crypto::tx::MAX_TX_BYTES).contains(&options.tx_size) {
+            if !(MIN_TX_SIZE..=crate::types::MAX_TX_BYTES).contains(&options.tx_size) {
                 return Err(format!(
                     "--tx-size {} is outside {MIN_TX_SIZE}..={}",
                     options.tx_size,
-                    crate::crypto::tx::MAX_TX_BYTES
+                    crate::types::MAX_TX_BYTES
                 ));
             }
             if let Some(g) = genesis
@@ -688,7 +688,7 @@ fn since(first: &[(String, f64)], last: &[(String, f64)], name: &str) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::genesis::NetworkSpec;
+    use crate::config::genesis::NetworkSpec;
 
     fn options() -> BenchOptions {
         BenchOptions {

@@ -28,7 +28,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::load::BEHIND_WARNING_MS;
-use crate::node::config::Role;
+use crate::config::node::Role;
 
 /// The largest latency a histogram tracks: one hour, in microseconds. Larger values are
 /// recorded as this value and counted by [`LatencyHistogram::clamped`].

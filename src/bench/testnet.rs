@@ -52,8 +52,8 @@ use super::report::{
     shard_metric, LatencyHistogram, NodeReport, Percentiles, ResourceTrend, RunReport, StateCheck,
     CN_SHARDS, LAG_SAMPLE_MS,
 };
-use crate::node::config::Role;
-use crate::node::genesis::{ExecutionMode, GeneratedNetwork, Genesis, NetworkSpec, PlannedNode};
+use crate::config::genesis::{ExecutionMode, GeneratedNetwork, Genesis, NetworkSpec, PlannedNode};
+use crate::config::node::Role;
 use crate::node::metrics::scrape;
 
 /// How long nodes get to come up and connect.
@@ -160,7 +160,7 @@ fn transfer_plan(options: &TestnetOptions) -> Option<TransferPlan> {
         accounts: options.accounts as u64,
         first_account: 0,
         nonce_start: 0,
-        chain_id: crate::node::genesis::DEFAULT_CHAIN_ID,
+        chain_id: crate::config::genesis::DEFAULT_CHAIN_ID,
         targets: load_tier_size(options) as u64,
         rate: options.rate,
         duration: options.duration,
@@ -249,7 +249,7 @@ pub fn run(options: &TestnetOptions, interrupted: Arc<AtomicBool>) -> Result<Run
         committee_size: None,
         block_period_ms: options.block_period_ms,
         accounts: options.accounts,
-        chain_id: crate::node::genesis::DEFAULT_CHAIN_ID,
+        chain_id: crate::config::genesis::DEFAULT_CHAIN_ID,
         timestamp_ms,
         seed: None,
         execution: options.workload.execution(),
@@ -267,7 +267,8 @@ pub fn run(options: &TestnetOptions, interrupted: Arc<AtomicBool>) -> Result<Run
     if let Some(mib) = options.rpc_index_mib {
         set_rpc_index(&network, mib)?;
     }
-    let genesis = Genesis::load(&network.genesis_path).map_err(|e| e.to_string())?;
+    let genesis = Genesis::load(&network.genesis_path, crate::exec::genesis_state_root)
+        .map_err(|e| e.to_string())?;
     match options.workload {
         Workload::Transfer => println!(
             "testnet: {} in {} (block period {} ms, workload transfer, {} tx/s from {} accounts, {} s)",
@@ -478,7 +479,7 @@ fn sign_transfers(
 /// Rewrites the `[runtime] placement` of every generated node config (the generator writes
 /// `auto`); each node loads and validates it again at start.
 fn set_placement(network: &GeneratedNetwork, placement: &str) -> Result<(), String> {
-    use crate::node::config::PlacementSection;
+    use crate::config::node::PlacementSection;
     if !matches!(placement, "auto" | "unbound" | "spread") {
         return Err(format!(
             "--placement must be `spread`, `auto` or `unbound`, not `{placement}`"
@@ -490,7 +491,7 @@ fn set_placement(network: &GeneratedNetwork, placement: &str) -> Result<(), Stri
         let path = &node.config_path;
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("reading {}: {e}", path.display()))?;
-        let mut file: crate::node::config::ConfigFile =
+        let mut file: crate::config::node::ConfigFile =
             toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         file.runtime.placement = if placement == "spread" && !cpus.is_empty() {
             PlacementSection::Table(
@@ -515,7 +516,7 @@ fn set_rpc_index(network: &GeneratedNetwork, mib: u64) -> Result<(), String> {
         let path = &node.config_path;
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("reading {}: {e}", path.display()))?;
-        let mut file: crate::node::config::ConfigFile =
+        let mut file: crate::config::node::ConfigFile =
             toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         if let Some(rpc) = file.rpc.as_mut() {
             rpc.index_mib = mib;

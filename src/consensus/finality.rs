@@ -28,8 +28,8 @@ use super::machine::ConsensusConfig;
 use super::scheme::SignatureScheme;
 use crate::crypto::bls::Domain;
 use crate::crypto::election::Committee;
-use crate::crypto::hash::{keccak256, Hash32};
 use crate::types::chain::transactions_root_of_hashes;
+use crate::types::hash::{keccak256, Hash32};
 use crate::types::{
     signers, Block, BlockHeader, BlsSignatureBytes, FinalizedBlock, Height, QuorumCertificate,
     VoteKind,

@@ -47,7 +47,7 @@ use super::machine::ConsensusConfig;
 use super::scheme::SignatureScheme;
 use super::types::Millis;
 use crate::crypto::election::Committee;
-use crate::crypto::hash::Hash32;
+use crate::types::hash::Hash32;
 use crate::types::{BlockHeader, FinalizedBlock, Height, PeerSlot};
 use std::sync::Arc;
 

@@ -11,8 +11,8 @@ use super::types::{
 use super::votes::{Added, VoteSet};
 use crate::crypto::bls::Domain;
 use crate::crypto::election::{self, Committee};
-use crate::crypto::hash::Hash32;
 use crate::types::chain::SignedTransaction;
+use crate::types::hash::Hash32;
 use crate::types::{
     signers, Block, BlockHeader, CouncilIndex, FinalizedBlock, Height, Proposal, QuorumCertificate,
     Round, RoundChange, Vote, VoteKind,

@@ -12,7 +12,7 @@
 //! - nothing panics on any input bytes.
 
 use crate::crypto::bls::{BlsSecretKey, BlsSignature, CouncilKeys, Domain};
-use crate::crypto::hash::keccak256_parts;
+use crate::types::hash::keccak256_parts;
 use crate::types::{signers, BlsSignatureBytes, CouncilIndex};
 
 /// What the consensus machine needs from a signature scheme.

@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use super::*;
-use crate::crypto::hash::{keccak256_parts, Hash32};
 use crate::types::chain::transactions_root;
+use crate::types::hash::{keccak256_parts, Hash32};
 use crate::types::{Block, BlockHeader, CommitCertificate, CouncilIndex, Height};
 
 const N: usize = 4;
@@ -23,7 +23,7 @@ fn config() -> ConsensusConfig {
 }
 
 fn genesis() -> BlockHeader {
-    crate::sim::world::genesis_header(7)
+    BlockHeader::synthetic_genesis(7)
 }
 
 /// A tiny driver: instant delivery in FIFO order, timers by time, a set of nodes that are
@@ -435,7 +435,7 @@ fn a_forged_body_in_a_synced_block_is_refused_in_the_senders_name_and_costs_no_p
         .block
         .transactions
         .iter()
-        .map(|t| crate::crypto::hash::keccak256(&t.bytes))
+        .map(|t| crate::types::hash::keccak256(&t.bytes))
         .collect();
     assert!(effects.iter().any(|e| matches!(e,
         Effect::Commit { tx_hashes: Some(h), .. } if *h == hashes)));
@@ -645,7 +645,7 @@ fn a_follower_refuses_a_forged_body_names_the_sender_and_adopts_the_genuine_copy
                 .block
                 .transactions
                 .iter()
-                .map(|t| crate::crypto::hash::keccak256(&t.bytes))
+                .map(|t| crate::types::hash::keccak256(&t.bytes))
                 .collect();
             assert_eq!(a.tx_hashes, hashes);
         }

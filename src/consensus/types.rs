@@ -2,8 +2,8 @@
 //! the sans-IO consensus core and whatever drives it (the node's consensus shard, or the
 //! simulator).
 
-use crate::crypto::hash::Hash32;
 use crate::types::chain::SignedTransaction;
+use crate::types::hash::Hash32;
 use crate::types::{
     Block, BlockHeader, BlsSignatureBytes, CommitCertificate, CouncilIndex, FinalizedBlock, Height,
     PreparedCertificate, Proposal, Round, RoundChange, Vote, VoteKind,

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use super::scheme::SignatureScheme;
 use crate::crypto::bls::Domain;
-use crate::crypto::hash::Hash32;
+use crate::types::hash::Hash32;
 use crate::types::{
     signers, BlsSignatureBytes, CouncilIndex, QuorumCertificate, Round, Vote, VoteKind,
 };

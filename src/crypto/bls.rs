@@ -23,8 +23,8 @@ use blst::min_pk::{AggregatePublicKey, AggregateSignature, PublicKey, SecretKey,
 use blst::BLST_ERROR;
 
 use crate::crypto::election::Committee;
-use crate::crypto::hash::{keccak256_parts, Hash32};
 use crate::types::consensus::{ArchivedQuorumCertificate, QuorumCertificate, VoteKind};
+use crate::types::hash::{keccak256_parts, Hash32};
 use crate::types::MAX_COUNCIL_SIZE;
 use crate::types::{signers, BlsPublicKeyBytes, BlsSignatureBytes, CouncilIndex, Height, Round};
 

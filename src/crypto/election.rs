@@ -28,7 +28,7 @@
 //!   block header carries it.
 
 use crate::crypto::bls::{BlsError, BlsSecretKey, CouncilKeys, Domain};
-use crate::crypto::hash::{keccak256, keccak256_parts, Hash32};
+use crate::types::hash::{keccak256, keccak256_parts, Hash32};
 use crate::types::{signers, BlsSignatureBytes, CouncilIndex, Height, Round, MAX_COUNCIL_SIZE};
 
 /// Domain prefix of the committee seed.

@@ -47,13 +47,8 @@ use alloy_eips::eip2718::{Decodable2718, Encodable2718};
 use alloy_primitives::{Address, Bytes, Signature, TxKind, B256, U256};
 use secp256k1::{Message, PublicKey, SecretKey, SECP256K1};
 
-use crate::crypto::hash::{keccak256, Hash32};
-
-/// Largest accepted envelope, in bytes. Checked before any decoding.
-///
-/// 128 KiB is geth's txpool limit (`txMaxSize`), so anything a standard Ethereum client would relay
-/// fits.
-pub const MAX_TX_BYTES: usize = 128 * 1024;
+use crate::types::hash::{keccak256, Hash32};
+use crate::types::MAX_TX_BYTES;
 
 /// The transaction types corecell accepts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -31,11 +31,11 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use crate::crypto::hash::{keccak256, Hash32};
+use crate::exec::queries::{AccountInfo, BlockAt, HeadInfo, RpcAnswer, RpcQuery, StateAt, TxFound};
 use crate::exec::state::Receipt;
 use crate::exec::Engine;
-use crate::rpc::{AccountInfo, BlockAt, HeadInfo, RpcAnswer, RpcQuery, StateAt, TxFound};
 use crate::types::chain::SignedTransaction;
+use crate::types::hash::{keccak256, Hash32};
 use crate::types::network::IngressAck;
 use crate::types::{FinalizedBlock, Height};
 

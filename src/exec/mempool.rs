@@ -74,8 +74,9 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, VecDequ
 
 use alloy_primitives::U256;
 
-use crate::crypto::hash::{keccak256, xxh3, Hash32};
-use crate::crypto::tx::{decode_transaction, DecodedTx, TxError, MAX_TX_BYTES};
+use crate::crypto::tx::{decode_transaction, DecodedTx, TxError};
+use crate::types::hash::{keccak256, xxh3, Hash32};
+use crate::types::MAX_TX_BYTES;
 use crate::types::{MAX_BLOCK_TXS, MAX_BLOCK_TX_BYTES};
 
 /// Intrinsic gas of a plain value transfer: the least gas limit a transaction may carry (one
@@ -1199,8 +1200,8 @@ impl<'a> Iterator for Ready<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::genesis::test_account_secret;
     use crate::crypto::tx::{address_of_secret, sign_transfer, Transfer, TxType};
-    use crate::node::genesis::test_account_secret;
     use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
     use alloy_eips::eip2718::Encodable2718;
     use alloy_primitives::{Bytes, Signature, TxKind};

@@ -1,7 +1,7 @@
 //! The exec shard: transaction pools, block building, block checking and execution.
 //!
 //! What a chain's transactions are is a genesis setting
-//! ([`ExecutionMode`](crate::node::genesis::ExecutionMode)), served by one of two engines:
+//! ([`ExecutionMode`](crate::config::genesis::ExecutionMode)), served by one of two engines:
 //! - [`transfer::TransferEngine`] (`transfer`, the default): signed Ethereum transfers in a
 //!   [`mempool::Mempool`], executed against the account [`state::State`] whose root every
 //!   header carries;
@@ -27,6 +27,7 @@
 
 pub mod chain_index;
 pub mod mempool;
+pub mod queries;
 pub mod raw;
 pub mod snapshot;
 pub mod state;
@@ -38,10 +39,10 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::crypto::hash::Hash32;
 use crate::runtime::{Rx, ShardStats, Tx};
 use crate::types::chain::SignedTransaction;
 use crate::types::frame::{encode_frame, Frame, FrameKind};
+use crate::types::hash::Hash32;
 use crate::types::network::{ArchivedTxBatch, IngressAck};
 use crate::types::{
     Block, BlockHeader, FinalizedBlock, Height, Round, MAX_BLOCK_TXS, MAX_BLOCK_TX_BYTES,
@@ -63,6 +64,7 @@ const _: () = assert!(
             <= crate::types::network::MAX_BATCH_TX_BYTES,
     "a full gossip buffer plus one more client batch fits in one TxBatch"
 );
+pub use state::genesis_state_root;
 pub use transfer::TransferEngine;
 
 /// Where an ingress connection's batch came from.
@@ -268,7 +270,7 @@ impl Engine {
                 let outcome = engine.admit_batch(
                     archived.transactions.iter().map(|t| t.bytes.as_slice()),
                     client,
-                    crate::node::consensus_shard::now_ms(),
+                    crate::config::clock::now_ms(),
                 );
                 admitted_indices = outcome.admitted;
                 acks.extend(
@@ -478,8 +480,8 @@ impl Default for Resend {
 /// the byte budget of its index of recent blocks.
 #[derive(Debug)]
 pub struct RpcService {
-    /// Questions from the RPC thread (see [`crate::rpc::RpcBridge::new`]).
-    pub inbox: crate::rpc::RpcInbox,
+    /// Questions from the RPC thread (see [`crate::exec::queries::RpcBridge::new`]).
+    pub inbox: crate::exec::queries::RpcInbox,
     /// Budget of the [`chain_index::ChainIndex`] (default
     /// [`chain_index::CHAIN_INDEX_MAX_BYTES`]).
     pub index_max_bytes: usize,
@@ -535,13 +537,14 @@ pub async fn run_with_rpc(
                 while let Ok(request) = rpc.inbox.recv_async().await {
                     stats.count_in();
                     let start = Instant::now();
-                    let admission = matches!(request.query, crate::rpc::RpcQuery::SendRaw(_));
+                    let admission =
+                        matches!(request.query, crate::exec::queries::RpcQuery::SendRaw(_));
                     let answered = chain_index::answer(
                         &mut engine.borrow_mut(),
                         &index.borrow(),
                         started_at,
                         request.query,
-                        crate::node::consensus_shard::now_ms(),
+                        crate::config::clock::now_ms(),
                     );
                     // The asker may have gone (client disconnected): nothing to do then.
                     let _ = request.reply.send(answered.answer);
@@ -582,11 +585,9 @@ pub async fn run_with_rpc(
                 glommio::timer::sleep(policy.every).await;
                 let start = Instant::now();
                 let overdue = match &*engine.borrow() {
-                    Engine::Transfer(e) => e.overdue(
-                        crate::node::consensus_shard::now_ms(),
-                        policy.after_ms,
-                        policy.max,
-                    ),
+                    Engine::Transfer(e) => {
+                        e.overdue(crate::config::clock::now_ms(), policy.after_ms, policy.max)
+                    }
                     Engine::Raw(_) => Vec::new(),
                 };
                 if overdue.is_empty() {

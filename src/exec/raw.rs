@@ -1,4 +1,4 @@
-//! The raw transaction pool of [`ExecutionMode::Raw`](crate::node::genesis::ExecutionMode)
+//! The raw transaction pool of [`ExecutionMode::Raw`](crate::config::genesis::ExecutionMode)
 //! chains: transactions are opaque byte strings (at most `MAX_TX_BYTES`), ordered and
 //! finalized but never executed; the state root stays zero.
 //!
@@ -16,8 +16,8 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use crate::crypto::hash::xxh3;
 use crate::types::chain::SignedTransaction;
+use crate::types::hash::xxh3;
 use crate::types::network::{ArchivedTxBatch, IngressAck};
 use crate::types::{Height, MAX_BLOCK_TX_BYTES};
 

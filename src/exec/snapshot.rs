@@ -23,10 +23,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::config::genesis::Genesis;
 use crate::crypto::tx::decode_transaction;
 use crate::exec::state::State;
 use crate::exec::transfer::BASE_FEE_WEI;
-use crate::node::genesis::Genesis;
 use crate::store::BlockIndex;
 use crate::types::BlockHeader;
 
@@ -401,17 +401,17 @@ fn replay(data_dir: &Path, log: &ChainLog<'_>, state: &mut State) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::genesis::test_account_secret;
     use crate::crypto::tx::{address_of_secret, sign_transfer, Transfer, TxType};
     use crate::exec::transfer::TransferEngine;
-    use crate::node::genesis::test_account_secret;
     use crate::store::BlockLog;
     use crate::types::{Block, FinalizedBlock, QuorumCertificate, VoteKind};
 
     /// A generated genesis (5 test accounts) in `dir`.
     fn genesis(dir: &Path) -> Genesis {
-        let spec = crate::node::tests::spec(1, 0, 0);
+        let spec = crate::config::genesis::test_network_spec(1, 0, 0);
         let net = spec.generate(&dir.join("net")).expect("generate");
-        Genesis::load(&net.genesis_path).expect("genesis")
+        Genesis::load(&net.genesis_path, crate::exec::genesis_state_root).expect("genesis")
     }
 
     /// `count` finalized blocks of one transfer each (account 0 paying account 1), executed
@@ -546,7 +546,7 @@ mod tests {
         let mut wrong = states[4].encode_snapshot();
         wrong[20..28].copy_from_slice(&4u64.to_be_bytes());
         let n = wrong.len() - 8;
-        let sum = crate::crypto::hash::xxh3(&wrong[..n]);
+        let sum = crate::types::hash::xxh3(&wrong[..n]);
         wrong[n..].copy_from_slice(&sum.to_be_bytes());
         std::fs::write(&newest, &wrong).expect("write");
         assert_eq!(load(), Some(2));

@@ -111,9 +111,9 @@ use std::fmt;
 
 use alloy_primitives::U256;
 
-use crate::crypto::hash::{keccak256, xxh3, Hash32};
+use crate::config::genesis::GenesisAccount;
 use crate::crypto::tx::DecodedTx;
-use crate::node::genesis::GenesisAccount;
+use crate::types::hash::{keccak256, xxh3, Hash32};
 use crate::types::MAX_BLOCK_TXS;
 
 /// A 20-byte account address.
@@ -292,6 +292,14 @@ pub enum GenesisError {
     /// More than [`MAX_ACCOUNTS`] accounts.
     #[error("{0} accounts, more than {MAX_ACCOUNTS}")]
     TooManyAccounts(usize),
+}
+
+/// The state root of a transfer chain's genesis accounts: what `config::genesis` is handed
+/// ([`crate::config::genesis::GenesisStateRoot`]) when a genesis file is loaded.
+pub fn genesis_state_root(chain_id: u64, accounts: &[GenesisAccount]) -> Result<Hash32, String> {
+    State::from_genesis(chain_id, accounts)
+        .map(|mut state| state.root())
+        .map_err(|e| e.to_string())
 }
 
 /// Why bytes are not a valid snapshot.

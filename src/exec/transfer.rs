@@ -1,4 +1,4 @@
-//! The exec engine of [`ExecutionMode::Transfer`](crate::node::genesis::ExecutionMode) chains:
+//! The exec engine of [`ExecutionMode::Transfer`](crate::config::genesis::ExecutionMode) chains:
 //! the mempool of signed Ethereum transfers, block building and checking against the account
 //! state, finalization, and the answers to clients' ingress batches. Sans-IO: the exec shard
 //! (`exec::run`) feeds it and carries out what it returns.
@@ -50,12 +50,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::crypto::hash::{keccak256, Hash32};
 use crate::crypto::tx::{decode_transaction, DecodedTx};
 use crate::exec::mempool::Refusal;
 use crate::exec::mempool::{Included, Mempool, MempoolConfig, DEFAULT_MIN_GAS_PRICE};
 use crate::exec::state::{Account, BlockOutcome, State};
 use crate::types::chain::{transactions_root_of_hashes, SignedTransaction};
+use crate::types::hash::{keccak256, Hash32};
 use crate::types::network::IngressAck;
 use crate::types::{Block, FinalizedBlock, Height, MAX_BLOCK_TXS, MAX_BLOCK_TX_BYTES};
 
@@ -652,8 +652,8 @@ mod tests {
     use alloy_primitives::U256;
 
     use super::*;
+    use crate::config::genesis::{test_account_secret, GenesisAccount};
     use crate::crypto::tx::{address_of_secret, sign_transfer, Transfer, TxType};
-    use crate::node::genesis::{test_account_secret, GenesisAccount};
     use crate::types::{BlockHeader, QuorumCertificate, VoteKind};
 
     const CHAIN: u64 = 1001;

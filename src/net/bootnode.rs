@@ -77,8 +77,8 @@ use super::handshake::{
 };
 use super::record::{Opener, Sealer};
 use super::{accept_next, bind_exclusive, within, NetCounters, HANDSHAKE_TIMEOUT};
+use crate::config::node::{PeerEntry, Role};
 use crate::crypto::bls::BlsSecretKey;
-use crate::node::config::{PeerEntry, Role};
 use crate::runtime::ShardStats;
 use crate::types::frame::{encode_frame, BootnodeMessage, Frame, FrameDecoder, FrameKind};
 use crate::types::network::{
@@ -645,7 +645,7 @@ async fn query_bootnode_unbounded(
             if node_id != expected {
                 return Err(format!(
                     "expected bootnode {}",
-                    crate::node::to_hex(&expected)
+                    crate::config::to_hex(&expected)
                 ));
             }
             Ok(())
@@ -687,7 +687,7 @@ async fn query_bootnode_unbounded(
         if !seen.insert(peer.node_id) {
             return Err(BootnodeError::BadAnswer(format!(
                 "record {i}: node id {} listed twice",
-                crate::node::to_hex(&peer.node_id)
+                crate::config::to_hex(&peer.node_id)
             )));
         }
         peers.push(peer);
@@ -843,7 +843,7 @@ fn apply_reload(server: &SharedServer, load_directory: &DirectoryLoader) {
     let static_peers = directory.static_peers.len();
     let change = s.registry.set_directory(directory);
     let hex = |ids: &[[u8; 20]]| -> Vec<String> {
-        ids.iter().map(|id| crate::node::to_hex(id)).collect()
+        ids.iter().map(|id| crate::config::to_hex(id)).collect()
     };
     tracing::info!(
         added = ?hex(&change.added),
@@ -878,7 +878,7 @@ async fn run_session(server: &SharedServer, mut stream: TcpStream, remote: Socke
         let s = server.borrow();
         let who = authenticated
             .get()
-            .map(|p| format!("{} {}", p.role.name(), crate::node::to_hex(&p.node_id)));
+            .map(|p| format!("{} {}", p.role.name(), crate::config::to_hex(&p.node_id)));
         match outcome {
             Ok(()) => {}
             Err(SessionEnd::Refused(reason)) => {
@@ -981,7 +981,7 @@ async fn session(
     let answer = answer.map_err(|r| SessionEnd::Refused(r.to_string()))?;
     if answer.registration == RegistrationOutcome::Full {
         tracing::warn!(
-            node = %crate::node::to_hex(&identity.node_id),
+            node = %crate::config::to_hex(&identity.node_id),
             max = MAX_REGISTRATIONS,
             "registrations full; node not registered"
         );
@@ -989,7 +989,7 @@ async fn session(
     tracing::info!(
         %remote,
         role = identity.role.name(),
-        node = %crate::node::to_hex(&identity.node_id),
+        node = %crate::config::to_hex(&identity.node_id),
         registration = ?answer.registration,
         registered_at = ?register,
         told = answer.peers.len(),

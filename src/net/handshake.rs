@@ -135,8 +135,8 @@
 //!   role: whether this node id may connect in this role is `admit`'s decision.
 
 use super::record::{DirectionKey, Opener, Sealer};
+use crate::config::node::Role;
 use crate::crypto::bls::{node_id_of, BlsError, BlsPublicKey, BlsSecretKey, BlsSignature, Domain};
-use crate::node::config::Role;
 use crate::types::BlsPublicKeyBytes;
 
 /// First four bytes of every hello.

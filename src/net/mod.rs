@@ -59,7 +59,7 @@
 //! connection and bans the peer's node id for [`PeerLimits::ban`], with the reason logged. So
 //! does a follower's refusal of a block the peer sent ([`NetCommand::Ban`]). Signatures are
 //! checked by the consensus shard, which bans a member that sends a stream of bad ones
-//! ([`crate::node::evidence`]).
+//! ([`crate::consensus_shard::evidence`]).
 //!
 //! **Back-pressure.** Each connection has a bounded queue of outgoing frames
 //! ([`PeerLimits::queue_frames`] frames, [`PeerLimits::queue_bytes`] bytes); what does not
@@ -88,6 +88,8 @@
 pub mod bootnode;
 pub mod handshake;
 pub mod record;
+#[cfg(feature = "byzantine")]
+pub mod tamper;
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
@@ -101,10 +103,10 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel;
 use glommio::net::{TcpListener, TcpStream};
 
+use crate::config::node::Role;
 use crate::consensus::Message as ConsensusMessage;
 use crate::crypto::bls::BlsSecretKey;
 use crate::exec::{BatchIn, BatchOrigin, ExecToNet};
-use crate::node::config::Role;
 use crate::runtime::{Rx, ShardStats, Tx};
 use crate::store::{PeerFrame, SyncServe};
 use crate::types::frame::{encode_frame, Frame, FrameDecoder, FrameHeader, FrameKind, Message};
@@ -235,8 +237,8 @@ pub struct Reload {
     pub load: PermissionLoader,
 }
 
-impl From<&crate::node::config::PeerEntry> for DialTarget {
-    fn from(p: &crate::node::config::PeerEntry) -> DialTarget {
+impl From<&crate::config::node::PeerEntry> for DialTarget {
+    fn from(p: &crate::config::node::PeerEntry) -> DialTarget {
         DialTarget {
             role: p.role,
             node_id: p.node_id,
@@ -267,14 +269,14 @@ pub struct NetConfig {
     /// Ask for encrypted links (`network.encryption`; records are authenticated either way).
     pub encryption: bool,
     /// Bootnodes to register with and learn peers from.
-    pub bootnodes: Vec<crate::node::config::PeerEntry>,
+    pub bootnodes: Vec<crate::config::node::PeerEntry>,
     /// Height of the last block this node made final (PN, EN: blocks at or below it are
     /// duplicates).
     pub head: Arc<AtomicU64>,
     /// Limits.
     pub limits: PeerLimits,
     /// Test only: every finalized-block frame sent carries other transactions
-    /// (`crate::node::byzantine`, behaviour `tamper-bodies`).
+    /// (`crate::consensus_shard::byzantine`, behaviour `tamper-bodies`).
     #[cfg(feature = "byzantine")]
     pub tamper_bodies: bool,
 }
@@ -338,7 +340,7 @@ pub enum NetCommand {
     },
     /// Close the connection of a peer and ban it: a follower's peer that sent a block that is
     /// not final, or a council member that sent a stream of bad signatures
-    /// ([`crate::node::evidence`]).
+    /// ([`crate::consensus_shard::evidence`]).
     Ban {
         /// The peer.
         peer: PeerSlot,
@@ -602,9 +604,9 @@ impl State {
                 return Err(format!(
                     "dialed {} {} but {} {} answered",
                     target.role.name(),
-                    crate::node::to_hex(&target.node_id),
+                    crate::config::to_hex(&target.node_id),
                     role.name(),
-                    crate::node::to_hex(node_id)
+                    crate::config::to_hex(node_id)
                 ));
             }
         }
@@ -647,7 +649,7 @@ impl State {
     fn enqueue(&self, outbox: &Outbox, frame: Arc<Vec<u8>>) {
         #[cfg(feature = "byzantine")]
         let frame = if self.config.tamper_bodies {
-            crate::node::byzantine::tamper_block_frame(frame)
+            crate::net::tamper::tamper_block_frame(frame)
         } else {
             frame
         };
@@ -1152,7 +1154,7 @@ fn start_dialing(state: &Shared, target: DialTarget) {
 /// peers are found), or after [`BOOTNODE_RETRY`] when a bootnode could not be asked or did not
 /// admit this node. A named peer is dialed only when the dial rule says this node dials it;
 /// the handshake still checks it against the allowlist (a bootnode cannot widen it).
-async fn discover(state: Shared, bootnodes: Vec<crate::node::config::PeerEntry>) {
+async fn discover(state: Shared, bootnodes: Vec<crate::config::node::PeerEntry>) {
     loop {
         let (secret, chain_id, role, listen) = {
             let s = state.borrow();
@@ -1616,7 +1618,7 @@ fn relay_fresh_transactions(
 ) -> BatchRelay {
     let mut fresh = Vec::with_capacity(batch.transactions.len());
     for (i, tx) in batch.transactions.iter().enumerate() {
-        let hash = crate::crypto::hash::keccak256(&tx.bytes);
+        let hash = crate::types::hash::keccak256(&tx.bytes);
         let key = u64::from_le_bytes([
             hash[0], hash[1], hash[2], hash[3], hash[4], hash[5], hash[6], hash[7],
         ]);

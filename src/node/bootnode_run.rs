@@ -19,15 +19,15 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 
-use super::config::{NodeConfig, Role, Shard};
-use super::consensus_shard::ConsensusCounters;
 use super::metrics::{self, NodeCounters};
 use super::run::{join_with_deadline, shard_finished, RunOptions};
-use super::setup::NodeSetup;
-use super::to_hex;
+use crate::config::to_hex;
+use crate::config::{NodeConfig, Role, Shard};
+use crate::consensus_shard::ConsensusCounters;
 use crate::exec::ExecCounters;
 use crate::net::bootnode::{self, BootnodeConfig, Directory, DiscoveredPeer};
 use crate::net::NetCounters;
+use crate::node::setup::NodeSetup;
 use crate::runtime::{self, NodeShardStats, Runtime, ShardStart};
 
 /// The directory a bootnode config names: its allowlist and its static peers.

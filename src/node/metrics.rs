@@ -27,8 +27,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use super::consensus_shard::ConsensusCounters;
 use crate::consensus::Rejection;
+use crate::consensus_shard::ConsensusCounters;
 use crate::exec::ExecCounters;
 use crate::net::NetCounters;
 use crate::runtime::NodeShardStats;
@@ -477,7 +477,7 @@ mod tests {
 
     #[test]
     fn render_names_every_shard_and_counter() {
-        let shards: NodeShardStats = crate::node::config::Role::Cn
+        let shards: NodeShardStats = crate::config::node::Role::Cn
             .shards()
             .iter()
             .map(|s| (*s, Arc::default()))

@@ -21,17 +21,20 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 
-use super::config::{Role, Shard};
-use super::consensus_shard::{self, now_ms, ConsensusChannels, ConsensusCounters};
-use super::follower_shard::{self, FollowerChannels};
 use super::metrics::{self, NodeCounters};
-use super::setup::NodeSetup;
+use crate::config::clock::now_ms;
+use crate::config::genesis::ExecutionMode;
+use crate::config::{Role, Shard};
 use crate::consensus::{BlsScheme, ConsensusConfig, Follower, Machine, Weakening};
+use crate::consensus_shard::follower::FollowerChannels;
+use crate::consensus_shard::{
+    self, follower as follower_shard, ConsensusChannels, ConsensusCounters,
+};
 use crate::exec::{
     self, Engine, ExecChannels, ExecCounters, RawPool, SnapshotPolicy, TransferEngine,
 };
 use crate::net::{self, DialTarget, NetChannels, NetConfig, NetCounters, PeerLimits};
-use crate::node::genesis::ExecutionMode;
+use crate::node::setup::NodeSetup;
 use crate::rpc;
 use crate::runtime::{self, Link, NodeShardStats, Runtime, ShardStart};
 use crate::store::{self, StoreChannels};
@@ -68,7 +71,7 @@ pub fn run(setup: NodeSetup, options: RunOptions) -> Result<(), String> {
 /// `[[network.peers]]` are taken from it, and a change of role is refused.
 fn permission_loader(path: std::path::PathBuf, role: Role) -> net::PermissionLoader {
     Box::new(move || {
-        let config = super::config::NodeConfig::load(&path).map_err(|e| e.to_string())?;
+        let config = crate::config::NodeConfig::load(&path).map_err(|e| e.to_string())?;
         if config.role != role {
             return Err(format!(
                 "{}: role changed from {} to {}; that needs a restart",
@@ -139,7 +142,7 @@ pub fn run_node(
             return Err(format!(
                 "{}: this node's key (node id {}) is not in the genesis council, so it cannot run as a CN",
                 config.path.display(),
-                super::to_hex(&key.node_id)
+                crate::config::to_hex(&key.node_id)
             ))
         }
         (_, me) => me,
@@ -218,7 +221,7 @@ pub fn run_node(
         #[cfg(feature = "byzantine")]
         tamper_bodies: config.byzantine.as_ref().is_some_and(|b| {
             b.behaviours
-                .contains(&super::byzantine::Behaviour::TamperBodies)
+                .contains(&crate::config::byzantine::Behaviour::TamperBodies)
         }),
     };
 
@@ -248,7 +251,7 @@ pub fn run_node(
     // follower (for eth_syncing).
     let (rpc_bridge, rpc_inbox) = match config.rpc_listen {
         Some(_) => {
-            let (bridge, inbox) = rpc::RpcBridge::new(rpc::DEFAULT_BRIDGE_QUEUE);
+            let (bridge, inbox) = exec::queries::RpcBridge::new(rpc::DEFAULT_BRIDGE_QUEUE);
             (Some(bridge), Some(inbox))
         }
         None => (None, None),
@@ -352,18 +355,20 @@ pub fn run_node(
         let secret = key.secret.clone();
         let head = head.clone();
         let records = consensus_shard::ConsensusRecords {
-            evidence_log: super::evidence::EvidenceLog::open(
+            evidence_log: crate::consensus_shard::evidence::EvidenceLog::open(
                 &config.data_dir,
                 genesis.council.iter().map(|m| m.node_id).collect(),
             ),
             #[cfg(feature = "byzantine")]
             byzantine: match (&config.byzantine, me) {
-                (Some(settings), Some(me)) => Some(super::byzantine::ByzantineLayer::new(
-                    settings,
-                    me,
-                    genesis.council.len(),
-                    genesis.chain_id,
-                )),
+                (Some(settings), Some(me)) => {
+                    Some(crate::consensus_shard::byzantine::ByzantineLayer::new(
+                        settings,
+                        me,
+                        genesis.council.len(),
+                        genesis.chain_id,
+                    ))
+                }
                 _ => None,
             },
         };

@@ -3,10 +3,10 @@
 
 use std::path::Path;
 
-use super::config::{NodeConfig, Role};
-use super::genesis::Genesis;
-use super::keys::NodeKey;
-use super::{to_hex, ConfigError};
+use crate::config::genesis::Genesis;
+use crate::config::keys::NodeKey;
+use crate::config::{to_hex, ConfigError};
+use crate::config::{NodeConfig, Role};
 
 /// A loaded, cross-checked node set-up.
 #[derive(Debug, Clone)]
@@ -36,7 +36,7 @@ impl NodeSetup {
                 ));
             }
         }
-        let genesis = Genesis::load(&config.genesis)?;
+        let genesis = Genesis::load(&config.genesis, crate::exec::genesis_state_root)?;
         let key = NodeKey::load(&config.key_file)?;
         let council_index = genesis.council_index(&key.public_key);
         let err = |field: &str, problem: String| ConfigError::new(config_path, field, problem);

@@ -1,32 +1,14 @@
 //! Tests of keys, genesis, configs and their cross-checks, on files as an operator has them.
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use super::config::{NodeConfig, Placement, Role, Shard};
-use super::genesis::{test_account_secret, Genesis, NetworkSpec, MAX_BLOCK_PERIOD_MS};
 use super::setup::NodeSetup;
-use super::ConfigError;
+use crate::config::genesis::test_network_spec as spec;
+use crate::config::genesis::{test_account_secret, Genesis, NetworkSpec, MAX_BLOCK_PERIOD_MS};
+use crate::config::node::{NodeConfig, Placement, Role, Shard};
+use crate::config::ConfigError;
 use crate::crypto::tx::address_of_secret;
-
-/// A network spec for tests: loopback, 5 test accounts, reproducible keys.
-pub(crate) fn spec(cns: usize, pns: usize, ens: usize) -> NetworkSpec {
-    NetworkSpec {
-        cns,
-        pns,
-        ens,
-        host: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        base_port: 40000,
-        committee_size: None,
-        block_period_ms: 500,
-        accounts: 5,
-        chain_id: 1001,
-        timestamp_ms: 1_700_000_000_000,
-        seed: Some(7),
-        execution: Default::default(),
-    }
-}
 
 fn repo_configs() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("configs")
@@ -78,7 +60,8 @@ fn generated_network_loads_for_every_node() {
     let dir = tempfile::tempdir().expect("tempdir");
     let net = spec(4, 2, 2).generate(dir.path()).expect("generate");
     assert_eq!(net.nodes.len(), 4 + 2 + 2 + 2);
-    let genesis = Genesis::load(&net.genesis_path).expect("genesis");
+    let genesis =
+        Genesis::load(&net.genesis_path, crate::exec::genesis_state_root).expect("genesis");
     assert_eq!(genesis.council.len(), 4);
     assert_eq!(genesis.committee_size, 4);
     assert_eq!(genesis.accounts.len(), 5);
@@ -116,7 +99,7 @@ fn generated_network_loads_for_every_node() {
     assert_eq!(listed.len(), 5);
     for (i, (entry, account)) in listed.iter().zip(&genesis.accounts).enumerate() {
         let secret = test_account_secret(i as u64);
-        assert_eq!(entry["private_key"], super::to_hex(&secret));
+        assert_eq!(entry["private_key"], crate::config::to_hex(&secret));
         assert_eq!(address_of_secret(&secret).expect("valid"), account.address);
     }
     // A second run into the same folder refuses rather than overwriting keys.
@@ -136,13 +119,20 @@ fn seeded_generation_is_reproducible() {
     spec(3, 0, 0).generate(b.path()).expect("b");
     let read = |d: &Path| std::fs::read_to_string(d.join("genesis.toml")).expect("read");
     assert_eq!(read(a.path()), read(b.path()));
-    let ga = Genesis::load(&a.path().join("genesis.toml")).expect("genesis");
+    let ga = Genesis::load(
+        &a.path().join("genesis.toml"),
+        crate::exec::genesis_state_root,
+    )
+    .expect("genesis");
     assert_eq!(
         ga.header().hash(),
-        Genesis::load(&b.path().join("genesis.toml"))
-            .expect("b")
-            .header()
-            .hash()
+        Genesis::load(
+            &b.path().join("genesis.toml"),
+            crate::exec::genesis_state_root
+        )
+        .expect("b")
+        .header()
+        .hash()
     );
 }
 
@@ -322,7 +312,8 @@ fn genesis_refuses_a_swapped_proof_of_possession() {
         .replacen(pops[1], pops[0], 1)
         .replacen("@@", pops[1], 1);
     std::fs::write(&net.genesis_path, swapped).expect("write");
-    let err = Genesis::load(&net.genesis_path).expect_err("swapped PoPs");
+    let err = Genesis::load(&net.genesis_path, crate::exec::genesis_state_root)
+        .expect_err("swapped PoPs");
     assert_eq!(err.field, "council[0]", "{err}");
     assert!(err.problem.contains("proof of possession"), "{err}");
 }
@@ -333,7 +324,7 @@ fn oversized_and_non_utf8_files_are_refused() {
     let big = dir.path().join("big.toml");
     std::fs::write(
         &big,
-        vec![b'#'; (super::config::MAX_CONFIG_BYTES + 1) as usize],
+        vec![b'#'; (crate::config::node::MAX_CONFIG_BYTES + 1) as usize],
     )
     .expect("write");
     assert!(NodeConfig::load(&big)
@@ -351,9 +342,9 @@ fn oversized_and_non_utf8_files_are_refused() {
 mod hostile_files {
     use proptest::prelude::*;
 
-    use super::super::config::{ConfigFile, NodeConfig};
-    use super::super::genesis::{Genesis, GenesisFile};
-    use super::super::parse_toml;
+    use crate::config::genesis::{Genesis, GenesisFile};
+    use crate::config::node::{ConfigFile, NodeConfig};
+    use crate::config::parse_toml;
 
     const GOOD_CONFIG: &str = include_str!("../../configs/cn.toml");
 
@@ -363,7 +354,7 @@ mod hostile_files {
             let _ = NodeConfig::validate(path, file);
         }
         if let Ok(file) = parse_toml::<GenesisFile>(path, text) {
-            let _ = Genesis::validate(path, &file);
+            let _ = Genesis::validate(path, &file, crate::exec::genesis_state_root);
         }
     }
 
@@ -421,7 +412,7 @@ fn a_build_without_the_byzantine_feature_refuses_a_byzantine_section() {
 #[cfg(feature = "byzantine")]
 #[test]
 fn a_byzantine_section_names_known_behaviours_of_a_cn() {
-    use super::byzantine::Behaviour;
+    use crate::config::byzantine::Behaviour;
     let config = load_with_section(
         0,
         "\n[byzantine]\nbehaviours = [\"double-vote\", \"equivocate\"]\nseed = 9\n",

@@ -26,16 +26,17 @@ use std::time::{Duration, Instant};
 
 use alloy_primitives::U256;
 
-use super::{ChainInfo, RpcBridge, RpcConfig, RpcServer, DEFAULT_BRIDGE_QUEUE};
+use super::{ChainInfo, RpcConfig, RpcServer, DEFAULT_BRIDGE_QUEUE};
+use crate::config::genesis::{test_account_secret, ExecutionMode, GenesisAccount};
 use crate::crypto::tx::{address_of_secret, sign_transfer, Transfer, TxType};
 use crate::exec::chain_index::CHAIN_INDEX_MAX_BYTES;
+use crate::exec::queries::RpcBridge;
 use crate::exec::state::State;
 use crate::exec::transfer::BASE_FEE_WEI;
 use crate::exec::{
     BatchIn, Engine, ExecChannels, ExecCounters, ExecReply, ExecRequest, ExecToNet, RpcService,
     TransferEngine,
 };
-use crate::node::genesis::{test_account_secret, ExecutionMode, GenesisAccount};
 use crate::runtime::{Link, ShardStats};
 use crate::types::chain::{transactions_root, Block, BlockHeader};
 use crate::types::{FinalizedBlock, Height, QuorumCertificate, VoteKind};
@@ -156,7 +157,7 @@ impl LocalNode {
             parent_hash: [0; 32],
             height: 0,
             round: 0,
-            timestamp_ms: crate::node::consensus_shard::now_ms(),
+            timestamp_ms: crate::config::clock::now_ms(),
             proposer: 0,
             randao_reveal: [0; 96],
             mix: [7; 32],
@@ -335,7 +336,7 @@ async fn drive_one_block(
         parent_hash: parent.hash(),
         height,
         round: 0,
-        timestamp_ms: crate::node::consensus_shard::now_ms(),
+        timestamp_ms: crate::config::clock::now_ms(),
         proposer: committee.proposer(0),
         randao_reveal: [0; 96],
         mix: crate::crypto::election::next_mix(&parent.mix, &[0; 96]),

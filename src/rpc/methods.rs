@@ -46,17 +46,17 @@ use jsonrpsee::types::{ErrorObject, ErrorObjectOwned, Params};
 use jsonrpsee::RpcModule;
 use serde::Serialize;
 
-use super::{
-    AccountInfo, BlockAt, ChainInfo, HeadInfo, RateLimiter, RpcAnswer, RpcBridge, RpcConfig,
-    RpcQuery, RpcRequest, StateAt, TxFound, CLIENT_VERSION,
-};
+use super::{ChainInfo, RateLimiter, RpcConfig, CLIENT_VERSION};
+use crate::config::genesis::ExecutionMode;
 use crate::crypto::election::Committee;
-use crate::crypto::tx::MAX_TX_BYTES;
 use crate::exec::chain_index::IndexedBlock;
 use crate::exec::mempool::{Refusal, DEFAULT_BLOCK_GAS_LIMIT};
+use crate::exec::queries::{
+    AccountInfo, BlockAt, HeadInfo, RpcAnswer, RpcBridge, RpcQuery, RpcRequest, StateAt, TxFound,
+};
 use crate::exec::state::TRANSFER_GAS;
 use crate::exec::transfer::BASE_FEE_WEI;
-use crate::node::genesis::ExecutionMode;
+use crate::types::MAX_TX_BYTES;
 use crate::types::{signers, BlockHeader, Height};
 
 /// Most blocks one `eth_feeHistory` covers (geth's limit).

@@ -1,7 +1,7 @@
 //! The shard runtime: glommio executors placed on CPUs, one future per shard, lock-free
 //! channels between them, and per-shard accounting.
 //!
-//! A node is a set of shards (`node::config::Shard`); each shard is one future that owns its
+//! A node is a set of shards ([`crate::config::Shard`]); each shard is one future that owns its
 //! state outright and talks to other shards only through glommio `shared_channel`s (lock-free
 //! SPSC rings; see [`Link`]). The [`ExecutorPlan`] decides which shards run in which executor:
 //! - `placement = "auto"`: the CPUs this process may use (its affinity mask) are counted; with
@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use glommio::channels::shared_channel::{self, ConnectedReceiver, ConnectedSender};
 use glommio::{CpuSet, LocalExecutorBuilder};
 
-use crate::node::config::{Placement, Shard};
+use crate::config::node::{Placement, Shard};
 
 /// How long an idle executor spins before it parks (trades CPU for wake-up latency).
 pub const DEFAULT_SPIN_BEFORE_PARK: Duration = Duration::from_micros(0);

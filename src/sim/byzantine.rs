@@ -31,7 +31,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::consensus::{Effect, Input, Machine, Message, Millis, SignatureScheme, Timer};
 use crate::crypto::bls::Domain;
 use crate::crypto::election::Committee;
-use crate::crypto::hash::Hash32;
+use crate::types::hash::Hash32;
 use crate::types::{CouncilIndex, Height, Proposal, RoundChange, Vote, VoteKind};
 
 use super::exec::{random_transactions, state_root, tx_root};

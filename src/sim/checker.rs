@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use crate::consensus::{Evidence, Millis, SignatureScheme};
 use crate::crypto::bls::Domain;
 use crate::crypto::election::{next_mix, randao_message, Committee};
-use crate::crypto::hash::Hash32;
+use crate::types::hash::Hash32;
 use crate::types::{
     signers, Block, BlockHeader, CommitCertificate, CouncilIndex, Height, VoteKind,
 };

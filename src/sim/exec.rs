@@ -7,8 +7,8 @@
 //! honest nodes to accept a second block must therefore build it consistently (other
 //! transactions, both roots recomputed), which is what the equivocating proposer does.
 
-use crate::crypto::hash::{keccak256_parts, Hash32};
 use crate::types::chain::{transactions_root, SignedTransaction};
+use crate::types::hash::{keccak256_parts, Hash32};
 use crate::types::Block;
 
 use super::rng::SimRng;

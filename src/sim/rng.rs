@@ -36,7 +36,7 @@ impl SimRng {
 
     /// An independent generator for the named purpose `stream` of run `seed`.
     pub fn stream(seed: u64, stream: &str) -> SimRng {
-        let tag = crate::crypto::hash::xxh3(stream.as_bytes());
+        let tag = crate::types::hash::xxh3(stream.as_bytes());
         let mut sm = seed ^ tag.rotate_left(17);
         SimRng::new(splitmix64(&mut sm) ^ tag)
     }

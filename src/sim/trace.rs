@@ -8,7 +8,7 @@
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::consensus::{Message, Millis, Timer};
-use crate::crypto::hash::Hash32;
+use crate::types::hash::Hash32;
 use crate::types::{Height, Round};
 
 use super::checker::short;

@@ -17,8 +17,8 @@ use crate::consensus::{
     SignatureScheme, Timer, WalRecord, Weakening,
 };
 use crate::crypto::bls::{BlsSecretKey, CouncilKeys};
-use crate::crypto::hash::{keccak256, keccak256_parts, Hash32};
 use crate::types::chain::SignedTransaction;
+use crate::types::hash::{keccak256_parts, Hash32};
 use crate::types::{signers, BlockHeader, CouncilIndex, FinalizedBlock, Height, Round};
 
 use super::byzantine::{Actor, ActorContext};
@@ -293,18 +293,7 @@ fn run_unguarded(opts: &RunOptions, plan: Plan) -> RunReport {
 
 /// The genesis header of a simulated chain.
 pub fn genesis_header(seed: u64) -> BlockHeader {
-    BlockHeader {
-        parent_hash: [0; 32],
-        height: 0,
-        round: 0,
-        timestamp_ms: 0,
-        proposer: 0,
-        randao_reveal: [0; 96],
-        mix: keccak256(&seed.to_be_bytes()),
-        transactions_root: [0; 32],
-        state_root: [0; 32],
-        committee_digest: [0; 32],
-    }
+    BlockHeader::synthetic_genesis(seed)
 }
 
 /// The consensus config of a simulated chain.

@@ -20,7 +20,7 @@ use super::index::{BlockIndex, SegmentSummary};
 use super::record::{append_record, parse_record_header, MAX_RECORD_BYTES, RECORD_HEADER_LEN};
 use super::segments::{segment_path, MAX_SEGMENT_FILE_BYTES};
 use super::StoreError;
-use crate::crypto::hash::{xxh3, Hash32};
+use crate::types::hash::{xxh3, Hash32};
 use crate::types::{BlockHeader, FinalizedBlock, Height};
 
 /// A segment is sealed and a new one started before a record would take it past this size

@@ -9,8 +9,8 @@ use std::path::Path;
 use rkyv::util::AlignedVec;
 
 use super::{io_error, StoreError};
-use crate::crypto::hash::xxh3;
 use crate::types::frame::MAX_FINALIZED_BLOCK_PAYLOAD;
+use crate::types::hash::xxh3;
 
 /// Bytes of a record header: length and checksum.
 pub const RECORD_HEADER_LEN: usize = 12;

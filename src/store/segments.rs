@@ -8,8 +8,8 @@ use rkyv::util::AlignedVec;
 use super::index::BlockIndex;
 use super::record::{parse_record_header, read_records, Ending, Tail, RECORD_HEADER_LEN};
 use super::{io_error, StoreError};
-use crate::crypto::hash::xxh3;
 use crate::types::chain::ArchivedFinalizedBlock;
+use crate::types::hash::xxh3;
 use crate::types::{BlockHeader, Height};
 
 /// What every segment file name starts with.
@@ -214,7 +214,7 @@ pub fn finalized_headers(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlockDigest {
     /// The header's hash.
-    pub header_hash: crate::crypto::hash::Hash32,
+    pub header_hash: crate::types::hash::Hash32,
     /// The body digest.
     pub body: u128,
 }

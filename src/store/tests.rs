@@ -492,7 +492,7 @@ fn a_data_directory_given_by_a_relative_path_works() {
 #[test]
 fn a_batch_over_the_write_limit_is_written_in_parts() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let tx = crate::crypto::tx::MAX_TX_BYTES;
+    let tx = crate::types::MAX_TX_BYTES;
     let per_block = (6 << 20) / tx;
     let mut blocks: Vec<FinalizedBlock> = Vec::new();
     for _ in 0..4 {

@@ -13,8 +13,8 @@ use super::consensus::CommitCertificate;
 use super::{
     BlsSignatureBytes, CouncilIndex, Height, LimitError, Round, MAX_BLOCK_TXS, MAX_BLOCK_TX_BYTES,
 };
-use crate::crypto::hash::{keccak256, Hash32};
-use crate::crypto::tx::MAX_TX_BYTES;
+use crate::types::hash::{keccak256, Hash32};
+use crate::types::MAX_TX_BYTES;
 
 /// The header of a block: everything consensus signs over (through the block hash).
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -43,6 +43,23 @@ pub struct BlockHeader {
 }
 
 impl BlockHeader {
+    /// A genesis header with every field zero but the mix (keccak-256 of `seed`): the chain
+    /// start of simulations and tests, which need no council or accounts.
+    pub fn synthetic_genesis(seed: u64) -> BlockHeader {
+        BlockHeader {
+            parent_hash: [0; 32],
+            height: 0,
+            round: 0,
+            timestamp_ms: 0,
+            proposer: 0,
+            randao_reveal: [0; 96],
+            mix: keccak256(&seed.to_be_bytes()),
+            transactions_root: [0; 32],
+            state_root: [0; 32],
+            committee_digest: [0; 32],
+        }
+    }
+
     /// Length of the canonical layout hashed into the block hash.
     pub const HASH_LAYOUT_LEN: usize = 32 + 8 + 4 + 8 + 4 + 96 + 32 + 32 + 32 + 32;
 

@@ -21,7 +21,7 @@ use rkyv::{Archive, Deserialize, Serialize};
 use super::chain::Block;
 use super::signers;
 use super::{BlsSignatureBytes, CouncilIndex, Height, LimitError, Round, MAX_COUNCIL_SIZE};
-use crate::crypto::hash::Hash32;
+use crate::types::hash::Hash32;
 
 /// Tag byte of a PRE-PREPARE signing message.
 const TAG_PROPOSAL: u8 = 0x10;

@@ -14,10 +14,12 @@
 //! - [`network`]: [`network::TxBatch`], [`network::IngressAck`], [`network::SyncRequest`], and
 //!   the bootnode protocol's [`network::PeerQuery`] and [`network::PeerList`].
 //! - [`frame`]: `u32 length | u8 kind | payload`, its limits and an incremental decoder.
+//! - [`hash`]: keccak-256 for identity (blocks, transactions), xxh3 for checksums and dedup keys.
 
 pub mod chain;
 pub mod consensus;
 pub mod frame;
+pub mod hash;
 pub mod network;
 pub mod signers;
 
@@ -47,6 +49,11 @@ pub type BlsSignatureBytes = [u8; 96];
 
 /// The largest council a genesis may name. Bounds the signer bitmap at 128 bytes.
 pub const MAX_COUNCIL_SIZE: usize = 1024;
+/// Largest accepted transaction envelope, in bytes. Checked before any decoding.
+///
+/// 128 KiB is geth's txpool limit (`txMaxSize`), so anything a standard Ethereum client would relay
+/// fits.
+pub const MAX_TX_BYTES: usize = 128 * 1024;
 /// The most transactions one block may carry.
 pub const MAX_BLOCK_TXS: usize = 50_000;
 /// The most bytes of signed transactions one block may carry.

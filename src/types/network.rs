@@ -185,7 +185,7 @@ impl PeerQuery {
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
 pub struct PeerRecord {
-    /// Its role ([`Role::to_byte`](crate::node::config::Role::to_byte)).
+    /// Its role ([`Role::to_byte`](crate::config::node::Role::to_byte)).
     pub role: u8,
     /// Its node id, to be proven in the handshake when dialing it.
     pub node_id: [u8; 20],

@@ -34,8 +34,8 @@ use super::network::{
 use super::*;
 use crate::crypto::bls::{BlsSecretKey, BlsSignature, CouncilKeys, Domain};
 use crate::crypto::election::{next_mix, randao_reveal, Committee};
-use crate::crypto::hash::{keccak256, Hash32};
-use crate::crypto::tx::MAX_TX_BYTES;
+use crate::types::hash::{keccak256, Hash32};
+use crate::types::MAX_TX_BYTES;
 
 const CHAIN_ID: u64 = 1001;
 /// Council (and committee) size of the fixtures. Quorum of 4 is 3.

@@ -64,7 +64,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use corecell::node::config::{ConfigFile, NodeConfig};
+use corecell::config::node::{ConfigFile, NodeConfig};
 use corecell::sim::rng::SimRng;
 
 use super::Net;

@@ -20,18 +20,18 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use alloy_primitives::U256;
-use corecell::crypto::hash::{keccak256, Hash32};
+use corecell::config::genesis::test_account_secret;
+use corecell::config::genesis::{Genesis, NetworkSpec};
+use corecell::config::node::Role;
 use corecell::crypto::tx::{sign_transfer, Transfer, TxType};
 use corecell::exec::batch_frame;
 use corecell::exec::transfer::BASE_FEE_WEI;
 use corecell::net::HANDSHAKE_TIMEOUT;
-use corecell::node::config::Role;
-use corecell::node::genesis::test_account_secret;
-use corecell::node::genesis::{Genesis, NetworkSpec};
 use corecell::node::metrics::scrape;
 pub use corecell::store::{finalized_headers, BlockDigest};
 use corecell::types::chain::SignedTransaction;
 use corecell::types::frame::{FrameDecoder, Message};
+use corecell::types::hash::{keccak256, Hash32};
 use corecell::types::network::IngressAck;
 use corecell::types::BlockHeader;
 
@@ -380,7 +380,8 @@ impl Net {
         };
         assert_ports_free(base_port, spec.node_count());
         let generated = spec.generate(&tmp.path().join("net")).expect("generate");
-        let genesis = Genesis::load(&generated.genesis_path).expect("genesis loads");
+        let genesis = Genesis::load(&generated.genesis_path, corecell::exec::genesis_state_root)
+            .expect("genesis loads");
         let nodes: Vec<Node> = generated
             .nodes
             .iter()

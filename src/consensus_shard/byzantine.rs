@@ -28,7 +28,7 @@
 //!   own messages times the burst, below the receivers' consensus frame cap.
 //! - **`tamper-bodies`** (a CN or a PN): every finalized block the node sends (a CN's push to
 //!   its PNs, a PN's relay, sync answers) keeps its genuine header and certificate but carries
-//!   other transactions ([`tamper_block_frame`], applied by the net shard to each frame it
+//!   other transactions ([`crate::net::tamper::tamper_block_frame`], applied by the net shard to each frame it
 //!   queues). The only behaviour a PN may have.
 //!
 //! Configured in the node's config:
@@ -41,9 +41,10 @@
 
 use std::collections::BTreeSet;
 
+pub use crate::config::byzantine::{Behaviour, ByzantineSettings};
 use crate::consensus::{Effect, Message, SignatureScheme};
 use crate::crypto::bls::Domain;
-use crate::crypto::hash::Hash32;
+use crate::types::hash::Hash32;
 use crate::types::{CouncilIndex, Height, Proposal, Round, Vote, VoteKind};
 
 /// How far ahead the far-future messages are.
@@ -54,92 +55,6 @@ pub const FLOOD_BURST: usize = 24;
 pub const FLOOD_FORGED_EVERY: u64 = 16;
 /// The first far round a `flood` names (it counts up from there).
 pub const FLOOD_FIRST_ROUND: Round = 10_000;
-
-/// One way of misbehaving.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Behaviour {
-    /// Two different proposals for one slot.
-    Equivocate,
-    /// Two different votes for one slot.
-    DoubleVote,
-    /// Corrupted signatures.
-    BadSignature,
-    /// Signed messages for heights far and a bit ahead.
-    FutureHeight,
-    /// Finalized blocks sent with other transactions under their certified header.
-    TamperBodies,
-    /// Bursts of validly signed work for the others (far rounds, stale and forged messages).
-    Flood,
-}
-
-impl Behaviour {
-    /// Every behaviour.
-    pub const ALL: [Behaviour; 6] = [
-        Behaviour::Equivocate,
-        Behaviour::DoubleVote,
-        Behaviour::BadSignature,
-        Behaviour::FutureHeight,
-        Behaviour::TamperBodies,
-        Behaviour::Flood,
-    ];
-
-    /// Its name in the config.
-    pub fn name(self) -> &'static str {
-        match self {
-            Behaviour::Equivocate => "equivocate",
-            Behaviour::DoubleVote => "double-vote",
-            Behaviour::BadSignature => "bad-signature",
-            Behaviour::FutureHeight => "future-height",
-            Behaviour::TamperBodies => "tamper-bodies",
-            Behaviour::Flood => "flood",
-        }
-    }
-
-    /// The behaviour named `name`.
-    pub fn from_name(name: &str) -> Option<Behaviour> {
-        Behaviour::ALL.into_iter().find(|b| b.name() == name)
-    }
-}
-
-/// `frame` with other transactions under the same header and certificate when it is a
-/// finalized-block frame (the last transaction's bytes changed, or one added to an empty
-/// block); any other frame as it is.
-pub fn tamper_block_frame(frame: std::sync::Arc<Vec<u8>>) -> std::sync::Arc<Vec<u8>> {
-    use crate::types::frame::{FrameKind, FRAME_HEADER_LEN};
-    if frame.len() <= FRAME_HEADER_LEN || frame[4] != FrameKind::FinalizedBlock as u8 {
-        return frame;
-    }
-    let mut payload = rkyv::util::AlignedVec::<16>::new();
-    payload.extend_from_slice(&frame[FRAME_HEADER_LEN..]);
-    let Ok(mut block) =
-        rkyv::from_bytes::<crate::types::FinalizedBlock, rkyv::rancor::Error>(&payload)
-    else {
-        return frame;
-    };
-    match block.block.transactions.last_mut() {
-        Some(tx) => {
-            if let Some(b) = tx.bytes.last_mut() {
-                *b ^= 0x01;
-            }
-        }
-        None => block
-            .block
-            .transactions
-            .push(crate::types::chain::SignedTransaction {
-                bytes: vec![0x02, 0xc0],
-            }),
-    }
-    std::sync::Arc::new(crate::types::frame::encode_frame(&block))
-}
-
-/// What the node's `[byzantine]` section asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ByzantineSettings {
-    /// The behaviours (at least one).
-    pub behaviours: BTreeSet<Behaviour>,
-    /// Seed of the layer's choices.
-    pub seed: u64,
-}
 
 /// A small deterministic generator (splitmix64): the layer's only source of choices.
 #[derive(Debug, Clone)]

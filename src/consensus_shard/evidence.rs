@@ -133,17 +133,17 @@ impl EvidenceLog {
         let node_id = self
             .council
             .get(evidence.signer as usize)
-            .map_or_else(|| "unknown".to_string(), |id| super::to_hex(id));
+            .map_or_else(|| "unknown".to_string(), |id| crate::config::to_hex(id));
         let line = format!(
             "time_ms={time_ms} height={} round={} kind={} signer={} node_id={node_id} first={} second={} first_signature={} second_signature={}\n",
             evidence.height,
             evidence.round,
             evidence.kind.name(),
             evidence.signer,
-            super::to_hex(&evidence.first.0),
-            super::to_hex(&evidence.second.0),
-            super::to_hex(&evidence.first.1),
-            super::to_hex(&evidence.second.1),
+            crate::config::to_hex(&evidence.first.0),
+            crate::config::to_hex(&evidence.second.0),
+            crate::config::to_hex(&evidence.first.1),
+            crate::config::to_hex(&evidence.second.1),
         );
         let written = std::fs::OpenOptions::new()
             .create(true)

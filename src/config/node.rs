@@ -35,7 +35,7 @@
 //! serves = "pn"                  # the tier it serves: "cn", "pn" or "en" (see net::bootnode)
 //! [byzantine]                    # TEST ONLY, CN only: needs a build with `--features byzantine`
 //! behaviours = ["equivocate", "double-vote", "bad-signature", "future-height"]
-//! seed = 7                       # (see node::byzantine; a build without the feature refuses it)
+//! seed = 7                       # (see consensus_shard::byzantine; a build without the feature refuses it)
 //! ```
 //!
 //! A bootnode's `allowlist` names the nodes it admits, its `[[network.peers]]` the nodes it
@@ -260,7 +260,7 @@ pub struct NodeConfig {
     pub bootnode_serves: Option<Role>,
     /// Test-only Byzantine behaviours of a CN (`[byzantine]`).
     #[cfg(feature = "byzantine")]
-    pub byzantine: Option<super::byzantine::ByzantineSettings>,
+    pub byzantine: Option<crate::config::byzantine::ByzantineSettings>,
 }
 
 /// The file format (also written by `corecell genesis`).
@@ -303,7 +303,7 @@ pub struct ConfigFile {
     pub byzantine: Option<ByzantineSection>,
 }
 
-/// `[byzantine]` (test only; see `node::byzantine`, built with the `byzantine` feature).
+/// `[byzantine]` (test only; see `consensus_shard::byzantine`, built with the `byzantine` feature).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ByzantineSection {
@@ -669,8 +669,8 @@ fn byzantine_settings(
     path: &Path,
     role: Role,
     section: ByzantineSection,
-) -> Result<super::byzantine::ByzantineSettings, ConfigError> {
-    use super::byzantine::Behaviour;
+) -> Result<crate::config::byzantine::ByzantineSettings, ConfigError> {
+    use crate::config::byzantine::Behaviour;
     let err = |field: &str, problem: String| ConfigError::new(path, field, problem);
     if role != Role::Cn && role != Role::Pn {
         return Err(err(
@@ -707,7 +707,7 @@ fn byzantine_settings(
             ));
         }
     }
-    Ok(super::byzantine::ByzantineSettings {
+    Ok(crate::config::byzantine::ByzantineSettings {
         behaviours,
         seed: section.seed,
     })

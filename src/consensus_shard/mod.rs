@@ -12,40 +12,37 @@
 //!
 //! BLS verification runs here, inside the machine (certificates are one pairing check each).
 //!
-//! Misbehaviour the machine reports is recorded here ([`super::evidence`]): each
+//! Misbehaviour the machine reports is recorded here ([`evidence`]): each
 //! [`Effect::Evidence`] is counted (in total and per signer: the metrics `evidence` and
 //! `evidence_by_signer{signer}`) and appended to `<data_dir>/evidence.log`; each
 //! [`Effect::Rejected`] is counted per reason (`rejected_by_reason{reason}`), and a stream of
 //! bad signatures from one member gets it banned through the net shard.
 //!
 //! With the test-only `byzantine` feature and a `[byzantine]` config section, the machine's
-//! effects pass through a `ByzantineLayer` (`node::byzantine`, built only with the `byzantine` feature) before they are carried out.
+//! effects pass through a `ByzantineLayer` (`consensus_shard::byzantine`, built only with the `byzantine` feature) before they are carried out.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use glommio::channels::local_channel;
 
-use super::evidence::{EvidenceLog, MisbehaviourStrikes};
-use crate::consensus::{
-    BlsScheme, Effect, Input, Machine, Message as ConsensusMessage, Millis, Rejection,
-};
+use crate::config::clock::now_ms;
+use crate::consensus::{BlsScheme, Effect, Input, Machine, Message as ConsensusMessage, Rejection};
 use crate::exec::{ExecReply, ExecRequest};
 use crate::net::{sync_request_frame, Inbound, NetCommand};
 use crate::runtime::{Rx, ShardStats, Tx};
 use crate::store::{StoreReply, StoreRequest};
 use crate::types::frame::encode_frame;
 use crate::types::{CouncilIndex, FinalizedBlock, Height};
+use evidence::{EvidenceLog, MisbehaviourStrikes};
 
-/// Wall-clock milliseconds since the Unix epoch (the machine's clock in production).
-pub fn now_ms() -> Millis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+#[cfg(feature = "byzantine")]
+pub mod byzantine;
+pub mod evidence;
+pub mod follower;
 
 /// What the consensus shard reports (metrics and the node's status).
 #[derive(Debug, Default)]
@@ -98,7 +95,7 @@ pub struct ConsensusRecords {
     pub evidence_log: EvidenceLog,
     /// The test-only misbehaviour of this CN, if its config asks for it.
     #[cfg(feature = "byzantine")]
-    pub byzantine: Option<super::byzantine::ByzantineLayer>,
+    pub byzantine: Option<byzantine::ByzantineLayer>,
 }
 
 // Inputs travel inline: one per message, and they are moved straight into the machine.
@@ -446,8 +443,8 @@ impl Driver {
                             reason: format!(
                                 "{} refused messages within {} s (bad signatures, unjustified \
                                  proposals, bad round changes, far-round spam; the last: {})",
-                                super::evidence::STRIKE_BAN_THRESHOLD,
-                                super::evidence::STRIKE_WINDOW.as_secs(),
+                                evidence::STRIKE_BAN_THRESHOLD,
+                                evidence::STRIKE_WINDOW.as_secs(),
                                 reason.name()
                             ),
                         })

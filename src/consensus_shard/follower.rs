@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 
 use glommio::channels::local_channel;
 
-use super::consensus_shard::{now_ms, ConsensusCounters};
+use super::ConsensusCounters;
+use crate::config::clock::now_ms;
 use crate::consensus::{Adopted, BlsScheme, Follower, FollowerEffect, FollowerInput};
 use crate::exec::ExecRequest;
 use crate::net::{Inbound, NetCommand};
