@@ -308,6 +308,10 @@ struct NodeArgs {
     /// Load and validate the config, genesis and key, print a summary, and exit.
     #[arg(long)]
     check: bool,
+    /// Load and validate as `--check` does, then print the node's topology (its executors,
+    /// the CPUs they are placed on, the shards each runs, the links between shards) and exit.
+    #[arg(long)]
+    print_topology: bool,
     /// Serve Prometheus metrics on this address (overrides `[metrics] listen`).
     #[arg(long)]
     metrics: Option<std::net::SocketAddr>,
@@ -532,6 +536,16 @@ fn node(a: NodeArgs) -> Result<(), String> {
     );
     if let Some(ingress) = c.ingress_listen {
         println!("  ingress   {ingress}");
+    }
+    if a.print_topology {
+        let plans = corecell::runtime::plan(
+            &c.placement,
+            c.role.shards(),
+            &corecell::runtime::allowed_cpus(),
+        )
+        .map_err(|e| format!("{}: runtime.placement: {e}", c.path.display()))?;
+        print!("{}", corecell::node::topology::describe(c.role, &plans));
+        return Ok(());
     }
     if a.check {
         return Ok(());

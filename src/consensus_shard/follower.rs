@@ -51,8 +51,6 @@ enum Event {
 
 /// How far the follower is, shared with the other shards.
 pub struct Progress {
-    /// Height of the last durable block (the net shard drops blocks at or below it).
-    pub head: Arc<AtomicU64>,
     /// The highest height a peer sent a block for (JSON-RPC's `eth_syncing`).
     pub highest_known: Arc<AtomicU64>,
 }
@@ -153,7 +151,6 @@ pub async fn run(
                         .commit_wait_ns
                         .fetch_add(waited.elapsed().as_nanos() as u64, Relaxed);
                     // Durable: now it is final here.
-                    progress.head.store(height, Relaxed);
                     counters.height.store(height, Relaxed);
                     counters.blocks.fetch_add(1, Relaxed);
                     counters.finalized_txs.fetch_add(txs, Relaxed);
@@ -173,6 +170,7 @@ pub async fn run(
                         }
                     }
                     NetCommand::Finalized {
+                        height,
                         frame: received,
                         from: Some(from),
                     }

@@ -384,6 +384,7 @@ impl Driver {
                     .await?;
                     // The PNs of this CN's cell pass it down to the ENs.
                     self.send_net(NetCommand::Finalized {
+                        height,
                         frame: Some(frame),
                         from: None,
                     })

@@ -270,9 +270,10 @@ pub struct NetConfig {
     pub encryption: bool,
     /// Bootnodes to register with and learn peers from.
     pub bootnodes: Vec<crate::config::node::PeerEntry>,
-    /// Height of the last block this node made final (PN, EN: blocks at or below it are
-    /// duplicates).
-    pub head: Arc<AtomicU64>,
+    /// Height of the last block this node made final when it starts; the consensus shard
+    /// reports each later one ([`NetCommand::Finalized`]). PN, EN: blocks at or below it are
+    /// duplicates.
+    pub head: Height,
     /// Limits.
     pub limits: PeerLimits,
     /// Test only: every finalized-block frame sent carries other transactions
@@ -318,6 +319,8 @@ pub enum NetCommand {
     /// bytes it received for it (the copy its follower checked and adopted) to its ENs and
     /// the other PNs, except `from`.
     Finalized {
+        /// Its height: the node's head from now on.
+        height: Height,
         /// Its frame, when the node passes blocks on (a CN encodes it; a PN relays what it
         /// received).
         frame: Option<Arc<Vec<u8>>>,
@@ -480,6 +483,9 @@ impl RecentSet {
 
 struct State {
     config: NetConfig,
+    /// Height of the last block this node made final ([`NetConfig::head`], then each
+    /// [`NetCommand::Finalized`]).
+    head: Height,
     peers: HashMap<PeerSlot, Peer>,
     clients: HashMap<u64, Outbox>,
     /// Slots of peers that are not council members, by node id (stable while the node runs).
@@ -727,7 +733,13 @@ impl State {
                     self.enqueue(&peer.outbox, frame);
                 }
             }
-            NetCommand::Finalized { frame, from } => {
+            NetCommand::Finalized {
+                height,
+                frame,
+                from,
+            } => {
+                debug_assert!(height > self.head, "heads only grow");
+                self.head = height;
                 let Some(frame) = frame else { return };
                 match self.config.role {
                     Role::Cn => self.send_to_roles(&[Role::Pn], None, &frame),
@@ -905,6 +917,7 @@ pub async fn run(
         .chain(config.bootnodes.iter().map(|b| b.address.ip()))
         .collect();
     let state: Shared = Rc::new(RefCell::new(State {
+        head: config.head,
         config,
         peers: HashMap::new(),
         clients: HashMap::new(),
@@ -1723,7 +1736,7 @@ fn dispatch_peer_frame(
         (Role::Pn, Role::Cn | Role::Pn, Message::FinalizedBlock(f))
         | (Role::En, Role::Pn, Message::FinalizedBlock(f)) => {
             let height = f.block.header.height.to_native();
-            if height <= s.config.head.load(Relaxed) {
+            if height <= s.head {
                 s.counters.duplicates.fetch_add(1, Relaxed);
                 return Ok(());
             }

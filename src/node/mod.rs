@@ -6,11 +6,13 @@
 //!   threads, and the shutdown.
 //! - [`bootnode_run`]: starts a bootnode.
 //! - [`metrics`]: the Prometheus endpoint over the shards' counters.
+//! - [`topology`]: the shards of each role and the links between them, as data.
 
 pub mod bootnode_run;
 pub mod metrics;
 pub mod run;
 pub mod setup;
+pub mod topology;
 
 #[cfg(test)]
 pub(crate) mod tests;

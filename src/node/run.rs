@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 
 use super::metrics::{self, NodeCounters};
+use super::topology::{Ends, ShardEnds};
 use crate::config::clock::now_ms;
 use crate::config::genesis::ExecutionMode;
 use crate::config::{Role, Shard};
@@ -36,11 +37,9 @@ use crate::exec::{
 use crate::net::{self, DialTarget, NetChannels, NetConfig, NetCounters, PeerLimits};
 use crate::node::setup::NodeSetup;
 use crate::rpc;
-use crate::runtime::{self, Link, NodeShardStats, Runtime, ShardStart};
+use crate::runtime::{self, NodeShardStats, Runtime, ShardStart};
 use crate::store::{self, StoreChannels};
 
-/// Capacity of each shard-to-shard channel, in messages.
-pub const LINK_CAPACITY: usize = 4096;
 /// Round timeout of round 0 (ms); later rounds double it, up to [`ROUND_TIMEOUT_MAX_MS`].
 pub const ROUND_TIMEOUT_BASE_MS: u64 = 400;
 /// Cap of the round timeout (ms).
@@ -61,7 +60,7 @@ pub fn run(setup: NodeSetup, options: RunOptions) -> Result<(), String> {
             .map_err(|e| format!("installing the signal handler: {e}"))?;
     }
     match setup.config.role {
-        Role::Cn | Role::Pn | Role::En => run_node(setup, options, stop),
+        Role::Cn | Role::Pn | Role::En => run_shards(setup, options, stop),
         Role::Bootnode => super::bootnode_run::run_bootnode(setup, options, stop),
     }
 }
@@ -120,132 +119,156 @@ pub(super) fn join_with_deadline(runtime: Runtime, stop: &AtomicBool) -> Result<
     }
 }
 
-/// Runs a CN, PN or EN until `stop` is set.
-pub fn run_node(
+/// Everything a CN, PN or EN needs before its shards start: the start-up input checked, the
+/// data directory recovered, the engine loaded, the settings of each shard.
+struct NodeParts {
+    config: crate::config::NodeConfig,
+    genesis: crate::config::genesis::Genesis,
+    secret: crate::crypto::bls::BlsSecretKey,
+    me: Option<crate::types::CouncilIndex>,
+    /// The data directory as found (the store shard takes it).
+    recovered: Option<store::Recovered>,
+    /// The last finalized header found there.
+    head_header: crate::types::BlockHeader,
+    /// The consensus WAL's records found there (a CN's machine restarts from them).
+    wal: Vec<crate::consensus::WalRecord>,
+    /// CNs and ENs execute; a PN only checks and relays blocks.
+    engine: Option<(Engine, Option<SnapshotPolicy>)>,
+    consensus_config: ConsensusConfig,
+    net_config: NetConfig,
+}
+
+impl NodeParts {
+    fn prepare(setup: NodeSetup) -> Result<NodeParts, String> {
+        let NodeSetup {
+            config,
+            genesis,
+            key,
+            council_index,
+        } = setup;
+        let role = config.role;
+        assert!(
+            matches!(role, Role::Cn | Role::Pn | Role::En),
+            "a CN, PN or EN runs the node shards"
+        );
+        let me = match (role, council_index) {
+            (Role::Cn, None) => {
+                return Err(format!(
+                    "{}: this node's key (node id {}) is not in the genesis council, so it cannot run as a CN",
+                    config.path.display(),
+                    crate::config::to_hex(&key.node_id)
+                ))
+            }
+            (_, me) => me,
+        };
+        let recovered =
+            store::recover(&config.data_dir, &genesis.header()).map_err(|e| e.to_string())?;
+        tracing::info!(
+            node = %config.name,
+            role = role.name(),
+            head = recovered.head.height,
+            wal_records = recovered.wal.len(),
+            cut_bytes = ?recovered.cut,
+            "data directory recovered"
+        );
+        let engine = if role == Role::Pn {
+            None
+        } else {
+            Some(match genesis.execution {
+                ExecutionMode::Transfer => {
+                    let loaded = exec::snapshot::load_state(
+                        &config.data_dir,
+                        &genesis,
+                        &recovered.head,
+                        &recovered.index,
+                    )?;
+                    let state = loaded.state;
+                    tracing::info!(
+                        height = state.height(),
+                        accounts = state.len(),
+                        snapshot = ?loaded.snapshot_height,
+                        "account state ready"
+                    );
+                    (
+                        Engine::Transfer(Box::new(TransferEngine::new(state))),
+                        Some(SnapshotPolicy {
+                            dir: config.data_dir.join(exec::snapshot::SNAPSHOT_DIR),
+                            every_blocks: config.snapshot_interval_blocks,
+                        }),
+                    )
+                }
+                ExecutionMode::Raw => (
+                    Engine::Raw(RawPool::new(
+                        exec::DEFAULT_POOL_BYTES,
+                        exec::DEFAULT_POOL_TXS,
+                    )),
+                    None,
+                ),
+            })
+        };
+        let consensus_config = ConsensusConfig {
+            chain_id: genesis.chain_id,
+            council_size: genesis.council.len(),
+            committee_size: genesis.committee_size,
+            block_period_ms: genesis.block_period_ms,
+            round_timeout_base_ms: ROUND_TIMEOUT_BASE_MS,
+            round_timeout_max_ms: ROUND_TIMEOUT_MAX_MS,
+            weakening: Weakening::default(),
+        };
+        let net_config = NetConfig {
+            chain_id: genesis.chain_id,
+            role,
+            secret: key.secret.clone(),
+            listen: config.listen,
+            ingress: config.ingress_listen,
+            council: genesis.council.iter().map(|m| m.node_id).collect(),
+            dial: config.peers.iter().map(DialTarget::from).collect(),
+            allowlist: config.allowlist.clone(),
+            encryption: config.encryption,
+            bootnodes: config.bootnodes.clone(),
+            head: recovered.head.height,
+            limits: PeerLimits::default(),
+            #[cfg(feature = "byzantine")]
+            tamper_bodies: config.byzantine.as_ref().is_some_and(|b| {
+                b.behaviours
+                    .contains(&crate::config::byzantine::Behaviour::TamperBodies)
+            }),
+        };
+        Ok(NodeParts {
+            config,
+            genesis,
+            secret: key.secret,
+            me,
+            head_header: recovered.head.clone(),
+            wal: recovered.wal.clone(),
+            recovered: Some(recovered),
+            engine,
+            consensus_config,
+            net_config,
+        })
+    }
+}
+
+/// What every shard's start shares: the stop flag, the first fatal error, its statistics.
+#[derive(Clone)]
+struct ShardContext {
+    stop: Arc<AtomicBool>,
+    fatal: Arc<std::sync::Mutex<Option<String>>>,
+    stats: NodeShardStats,
+    counters: NodeCounters,
+}
+
+/// Runs a CN, PN or EN until `stop` is set: its shards from the topology table
+/// ([`topology`]), each started with its ends of the role's links, plus the JSON-RPC and
+/// metrics threads.
+pub fn run_shards(
     setup: NodeSetup,
     options: RunOptions,
     stop: Arc<AtomicBool>,
 ) -> Result<(), String> {
-    let NodeSetup {
-        config,
-        genesis,
-        key,
-        council_index,
-    } = setup;
-    let role = config.role;
-    assert!(
-        matches!(role, Role::Cn | Role::Pn | Role::En),
-        "run_node runs CNs, PNs and ENs"
-    );
-    let me = match (role, council_index) {
-        (Role::Cn, None) => {
-            return Err(format!(
-                "{}: this node's key (node id {}) is not in the genesis council, so it cannot run as a CN",
-                config.path.display(),
-                crate::config::to_hex(&key.node_id)
-            ))
-        }
-        (_, me) => me,
-    };
-    let genesis_header = genesis.header();
-    let recovered = store::recover(&config.data_dir, &genesis_header).map_err(|e| e.to_string())?;
-    tracing::info!(
-        node = %config.name,
-        role = role.name(),
-        head = recovered.head.height,
-        wal_records = recovered.wal.len(),
-        cut_bytes = ?recovered.cut,
-        "data directory recovered"
-    );
-    // CNs and ENs execute; a PN only checks and relays blocks.
-    let exec_engine = if role == Role::Pn {
-        None
-    } else {
-        Some(match genesis.execution {
-            ExecutionMode::Transfer => {
-                let loaded = exec::snapshot::load_state(
-                    &config.data_dir,
-                    &genesis,
-                    &recovered.head,
-                    &recovered.index,
-                )?;
-                let state = loaded.state;
-                tracing::info!(
-                    height = state.height(),
-                    accounts = state.len(),
-                    snapshot = ?loaded.snapshot_height,
-                    "account state ready"
-                );
-                (
-                    Engine::Transfer(Box::new(TransferEngine::new(state))),
-                    Some(SnapshotPolicy {
-                        dir: config.data_dir.join(exec::snapshot::SNAPSHOT_DIR),
-                        every_blocks: config.snapshot_interval_blocks,
-                    }),
-                )
-            }
-            ExecutionMode::Raw => (
-                Engine::Raw(RawPool::new(
-                    exec::DEFAULT_POOL_BYTES,
-                    exec::DEFAULT_POOL_TXS,
-                )),
-                None,
-            ),
-        })
-    };
-    let council = Arc::new(genesis.council_keys.clone());
-    let consensus_config = ConsensusConfig {
-        chain_id: genesis.chain_id,
-        council_size: genesis.council.len(),
-        committee_size: genesis.committee_size,
-        block_period_ms: genesis.block_period_ms,
-        round_timeout_base_ms: ROUND_TIMEOUT_BASE_MS,
-        round_timeout_max_ms: ROUND_TIMEOUT_MAX_MS,
-        weakening: Weakening::default(),
-    };
-    let head = Arc::new(std::sync::atomic::AtomicU64::new(recovered.head.height));
-    let config_rpc_index_mib = config.rpc_index_mib;
-    let net_config = NetConfig {
-        chain_id: genesis.chain_id,
-        role,
-        secret: key.secret.clone(),
-        listen: config.listen,
-        ingress: config.ingress_listen,
-        council: genesis.council.iter().map(|m| m.node_id).collect(),
-        dial: config.peers.iter().map(DialTarget::from).collect(),
-        allowlist: config.allowlist.clone(),
-        encryption: config.encryption,
-        bootnodes: config.bootnodes.clone(),
-        head: head.clone(),
-        limits: PeerLimits::default(),
-        #[cfg(feature = "byzantine")]
-        tamper_bodies: config.byzantine.as_ref().is_some_and(|b| {
-            b.behaviours
-                .contains(&crate::config::byzantine::Behaviour::TamperBodies)
-        }),
-    };
-
-    // Links (one per direction and pair).
-    let net_cons: Link<net::Inbound> = Link::new(LINK_CAPACITY);
-    let cons_net: Link<net::NetCommand> = Link::new(LINK_CAPACITY);
-    let net_store: Link<store::SyncServe> = Link::new(LINK_CAPACITY);
-    let store_net: Link<store::PeerFrame> = Link::new(LINK_CAPACITY);
-    let cons_store: Link<store::StoreRequest> = Link::new(LINK_CAPACITY);
-    let store_cons: Link<store::StoreReply> = Link::new(LINK_CAPACITY);
-    // With an exec shard: batches and gossip with the net shard; requests from consensus
-    // (answers only for a CN's machine).
-    let exec_links = exec_engine.as_ref().map(|_| {
-        (
-            Link::<exec::BatchIn>::new(LINK_CAPACITY),
-            Link::<exec::ExecToNet>::new(LINK_CAPACITY),
-            Link::<exec::ExecRequest>::new(LINK_CAPACITY),
-            Link::<exec::ExecReply>::new(LINK_CAPACITY),
-        )
-    });
-    let (net_exec, exec_net, cons_exec, exec_cons) = match exec_links {
-        Some((a, b, c, d)) => (Some(a), Some(b), Some(c), Some(d)),
-        None => (None, None, None, None),
-    };
+    let mut parts = NodeParts::prepare(setup)?;
+    let role = parts.config.role;
+    let config = parts.config.clone();
 
     // EN: the JSON-RPC server's bridge to the exec shard; `highest_known` is fed by the
     // follower (for eth_syncing).
@@ -260,37 +283,24 @@ pub fn run_node(
         .as_ref()
         .map_or_else(Arc::default, |b| b.highest_known.clone());
 
-    let shards: NodeShardStats = role.shards().iter().map(|s| (*s, Arc::default())).collect();
+    let stats: NodeShardStats = role.shards().iter().map(|s| (*s, Arc::default())).collect();
     let counters = NodeCounters {
         consensus: Arc::new(ConsensusCounters::default()),
         net: Arc::new(NetCounters::default()),
         exec: Arc::new(ExecCounters::default()),
-        shards: shards.clone(),
+        shards: stats.clone(),
     };
     counters
         .consensus
         .height
-        .store(recovered.head.height, Relaxed);
+        .store(parts.head_header.height, Relaxed);
+    let context = ShardContext {
+        stop: stop.clone(),
+        fatal: Arc::default(),
+        stats,
+        counters: counters.clone(),
+    };
 
-    // The first fatal shard error: the node stops and exits non-zero with it.
-    let fatal: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
-    let mut starts: BTreeMap<Shard, ShardStart> = BTreeMap::new();
-    let (net_to_exec, exec_from_net) = match net_exec {
-        Some(l) => (Some(l.sender), Some(l.receiver)),
-        None => (None, None),
-    };
-    let (exec_to_net, net_from_exec) = match exec_net {
-        Some(l) => (Some(l.sender), Some(l.receiver)),
-        None => (None, None),
-    };
-    let (cons_to_exec, exec_from_cons) = match cons_exec {
-        Some(l) => (Some(l.sender), Some(l.receiver)),
-        None => (None, None),
-    };
-    let (exec_to_cons, cons_from_exec) = match exec_cons {
-        Some(l) => (Some(l.sender), Some(l.receiver)),
-        None => (None, None),
-    };
     // SIGHUP: the net shard re-reads the allowlist and static peers from the config file.
     let reload_flag = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, reload_flag.clone())
@@ -299,243 +309,49 @@ pub fn run_node(
         flag: reload_flag,
         load: permission_loader(config.path.clone(), role),
     };
-    {
-        let (stop, stats, c) = (
-            stop.clone(),
-            shards[&Shard::Net].clone(),
-            counters.net.clone(),
-        );
-        let fatal = fatal.clone();
-        let (from_consensus, to_consensus) = (cons_net.receiver, net_cons.sender);
-        let (to_exec, from_exec) = (net_to_exec, net_from_exec);
-        let (to_store, from_store) = (net_store.sender, store_net.receiver);
-        starts.insert(
-            Shard::Net,
-            Box::new(move || {
-                Box::pin(async move {
-                    // Connect every end at once: each connect waits for its other end.
-                    let from_consensus = glommio::spawn_local(from_consensus.connect());
-                    let to_consensus = glommio::spawn_local(to_consensus.connect());
-                    let to_exec = to_exec.map(|e| glommio::spawn_local(e.connect()));
-                    let from_exec = from_exec.map(|e| glommio::spawn_local(e.connect()));
-                    let to_store = glommio::spawn_local(to_store.connect());
-                    let from_store = glommio::spawn_local(from_store.connect());
-                    let channels = NetChannels {
-                        from_consensus: from_consensus.await,
-                        to_consensus: to_consensus.await,
-                        to_exec: match to_exec {
-                            Some(t) => Some(t.await),
-                            None => None,
-                        },
-                        from_exec: match from_exec {
-                            Some(t) => Some(t.await),
-                            None => None,
-                        },
-                        to_store: to_store.await,
-                        from_store: from_store.await,
-                    };
-                    let result =
-                        net::run(net_config, channels, stop.clone(), Some(reload), stats, c).await;
-                    shard_finished(Shard::Net, result, &fatal, &stop);
-                })
-            }),
-        );
-    }
-    {
-        let (stop, stats, c) = (
-            stop.clone(),
-            shards[&Shard::Consensus].clone(),
-            counters.consensus.clone(),
-        );
-        let fatal = fatal.clone();
-        let (from_net, to_net) = (net_cons.receiver, cons_net.sender);
-        let (to_store, from_store) = (cons_store.sender, store_cons.receiver);
-        let head_header = recovered.head.clone();
-        let wal = recovered.wal.clone();
-        let secret = key.secret.clone();
-        let head = head.clone();
-        let records = consensus_shard::ConsensusRecords {
-            evidence_log: crate::consensus_shard::evidence::EvidenceLog::open(
-                &config.data_dir,
-                genesis.council.iter().map(|m| m.node_id).collect(),
+
+    let mut ends = Ends::for_role(role);
+    let mut starts: BTreeMap<Shard, ShardStart> = BTreeMap::new();
+    let mut reload = Some(reload);
+    let mut rpc_inbox = rpc_inbox;
+    let mut highest_known = Some(highest_known);
+    for shard in role.shards() {
+        let shard_ends = ends.take(*shard);
+        let start = match shard {
+            Shard::Net => start_net(
+                &context,
+                shard_ends,
+                parts.net_config.clone(),
+                reload.take().expect("one net shard"),
             ),
-            #[cfg(feature = "byzantine")]
-            byzantine: match (&config.byzantine, me) {
-                (Some(settings), Some(me)) => {
-                    Some(crate::consensus_shard::byzantine::ByzantineLayer::new(
-                        settings,
-                        me,
-                        genesis.council.len(),
-                        genesis.chain_id,
-                    ))
-                }
-                _ => None,
-            },
+            Shard::Consensus => start_consensus(
+                &context,
+                shard_ends,
+                &parts,
+                highest_known.take().expect("one consensus shard"),
+            ),
+            Shard::Exec => start_exec(
+                &context,
+                shard_ends,
+                parts
+                    .engine
+                    .take()
+                    .expect("a role with an exec shard has an engine"),
+                role,
+                config.rpc_index_mib,
+                rpc_inbox.take(),
+            ),
+            Shard::Store => start_store(
+                &context,
+                shard_ends,
+                config.data_dir.clone(),
+                parts.recovered.take().expect("one store shard"),
+            ),
+            Shard::Rpc => unreachable!("the JSON-RPC server is a thread, not a shard"),
         };
-        starts.insert(
-            Shard::Consensus,
-            Box::new(move || {
-                Box::pin(async move {
-                    // Connect every end at once: each connect waits for its other end.
-                    let from_net = glommio::spawn_local(from_net.connect());
-                    let to_net = glommio::spawn_local(to_net.connect());
-                    let to_exec = cons_to_exec.map(|e| glommio::spawn_local(e.connect()));
-                    let from_exec = cons_from_exec.map(|e| glommio::spawn_local(e.connect()));
-                    let to_store = glommio::spawn_local(to_store.connect());
-                    let from_store = glommio::spawn_local(from_store.connect());
-                    let (from_net, to_net) = (from_net.await, to_net.await);
-                    let to_exec = match to_exec {
-                        Some(t) => Some(t.await),
-                        None => None,
-                    };
-                    let from_exec = match from_exec {
-                        Some(t) => Some(t.await),
-                        None => None,
-                    };
-                    let (to_store, from_store) = (to_store.await, from_store.await);
-                    let scheme = BlsScheme::new(secret, council);
-                    let result = match (me, role, to_exec, from_exec) {
-                        (Some(me), Role::Cn, Some(to_exec), Some(from_exec)) => {
-                            let channels = ConsensusChannels {
-                                from_net,
-                                to_net,
-                                to_exec,
-                                from_exec,
-                                to_store,
-                                from_store,
-                            };
-                            let (machine, initial) = Machine::new(
-                                consensus_config,
-                                scheme,
-                                me,
-                                head_header,
-                                &wal,
-                                now_ms(),
-                            );
-                            consensus_shard::run(
-                                machine,
-                                initial,
-                                channels,
-                                stop.clone(),
-                                stats,
-                                c,
-                                records,
-                            )
-                            .await
-                        }
-                        (_, _, to_exec, from_exec) => {
-                            // A follower never asks exec for answers.
-                            drop(from_exec);
-                            let channels = FollowerChannels {
-                                from_net,
-                                to_net,
-                                to_exec,
-                                to_store,
-                                from_store,
-                            };
-                            let follower =
-                                Follower::new(consensus_config, scheme, head_header, now_ms());
-                            let progress = follower_shard::Progress {
-                                head,
-                                highest_known,
-                            };
-                            follower_shard::run(
-                                follower,
-                                channels,
-                                progress,
-                                stop.clone(),
-                                stats,
-                                c,
-                            )
-                            .await
-                        }
-                    };
-                    shard_finished(Shard::Consensus, result, &fatal, &stop);
-                })
-            }),
-        );
+        starts.insert(*shard, start);
     }
-    if let (
-        Some((engine, snapshots)),
-        Some(from_consensus),
-        Some(to_consensus),
-        Some(from_net),
-        Some(to_net),
-    ) = (
-        exec_engine,
-        exec_from_cons,
-        exec_to_cons,
-        exec_from_net,
-        exec_to_net,
-    ) {
-        let (stop, stats, c) = (
-            stop.clone(),
-            shards[&Shard::Exec].clone(),
-            counters.exec.clone(),
-        );
-        let fatal = fatal.clone();
-        starts.insert(
-            Shard::Exec,
-            Box::new(move || {
-                Box::pin(async move {
-                    // Connect every end at once: each connect waits for its other end.
-                    let from_consensus = glommio::spawn_local(from_consensus.connect());
-                    let to_consensus = glommio::spawn_local(to_consensus.connect());
-                    let from_net = glommio::spawn_local(from_net.connect());
-                    let to_net = glommio::spawn_local(to_net.connect());
-                    let channels = ExecChannels {
-                        from_consensus: from_consensus.await,
-                        to_consensus: to_consensus.await,
-                        from_net: from_net.await,
-                        to_net: to_net.await,
-                    };
-                    // An EN sends on again what stays unconfirmed (its PN may have died).
-                    let rpc_index_mib = config_rpc_index_mib;
-                    let resend = (role == Role::En).then(exec::Resend::default);
-                    let rpc = rpc_inbox.map(|inbox| exec::RpcService {
-                        inbox,
-                        index_max_bytes: (rpc_index_mib * 1024 * 1024) as usize,
-                    });
-                    let result =
-                        exec::run_with_rpc(engine, snapshots, channels, rpc, resend, stats, c)
-                            .await;
-                    shard_finished(Shard::Exec, result, &fatal, &stop);
-                })
-            }),
-        );
-    }
-    {
-        let (stop, stats) = (stop.clone(), shards[&Shard::Store].clone());
-        let fatal = fatal.clone();
-        let (from_consensus, to_consensus) = (cons_store.receiver, store_cons.sender);
-        let (from_net, to_net) = (net_store.receiver, store_net.sender);
-        let dir = config.data_dir.clone();
-        starts.insert(
-            Shard::Store,
-            Box::new(move || {
-                Box::pin(async move {
-                    // Connect every end at once: each connect waits for its other end.
-                    let from_consensus = glommio::spawn_local(from_consensus.connect());
-                    let to_consensus = glommio::spawn_local(to_consensus.connect());
-                    let from_net = glommio::spawn_local(from_net.connect());
-                    let to_net = glommio::spawn_local(to_net.connect());
-                    let channels = StoreChannels {
-                        from_consensus: from_consensus.await,
-                        to_consensus: to_consensus.await,
-                        from_net: from_net.await,
-                        to_net: to_net.await,
-                    };
-                    let result = store::run(dir, recovered, channels, stats).await;
-                    shard_finished(
-                        Shard::Store,
-                        result.map_err(|e| e.to_string()),
-                        &fatal,
-                        &stop,
-                    );
-                })
-            }),
-        );
-    }
+    ends.done();
 
     let plans = runtime::plan(&config.placement, role.shards(), &runtime::allowed_cpus())
         .map_err(|e| format!("{}: runtime.placement: {e}", config.path.display()))?;
@@ -551,7 +367,8 @@ pub fn run_node(
     // The JSON-RPC server binds before the shards start, so a taken port is a clear error.
     let rpc_server = match (config.rpc_listen, rpc_bridge) {
         (Some(listen), Some(bridge)) => {
-            let rpc_config = rpc::RpcConfig::new(listen, rpc::ChainInfo::from_genesis(&genesis));
+            let rpc_config =
+                rpc::RpcConfig::new(listen, rpc::ChainInfo::from_genesis(&parts.genesis));
             let server = rpc::start(rpc_config, bridge, stop.clone())?;
             tracing::info!(address = %server.local_addr, "JSON-RPC serving");
             Some(server)
@@ -559,7 +376,7 @@ pub fn run_node(
         _ => None,
     };
     let runtime = Runtime::start(&plans, config.io_memory_kib as usize * 1024, starts)?;
-    tracing::info!(node = %config.name, role = role.name(), council_index = ?me, p2p = %config.listen, "node running");
+    tracing::info!(node = %config.name, role = role.name(), council_index = ?parts.me, p2p = %config.listen, "node running");
     let result = join_with_deadline(runtime, &stop);
     stop.store(true, Relaxed);
     if let Some(t) = metrics_thread {
@@ -569,7 +386,7 @@ pub fn run_node(
         let _ = server.thread.join();
     }
     result?;
-    if let Some(e) = fatal.lock().map_or(None, |mut f| f.take()) {
+    if let Some(e) = context.fatal.lock().map_or(None, |mut f| f.take()) {
         return Err(e);
     }
     tracing::info!(
@@ -578,6 +395,200 @@ pub fn run_node(
         "node stopped cleanly"
     );
     Ok(())
+}
+
+/// The net shard: peers, relay, ingress, discovery.
+fn start_net(
+    context: &ShardContext,
+    ends: ShardEnds,
+    net_config: NetConfig,
+    reload: net::Reload,
+) -> ShardStart {
+    let context = context.clone();
+    Box::new(move || {
+        Box::pin(async move {
+            let mut ends = ends.connect().await;
+            let channels = NetChannels {
+                from_consensus: ends.rx_always(Shard::Consensus),
+                to_consensus: ends.tx_always(Shard::Consensus),
+                to_exec: ends.tx(Shard::Exec),
+                from_exec: ends.rx(Shard::Exec),
+                to_store: ends.tx_always(Shard::Store),
+                from_store: ends.rx_always(Shard::Store),
+            };
+            ends.done();
+            let result = net::run(
+                net_config,
+                channels,
+                context.stop.clone(),
+                Some(reload),
+                context.stats[&Shard::Net].clone(),
+                context.counters.net.clone(),
+            )
+            .await;
+            shard_finished(Shard::Net, result, &context.fatal, &context.stop);
+        })
+    })
+}
+
+/// The consensus shard: a CN's machine, or a PN's or EN's follower.
+fn start_consensus(
+    context: &ShardContext,
+    ends: ShardEnds,
+    parts: &NodeParts,
+    highest_known: Arc<std::sync::atomic::AtomicU64>,
+) -> ShardStart {
+    let context = context.clone();
+    let role = parts.config.role;
+    let me = parts.me;
+    let consensus_config = parts.consensus_config.clone();
+    let head_header = parts.head_header.clone();
+    let wal = parts.wal.clone();
+    let secret = parts.secret.clone();
+    let council = Arc::new(parts.genesis.council_keys.clone());
+    let records = consensus_shard::ConsensusRecords {
+        evidence_log: crate::consensus_shard::evidence::EvidenceLog::open(
+            &parts.config.data_dir,
+            parts.genesis.council.iter().map(|m| m.node_id).collect(),
+        ),
+        #[cfg(feature = "byzantine")]
+        byzantine: match (&parts.config.byzantine, me) {
+            (Some(settings), Some(me)) => {
+                Some(crate::consensus_shard::byzantine::ByzantineLayer::new(
+                    settings,
+                    me,
+                    parts.genesis.council.len(),
+                    parts.genesis.chain_id,
+                ))
+            }
+            _ => None,
+        },
+    };
+    Box::new(move || {
+        Box::pin(async move {
+            let mut ends = ends.connect().await;
+            let from_net = ends.rx_always(Shard::Net);
+            let to_net = ends.tx_always(Shard::Net);
+            let to_store = ends.tx_always(Shard::Store);
+            let from_store = ends.rx_always(Shard::Store);
+            let to_exec = ends.tx(Shard::Exec);
+            let from_exec = ends.rx(Shard::Exec);
+            ends.done();
+            let (stop, stats, counters) = (
+                context.stop.clone(),
+                context.stats[&Shard::Consensus].clone(),
+                context.counters.consensus.clone(),
+            );
+            let scheme = BlsScheme::new(secret, council);
+            let result = match (me, role, to_exec, from_exec) {
+                (Some(me), Role::Cn, Some(to_exec), Some(from_exec)) => {
+                    let channels = ConsensusChannels {
+                        from_net,
+                        to_net,
+                        to_exec,
+                        from_exec,
+                        to_store,
+                        from_store,
+                    };
+                    let (machine, initial) =
+                        Machine::new(consensus_config, scheme, me, head_header, &wal, now_ms());
+                    consensus_shard::run(machine, initial, channels, stop, stats, counters, records)
+                        .await
+                }
+                (_, _, to_exec, from_exec) => {
+                    // A follower never asks exec for answers.
+                    drop(from_exec);
+                    let channels = FollowerChannels {
+                        from_net,
+                        to_net,
+                        to_exec,
+                        to_store,
+                        from_store,
+                    };
+                    let follower = Follower::new(consensus_config, scheme, head_header, now_ms());
+                    let progress = follower_shard::Progress { highest_known };
+                    follower_shard::run(follower, channels, progress, stop, stats, counters).await
+                }
+            };
+            shard_finished(Shard::Consensus, result, &context.fatal, &context.stop);
+        })
+    })
+}
+
+/// The exec shard: pool, execution, state, and (EN) the RPC thread's queries.
+fn start_exec(
+    context: &ShardContext,
+    ends: ShardEnds,
+    (engine, snapshots): (Engine, Option<SnapshotPolicy>),
+    role: Role,
+    rpc_index_mib: u64,
+    rpc_inbox: Option<exec::queries::RpcInbox>,
+) -> ShardStart {
+    let context = context.clone();
+    Box::new(move || {
+        Box::pin(async move {
+            let mut ends = ends.connect().await;
+            let channels = ExecChannels {
+                from_consensus: ends.rx_always(Shard::Consensus),
+                to_consensus: ends.tx_always(Shard::Consensus),
+                from_net: ends.rx_always(Shard::Net),
+                to_net: ends.tx_always(Shard::Net),
+            };
+            ends.done();
+            // An EN sends on again what stays unconfirmed (its PN may have died).
+            let resend = (role == Role::En).then(exec::Resend::default);
+            let rpc = rpc_inbox.map(|inbox| exec::RpcService {
+                inbox,
+                index_max_bytes: (rpc_index_mib * 1024 * 1024) as usize,
+            });
+            let result = exec::run_with_rpc(
+                engine,
+                snapshots,
+                channels,
+                rpc,
+                resend,
+                context.stats[&Shard::Exec].clone(),
+                context.counters.exec.clone(),
+            )
+            .await;
+            shard_finished(Shard::Exec, result, &context.fatal, &context.stop);
+        })
+    })
+}
+
+/// The store shard: block log, WAL, fsync.
+fn start_store(
+    context: &ShardContext,
+    ends: ShardEnds,
+    dir: std::path::PathBuf,
+    recovered: store::Recovered,
+) -> ShardStart {
+    let context = context.clone();
+    Box::new(move || {
+        Box::pin(async move {
+            let mut ends = ends.connect().await;
+            let channels = StoreChannels {
+                from_consensus: ends.rx_always(Shard::Consensus),
+                to_consensus: ends.tx_always(Shard::Consensus),
+                from_net: ends.rx_always(Shard::Net),
+                to_net: ends.tx_always(Shard::Net),
+            };
+            ends.done();
+            let result = store::run(
+                dir,
+                recovered,
+                channels,
+                context.stats[&Shard::Store].clone(),
+            )
+            .await;
+            shard_finished(
+                Shard::Store,
+                result.map_err(|e| e.to_string()),
+                &context.fatal,
+                &context.stop,
+            );
+        })
+    })
 }
 
 /// Logs a shard's end. A failed shard's error is kept (the first one becomes the node's exit

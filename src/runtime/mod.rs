@@ -13,8 +13,10 @@
 //!   an executor. A CPU outside the affinity mask is refused with an error naming it.
 //!
 //! Invariants: every shard of the plan runs in exactly one executor; no executor is empty;
-//! shards never share memory except the [`ShardStats`] counters (atomics written by their shard
-//! only, read by the metrics endpoint).
+//! shards never share memory with each other. The only shared memory is counters, each written
+//! by one shard and read by a thread that is not a shard: the [`ShardStats`] and the shards'
+//! own counters (read by the metrics endpoint), and the follower's highest known height (read
+//! by the JSON-RPC thread for `eth_syncing`).
 
 use std::collections::BTreeMap;
 use std::future::Future;
