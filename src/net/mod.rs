@@ -1,5 +1,9 @@
 //! The net shard: peer connections of every tier, and the client ingress port.
 //!
+//! The rules below (admission, where each frame goes, the PN's upstream, bans, sync budgets,
+//! ingress slots and eviction) are written once, without I/O, in [`rules`], and unit-tested
+//! there; this module owns the sockets and tasks that apply them.
+//!
 //! **Who talks to whom.** Every connection starts with the authenticated handshake of
 //! [`handshake`] (each side proves its node key and says its role). A node admits only peers
 //! whose node id is on its allowlist (fail closed: an empty list admits no one), in the roles
@@ -88,6 +92,7 @@
 pub mod bootnode;
 pub mod handshake;
 pub mod record;
+pub mod rules;
 #[cfg(feature = "byzantine")]
 pub mod tamper;
 
@@ -113,6 +118,7 @@ use crate::types::frame::{encode_frame, Frame, FrameDecoder, FrameHeader, FrameK
 use crate::types::network::SyncRequest;
 use crate::types::{CouncilIndex, Height, PeerSlot, TIER_SLOT_BASE};
 use handshake::{Handshake, KeyExchange, PeerIdentity, SessionKeys, Side, AUTH_LEN, HELLO_LEN};
+use rules::{Bans, Gate, IngressSlots, Route, SlotGrant, SyncBudget};
 
 /// First wait before redialing a peer.
 pub const DIAL_BACKOFF_MIN: Duration = Duration::from_millis(50);
@@ -455,7 +461,7 @@ struct Peer {
     node_id: [u8; 20],
     outbox: Outbox,
     /// When this CN last offered the peer finalized blocks ([`NetCommand::OfferSync`]).
-    last_sync_offer: Option<Instant>,
+    sync_offers: SyncBudget,
 }
 
 /// Recently seen keys, bounded: the oldest is forgotten first.
@@ -490,16 +496,15 @@ struct State {
     clients: HashMap<u64, Outbox>,
     /// Slots of peers that are not council members, by node id (stable while the node runs).
     tier_slots: HashMap<[u8; 20], PeerSlot>,
-    /// Ingress connections open (accepted and not yet closed).
-    client_connections: usize,
-    banned: HashMap<[u8; 20], Instant>,
+    /// Banned node ids.
+    bans: Bans,
     pending_handshakes: usize,
     /// Handshakes in progress per remote address.
     pending_by_address: HashMap<std::net::IpAddr, usize>,
-    /// Ingress connections open per remote address.
-    clients_by_address: HashMap<std::net::IpAddr, usize>,
-    /// Open ingress connections that hold a slot, by connection number.
-    client_slots: HashMap<u64, ClientSlot>,
+    /// The ingress port's connection slots.
+    ingress_slots: IngressSlots,
+    /// How to tell an ingress connection's task that it was evicted, by connection number.
+    client_evictions: HashMap<u64, local_channel::LocalSender<()>>,
     /// Addresses of the peers and bootnodes this node knows (configured or named by a
     /// bootnode): their handshakes do not count against the shared limit.
     known_addresses: HashSet<std::net::IpAddr>,
@@ -522,68 +527,37 @@ struct State {
 
 type Shared = Rc<RefCell<State>>;
 
-/// An ingress connection's claim on a slot.
-struct ClientSlot {
-    remote: Option<std::net::IpAddr>,
-    /// When it last completed a frame (or connected).
-    last_frame: Instant,
-    /// Tells the connection's task it was evicted.
-    evict: local_channel::LocalSender<()>,
-}
-
 impl State {
-    /// Takes a slot for a new ingress connection from `remote`, evicting the longest-idle
-    /// client if every slot is taken; false if the connection must be refused.
-    fn take_client_slot(&mut self, remote: Option<std::net::IpAddr>, now: Instant) -> bool {
-        let from_remote = remote.map_or(0, |ip| {
-            self.clients_by_address.get(&ip).copied().unwrap_or(0)
-        });
-        if from_remote >= MAX_INGRESS_CONNECTIONS_PER_ADDRESS {
-            return false;
-        }
-        if self.client_connections >= MAX_INGRESS_CONNECTIONS {
-            let victim = self
-                .client_slots
-                .iter()
-                .filter(|(_, c)| now.duration_since(c.last_frame) >= INGRESS_EVICTABLE_IDLE)
-                .min_by_key(|(_, c)| c.last_frame)
-                .map(|(connection, _)| *connection);
-            let Some(victim) = victim else {
-                return false;
-            };
-            if let Some(slot) = self.release_client_slot(victim) {
-                // Its task ends on this (or on its own, if it is ending already).
-                let _ = slot.evict.try_send(());
-                self.counters.ingress_evicted.fetch_add(1, Relaxed);
+    /// Takes a slot for new ingress connection `connection` from `remote`, evicting the
+    /// longest-idle client if every slot is taken ([`IngressSlots::take`]); false if the
+    /// connection must be refused.
+    fn take_client_slot(
+        &mut self,
+        connection: u64,
+        remote: Option<std::net::IpAddr>,
+        now: Instant,
+    ) -> bool {
+        let grant = self.ingress_slots.take(connection, remote, now);
+        if let SlotGrant::Evicting(victim) = grant {
+            // Its task ends on this (or on its own, if it is ending already).
+            if let Some(evict) = self.client_evictions.remove(&victim) {
+                let _ = evict.try_send(());
             }
+            self.counters.ingress_evicted.fetch_add(1, Relaxed);
         }
-        assert!(self.client_connections < MAX_INGRESS_CONNECTIONS);
-        self.client_connections += 1;
         self.counters
             .ingress_connections
-            .store(self.client_connections as u64, Relaxed);
-        if let Some(ip) = remote {
-            *self.clients_by_address.entry(ip).or_default() += 1;
-        }
-        true
+            .store(self.ingress_slots.held() as u64, Relaxed);
+        grant != SlotGrant::Refused
     }
 
     /// Gives back the slot of ingress connection `connection`, if it still holds one.
-    fn release_client_slot(&mut self, connection: u64) -> Option<ClientSlot> {
-        let slot = self.client_slots.remove(&connection)?;
-        self.client_connections -= 1;
+    fn release_client_slot(&mut self, connection: u64) {
+        self.client_evictions.remove(&connection);
+        self.ingress_slots.release(connection);
         self.counters
             .ingress_connections
-            .store(self.client_connections as u64, Relaxed);
-        if let Some(ip) = slot.remote {
-            if let Some(n) = self.clients_by_address.get_mut(&ip) {
-                *n -= 1;
-                if *n == 0 {
-                    self.clients_by_address.remove(&ip);
-                }
-            }
-        }
-        Some(slot)
+            .store(self.ingress_slots.held() as u64, Relaxed);
     }
 
     /// The slot of an admitted peer: a council member's index, or a tier slot.
@@ -597,59 +571,27 @@ impl State {
         *self.tier_slots.entry(*node_id).or_insert(next)
     }
 
-    /// Whether a peer that proved `node_id` in `role` may connect (the table of the module
-    /// doc); `expect` is the target when this node dialed.
+    /// Whether a peer that proved `node_id` in `role` may connect ([`rules::admit`]);
+    /// `expect` is the target when this node dialed.
     fn admit(
         &mut self,
         role: Role,
         node_id: &[u8; 20],
         expect: Option<&DialTarget>,
     ) -> Result<(), String> {
-        if let Some(target) = expect {
-            if target.node_id != *node_id || target.role != role {
-                return Err(format!(
-                    "dialed {} {} but {} {} answered",
-                    target.role.name(),
-                    crate::config::to_hex(&target.node_id),
-                    role.name(),
-                    crate::config::to_hex(node_id)
-                ));
-            }
-        }
-        let talks = matches!(
-            (self.config.role, role),
-            (Role::Cn, Role::Cn | Role::Pn)
-                | (Role::Pn, Role::Cn | Role::Pn | Role::En)
-                | (Role::En, Role::Pn)
-        );
-        if !talks {
-            return Err(format!(
-                "a {} does not connect to a {}",
-                self.config.role.name(),
-                role.name()
-            ));
-        }
-        if role == Role::Cn && !self.config.council.contains(node_id) {
-            return Err("claims the CN role but is not a council member".into());
-        }
-        if !self.config.allowlist.contains(node_id) {
-            return Err("not on the allowlist".into());
-        }
-        if self.is_banned(node_id) {
-            return Err("banned for an earlier violation".into());
-        }
-        Ok(())
-    }
-
-    fn is_banned(&mut self, node_id: &[u8; 20]) -> bool {
-        match self.banned.get(node_id) {
-            Some(until) if *until > Instant::now() => true,
-            Some(_) => {
-                self.banned.remove(node_id);
-                false
-            }
-            None => false,
-        }
+        let gate = Gate {
+            me: self.config.role,
+            council: &self.config.council,
+            allowlist: &self.config.allowlist,
+        };
+        rules::admit(
+            gate,
+            &mut self.bans,
+            role,
+            node_id,
+            expect.map(|t| (t.role, t.node_id)),
+            Instant::now(),
+        )
     }
 
     fn enqueue(&self, outbox: &Outbox, frame: Arc<Vec<u8>>) {
@@ -711,8 +653,8 @@ impl State {
                 .map(|(id, _)| *id)
         };
         if let Some(node_id) = node_id {
-            let until = Instant::now() + self.config.limits.ban;
-            self.banned.insert(node_id, until);
+            self.bans
+                .ban(node_id, Instant::now(), self.config.limits.ban);
         }
         // Counted whether or not the peer is still connected (it may have hung up before the
         // verdict on what it sent).
@@ -778,13 +720,10 @@ impl State {
                 let Some(p) = self.peers.get_mut(&peer) else {
                     return;
                 };
-                if p.last_sync_offer
-                    .is_some_and(|t| now.duration_since(t) < SYNC_REQUEST_INTERVAL)
-                {
+                if !p.sync_offers.take(now, SYNC_REQUEST_INTERVAL) {
                     self.counters.dropped.fetch_add(1, Relaxed);
                     return;
                 }
-                p.last_sync_offer = Some(now);
                 if self
                     .to_store
                     .try_send(SyncServe { peer, from_height })
@@ -922,12 +861,15 @@ pub async fn run(
         peers: HashMap::new(),
         clients: HashMap::new(),
         tier_slots: HashMap::new(),
-        client_connections: 0,
-        banned: HashMap::new(),
+        bans: Bans::default(),
         pending_handshakes: 0,
         pending_by_address: HashMap::new(),
-        clients_by_address: HashMap::new(),
-        client_slots: HashMap::new(),
+        ingress_slots: IngressSlots::new(
+            MAX_INGRESS_CONNECTIONS,
+            MAX_INGRESS_CONNECTIONS_PER_ADDRESS,
+            INGRESS_EVICTABLE_IDLE,
+        ),
+        client_evictions: HashMap::new(),
         known_addresses,
         next_connection: 0,
         relayed_txs: RecentSet::default(),
@@ -990,12 +932,15 @@ pub async fn run(
                 let remote = stream.peer_addr().ok().map(|a| a.ip());
                 let connection = {
                     let mut s = state.borrow_mut();
-                    if s.stop.load(Relaxed) || !s.take_client_slot(remote, Instant::now()) {
+                    s.next_connection += 1;
+                    let connection = s.next_connection;
+                    if s.stop.load(Relaxed)
+                        || !s.take_client_slot(connection, remote, Instant::now())
+                    {
                         s.counters.ingress_refused.fetch_add(1, Relaxed);
                         continue;
                     }
-                    s.next_connection += 1;
-                    s.next_connection
+                    connection
                 };
                 glommio::spawn_local(run_client(state.clone(), stream, connection, remote))
                     .detach();
@@ -1477,7 +1422,7 @@ async fn run_peer(state: Shared, stream: TcpStream, admitted: Admitted) {
                 role,
                 node_id: identity.node_id,
                 outbox,
-                last_sync_offer: None,
+                sync_offers: SyncBudget::default(),
             },
         );
         s.publish_peers();
@@ -1504,7 +1449,7 @@ async fn run_peer(state: Shared, stream: TcpStream, admitted: Admitted) {
     let limits = state.borrow().config.limits.clone();
     let mut rate = RateLimit::new(limits.messages_per_second);
     let mut consensus_rate = RateLimit::new(limits.consensus_messages_per_second);
-    let mut last_sync: Option<Instant> = None;
+    let mut sync_requests = SyncBudget::default();
     let mut decoder = FrameDecoder::new();
     // Records are read into the opener's buffer and opened in place there; the decoder reads
     // the plaintext where it lies.
@@ -1558,7 +1503,7 @@ async fn run_peer(state: Shared, stream: TcpStream, admitted: Admitted) {
                     ));
                 }
                 let from = Sender { slot, role };
-                if let Err(reason) = dispatch_peer_frame(&state, from, frame, &mut last_sync) {
+                if let Err(reason) = dispatch_peer_frame(&state, from, frame, &mut sync_requests) {
                     break 'read Some(reason);
                 }
             }
@@ -1579,8 +1524,8 @@ async fn run_peer(state: Shared, stream: TcpStream, admitted: Admitted) {
         }
         s.publish_peers();
         if let Some(reason) = &violation {
-            let until = Instant::now() + s.config.limits.ban;
-            s.banned.insert(identity.node_id, until);
+            let ban = s.config.limits.ban;
+            s.bans.ban(identity.node_id, Instant::now(), ban);
             s.counters.violations.fetch_add(1, Relaxed);
             tracing::warn!(peer = slot, role = role.name(), %reason, ban_s = s.config.limits.ban.as_secs(), "peer banned");
         } else if let Some(e) = link_failure {
@@ -1667,7 +1612,7 @@ fn dispatch_peer_frame(
     state: &Shared,
     from: Sender,
     frame: Frame,
-    last_sync: &mut Option<Instant>,
+    sync_requests: &mut SyncBudget,
 ) -> Result<(), String> {
     let mut s = state.borrow_mut();
     s.stats.count_in();
@@ -1683,9 +1628,12 @@ fn dispatch_peer_frame(
             me.name()
         ))
     };
-    let inbound = match (me, from.role, message) {
+    let Some(route) = rules::route(me, from.role, kind) else {
+        return not_here();
+    };
+    let inbound = match (route, message) {
         // The CN mesh.
-        (Role::Cn, Role::Cn, Message::Proposal(p)) => {
+        (Route::Consensus, Message::Proposal(p)) => {
             if p.proposer.to_native() != from.slot {
                 return Err("proposal signed by another member (no relaying in the mesh)".into());
             }
@@ -1693,13 +1641,13 @@ fn dispatch_peer_frame(
                 rkyv::deserialize::<_, rkyv::rancor::Error>(p).map_err(de)?,
             ))
         }
-        (Role::Cn, Role::Cn, Message::Vote(v)) => {
+        (Route::Consensus, Message::Vote(v)) => {
             if v.signer.to_native() != from.slot {
                 return Err("vote signed by another member".into());
             }
             ConsensusMessage::Vote(rkyv::deserialize::<_, rkyv::rancor::Error>(v).map_err(de)?)
         }
-        (Role::Cn, Role::Cn, Message::RoundChange(rc)) => {
+        (Route::Consensus, Message::RoundChange(rc)) => {
             if rc.signer.to_native() != from.slot {
                 return Err("round change signed by another member".into());
             }
@@ -1707,17 +1655,12 @@ fn dispatch_peer_frame(
                 rkyv::deserialize::<_, rkyv::rancor::Error>(rc).map_err(de)?,
             )
         }
-        (Role::Cn, Role::Cn, Message::FinalizedBlock(f)) => ConsensusMessage::Finalized {
+        (Route::Consensus, Message::FinalizedBlock(f)) => ConsensusMessage::Finalized {
             sender: from.slot,
             block: Box::new(rkyv::deserialize::<_, rkyv::rancor::Error>(f).map_err(de)?),
         },
         // Transactions into a CN: gossip from the mesh, or relayed by a PN of its cell.
-        (Role::Cn, Role::Cn | Role::Pn, Message::TxBatch(_)) => {
-            let origin = if from.role == Role::Cn {
-                BatchOrigin::Peer
-            } else {
-                BatchOrigin::Relay
-            };
+        (Route::Exec(origin), Message::TxBatch(_)) => {
             let sent = s.to_exec.as_ref().is_some_and(|to_exec| {
                 to_exec
                     .try_send(BatchIn {
@@ -1733,8 +1676,7 @@ fn dispatch_peer_frame(
             return Ok(());
         }
         // Blocks down the tiers, into the follower.
-        (Role::Pn, Role::Cn | Role::Pn, Message::FinalizedBlock(f))
-        | (Role::En, Role::Pn, Message::FinalizedBlock(f)) => {
+        (Route::Follower, Message::FinalizedBlock(f)) => {
             let height = f.block.header.height.to_native();
             if height <= s.head {
                 s.counters.duplicates.fetch_add(1, Relaxed);
@@ -1758,13 +1700,10 @@ fn dispatch_peer_frame(
             return Ok(());
         }
         // Transactions up the tiers (PN relay).
-        (Role::Pn, Role::En | Role::Pn, Message::TxBatch(batch)) => {
-            // Upstream: the PN's CN; without one, for an EN's batch, the other PNs.
-            let upstream: &[Role] = if s.first_of(&[Role::Cn]).is_some() {
-                &[Role::Cn]
-            } else if from.role == Role::En && s.first_of(&[Role::Pn]).is_some() {
-                &[Role::Pn]
-            } else {
+        (Route::RelayUp, Message::TxBatch(batch)) => {
+            let cn = s.first_of(&[Role::Cn]).is_some();
+            let pn = s.first_of(&[Role::Pn]).is_some();
+            let Some(upstream) = rules::relay_upstream(from.role, cn, pn) else {
                 // Nowhere to send it: dropped, and not remembered, so that the sender's
                 // next copy of it (the EN re-sends what stays unconfirmed) goes through.
                 s.counters.dropped.fetch_add(1, Relaxed);
@@ -1783,15 +1722,12 @@ fn dispatch_peer_frame(
             return Ok(());
         }
         // Sync requests: a CN serves the mesh and its PNs; a PN serves PNs and ENs.
-        (Role::Cn, Role::Cn | Role::Pn, Message::SyncRequest(r))
-        | (Role::Pn, Role::Pn | Role::En, Message::SyncRequest(r)) => {
+        (Route::SyncServe, Message::SyncRequest(r)) => {
             let from_height = r.from_height.to_native();
-            let now = Instant::now();
-            if last_sync.is_some_and(|t| now.duration_since(t) < SYNC_REQUEST_INTERVAL) {
+            if !sync_requests.take(Instant::now(), SYNC_REQUEST_INTERVAL) {
                 s.counters.dropped.fetch_add(1, Relaxed);
                 return Ok(());
             }
-            *last_sync = Some(now);
             if s.to_store
                 .try_send(SyncServe {
                     peer: from.slot,
@@ -1803,6 +1739,8 @@ fn dispatch_peer_frame(
             }
             return Ok(());
         }
+        // The route follows from the frame's kind, so its message matches; anything else
+        // would be a decoder bug, refused like any frame out of place.
         _ => return not_here(),
     };
     if s.to_consensus
@@ -1831,14 +1769,7 @@ async fn run_client(
     let counters = {
         let mut s = state.borrow_mut();
         s.clients.insert(connection, outbox);
-        s.client_slots.insert(
-            connection,
-            ClientSlot {
-                remote,
-                last_frame,
-                evict,
-            },
-        );
+        s.client_evictions.insert(connection, evict);
         s.counters.clone()
     };
     let (mut reader, mut writer) = futures_lite::io::split(stream);
@@ -1943,9 +1874,10 @@ async fn run_client(
         let now = Instant::now();
         if completed {
             last_frame = now;
-            if let Some(slot) = state.borrow_mut().client_slots.get_mut(&connection) {
-                slot.last_frame = now;
-            }
+            state
+                .borrow_mut()
+                .ingress_slots
+                .frame_completed(connection, now);
         }
         frame_began = match decoder.buffered() {
             0 => None,
