@@ -663,8 +663,8 @@ fn db_check_state(
     full: bool,
 ) -> Result<(), String> {
     use corecell::exec::snapshot;
-    let dir = data.join(snapshot::SNAPSHOT_DIR);
-    let snapshots = snapshot::list(&dir)?;
+    let dir = data.join(corecell::store::snapshots::SNAPSHOT_DIR);
+    let snapshots = corecell::store::snapshots::list(&dir)?;
     let heights: Vec<String> = snapshots.iter().map(|(h, _)| h.to_string()).collect();
     println!(
         "state      {} ({} snapshot{}{})",

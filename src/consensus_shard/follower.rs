@@ -19,30 +19,16 @@ use std::time::{Duration, Instant};
 
 use glommio::channels::local_channel;
 
-use super::ConsensusCounters;
+use super::{ConsensusCounters, FollowerChannels};
 use crate::config::clock::now_ms;
 use crate::consensus::{Adopted, BlsScheme, Follower, FollowerEffect, FollowerInput};
 use crate::exec::ExecRequest;
 use crate::net::{Inbound, NetCommand};
-use crate::runtime::{Rx, ShardStats, Tx};
+use crate::runtime::ShardStats;
 use crate::store::{StoreReply, StoreRequest};
 
 /// How often the follower's clock ticks.
 pub const TICK: Duration = Duration::from_millis(250);
-
-/// The channels of a follower's consensus shard.
-pub struct FollowerChannels {
-    /// From the net shard (finalized blocks).
-    pub from_net: Rx<Inbound>,
-    /// To the net shard.
-    pub to_net: Tx<NetCommand>,
-    /// To exec (EN; a PN does not execute).
-    pub to_exec: Option<Tx<ExecRequest>>,
-    /// To store.
-    pub to_store: Tx<StoreRequest>,
-    /// From store.
-    pub from_store: Rx<StoreReply>,
-}
 
 enum Event {
     Input(FollowerInput),

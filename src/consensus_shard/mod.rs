@@ -41,8 +41,10 @@ use evidence::{EvidenceLog, MisbehaviourStrikes};
 
 #[cfg(feature = "byzantine")]
 pub mod byzantine;
+pub mod door;
 pub mod evidence;
 pub mod follower;
+pub use door::{ConsensusChannels, FollowerChannels};
 
 /// What the consensus shard reports (metrics and the node's status).
 #[derive(Debug, Default)]
@@ -70,22 +72,6 @@ pub struct ConsensusCounters {
     pub persist_wait_ns: AtomicU64,
     /// Time the shard waited for the store to make finalized blocks durable.
     pub commit_wait_ns: AtomicU64,
-}
-
-/// The channels of the consensus shard.
-pub struct ConsensusChannels {
-    /// From the net shard.
-    pub from_net: Rx<Inbound>,
-    /// To the net shard.
-    pub to_net: Tx<NetCommand>,
-    /// To exec.
-    pub to_exec: Tx<ExecRequest>,
-    /// From exec.
-    pub from_exec: Rx<ExecReply>,
-    /// To store.
-    pub to_store: Tx<StoreRequest>,
-    /// From store.
-    pub from_store: Rx<StoreReply>,
 }
 
 /// What the consensus shard keeps besides the machine: the evidence log, and (test-only

@@ -19,19 +19,25 @@
 //! built and checked on the state of the last finalized block.
 //!
 //! Restarts ([`snapshot`]): every [`snapshot::SNAPSHOT_INTERVAL_BLOCKS`] finalized blocks the
-//! state is written to a snapshot; a node starts from the latest snapshot and replays the block
+//! state is encoded here and handed to the store shard, which writes it durably
+//! ([`crate::store::snapshots`]); a node starts from the latest snapshot and replays the block
 //! log after it.
+//!
+//! The shard's door (what it receives and sends, and its channel ends) is [`door`] (re-exported
+//! here); its query door for the RPC thread is [`queries`].
 //!
 //! A finalized block that does not execute to its header's state root is fatal: [`run`]
 //! returns the error and the node stops rather than serve a diverged state.
 
 pub mod chain_index;
+pub mod door;
 pub mod mempool;
 pub mod queries;
 pub mod raw;
 pub mod snapshot;
 pub mod state;
 pub mod transfer;
+pub use door::{BatchIn, BatchOrigin, ExecChannels, ExecReply, ExecRequest, ExecToNet};
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -39,14 +45,12 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::runtime::{Rx, ShardStats, Tx};
+use crate::runtime::ShardStats;
 use crate::types::chain::SignedTransaction;
-use crate::types::frame::{encode_frame, Frame, FrameKind};
+use crate::types::frame::{encode_frame, FrameKind};
 use crate::types::hash::Hash32;
 use crate::types::network::{ArchivedTxBatch, IngressAck};
-use crate::types::{
-    Block, BlockHeader, FinalizedBlock, Height, Round, MAX_BLOCK_TXS, MAX_BLOCK_TX_BYTES,
-};
+use crate::types::{Block, FinalizedBlock, Height, MAX_BLOCK_TXS, MAX_BLOCK_TX_BYTES};
 
 pub use raw::{Admission, RawPool, DEFAULT_POOL_BYTES, DEFAULT_POOL_TXS};
 
@@ -67,104 +71,12 @@ const _: () = assert!(
 pub use state::genesis_state_root;
 pub use transfer::TransferEngine;
 
-/// Where an ingress connection's batch came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BatchOrigin {
-    /// A client on an ingress connection (answered with an `IngressAck`).
-    Client {
-        /// The net shard's number of the connection.
-        connection: u64,
-    },
-    /// Another CN's gossip (admitted without an answer, not gossiped again).
-    Peer,
-    /// A client's transactions relayed by a PN (admitted without an answer, and gossiped to
-    /// the other CNs like a client's).
-    Relay,
-}
-
-/// A validated `TxBatch` frame from the net shard.
-#[derive(Debug)]
-pub struct BatchIn {
-    /// Who sent it.
-    pub origin: BatchOrigin,
-    /// The frame; the net shard validated it as a `TxBatch` (`Frame::message`).
-    pub frame: Frame,
-    /// When the net shard received it.
-    pub received: Instant,
-}
-
 /// A batch that waited longer than this in the exec shard's inbox is not admitted: a client's
 /// is answered `REFUSED_BUSY` at once, a peer's gossip is dropped (a block holding its
 /// transactions recovers them then). Under a load beyond what the node can verify, this keeps
 /// the inbox from growing into seconds of signature recoveries that starve consensus, and
 /// tells clients to back off.
 pub const ADMISSION_DEADLINE: std::time::Duration = std::time::Duration::from_millis(250);
-
-/// What consensus asks of exec.
-// A header travels inline in `Build` (one per block); boxing it would buy nothing.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug)]
-pub enum ExecRequest {
-    /// Build a block on `parent` for `(height, round)`.
-    Build {
-        /// Height.
-        height: Height,
-        /// Round.
-        round: Round,
-        /// Parent header.
-        parent: BlockHeader,
-    },
-    /// Check a proposed block.
-    Verify(Box<Block>),
-    /// A block is final and durable.
-    Finalized {
-        /// The block.
-        block: Arc<FinalizedBlock>,
-        /// Its transactions' hashes, when the sender computed them (it checked the block's
-        /// body against its header on the way in).
-        tx_hashes: Option<Vec<Hash32>>,
-    },
-}
-
-/// Exec's answers to consensus.
-#[derive(Debug)]
-pub enum ExecReply {
-    /// A block body for `(height, round)`.
-    Built {
-        /// Height.
-        height: Height,
-        /// Round.
-        round: Round,
-        /// Transactions, in order.
-        transactions: Vec<SignedTransaction>,
-        /// State root after them.
-        state_root: Hash32,
-    },
-    /// The verdict on a proposed block.
-    Verified {
-        /// Height.
-        height: Height,
-        /// Block hash.
-        block_hash: Hash32,
-        /// Whether it is valid.
-        valid: bool,
-    },
-}
-
-/// What exec asks of the net shard.
-#[derive(Debug)]
-pub enum ExecToNet {
-    /// Pass these admitted transactions on: a CN sends the frame to every other CN, an EN to
-    /// one of its PNs.
-    Gossip(Arc<Vec<u8>>),
-    /// Answer a client's batch.
-    Ack {
-        /// The ingress connection.
-        connection: u64,
-        /// The answer.
-        ack: IngressAck,
-    },
-}
 
 /// Counters exec exposes (metrics).
 #[derive(Debug, Default)]
@@ -200,11 +112,9 @@ pub enum Engine {
     Raw(RawPool),
 }
 
-/// Where the exec shard writes state snapshots.
+/// How often the exec shard hands the store shard a state snapshot to write.
 #[derive(Debug, Clone)]
 pub struct SnapshotPolicy {
-    /// The snapshot folder.
-    pub dir: std::path::PathBuf,
     /// A snapshot after every this many finalized blocks.
     pub every_blocks: u64,
 }
@@ -429,18 +339,6 @@ impl GossipBuffer {
     }
 }
 
-/// The channels of the exec shard.
-pub struct ExecChannels {
-    /// From consensus.
-    pub from_consensus: Rx<ExecRequest>,
-    /// To consensus.
-    pub to_consensus: Tx<ExecReply>,
-    /// Batches from the net shard.
-    pub from_net: Rx<BatchIn>,
-    /// To the net shard.
-    pub to_net: Tx<ExecToNet>,
-}
-
 /// Runs the exec shard until consensus and net have closed their channels. An error (a
 /// finalized block that does not execute to its state root, a snapshot that cannot be
 /// written) stops the node.
@@ -506,7 +404,12 @@ pub async fn run_with_rpc(
         to_consensus,
         from_net,
         to_net,
+        to_store,
     } = channels;
+    assert!(
+        snapshots.is_none() || to_store.is_some(),
+        "a snapshot policy needs a store shard to write them"
+    );
     engine.publish(&counters);
     let engine = Rc::new(RefCell::new(engine));
     let to_net = Rc::new(to_net);
@@ -706,9 +609,15 @@ pub async fn run_with_rpc(
                 if let Some(policy) = &snapshots {
                     let height = fb.block.header.height;
                     if height % policy.every_blocks == 0 {
-                        if let Engine::Transfer(e) = &mut *engine.borrow_mut() {
-                            if let Err(e) = snapshot::write(&policy.dir, e.final_state()) {
-                                result = Err(e);
+                        let snapshot = match &mut *engine.borrow_mut() {
+                            Engine::Transfer(e) => Some(snapshot::snapshot_of(e.final_state())),
+                            Engine::Raw(_) => None,
+                        };
+                        // The store shard writes it; a write that fails stops the node there.
+                        if let (Some(snapshot), Some(to_store)) = (snapshot, &to_store) {
+                            stats.count_out();
+                            if to_store.send(snapshot).await.is_err() {
+                                result = Err("the store shard stopped".to_string());
                                 break;
                             }
                         }
@@ -775,6 +684,7 @@ pub fn batch_frame(id: u64, transactions: Vec<SignedTransaction>) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::types::frame::{FrameDecoder, Message};
+    use crate::types::Frame;
 
     fn txs(n: usize, size: usize) -> Vec<SignedTransaction> {
         (0..n)

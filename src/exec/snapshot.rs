@@ -4,10 +4,11 @@
 //!
 //! Snapshots live in `<data dir>/state/`, one file per snapshot named
 //! `state-<height, 20 digits>.snap`, holding [`State::encode_snapshot`]'s bytes (versioned and
-//! checksummed; layout in [`crate::exec::state`]). A snapshot is written to a `.tmp` file,
-//! fsynced, renamed into place and the folder fsynced, so a crash leaves either the whole
-//! snapshot or none (a leftover `.tmp` is ignored and removed by the next write). The newest
-//! [`SNAPSHOTS_KEPT`] are kept.
+//! checksummed; layout in [`crate::exec::state`]). The exec shard encodes the state
+//! ([`snapshot_of`]) and the store shard writes it ([`crate::store::snapshots`]): to a `.tmp`
+//! file, fsynced, renamed into place and the folder fsynced, so a crash leaves either the whole
+//! snapshot or none (a leftover `.tmp` is ignored). The newest
+//! [`SNAPSHOTS_KEPT`](crate::store::snapshots::SNAPSHOTS_KEPT) are kept.
 //!
 //! # Restart
 //!
@@ -20,91 +21,30 @@
 //! in the block log (the exec shard learns of a block only after its fsync), so the log always
 //! reaches every snapshot's height.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use crate::config::genesis::Genesis;
 use crate::crypto::tx::decode_transaction;
 use crate::exec::state::State;
 use crate::exec::transfer::BASE_FEE_WEI;
+use crate::store::snapshots::{list, SnapshotWrite, SNAPSHOT_DIR};
 use crate::store::BlockIndex;
 use crate::types::BlockHeader;
 
-/// Folder of the snapshots inside the data directory.
-pub const SNAPSHOT_DIR: &str = "state";
 /// A snapshot is written after every this many finalized blocks.
 pub const SNAPSHOT_INTERVAL_BLOCKS: u64 = 1000;
-/// How many snapshots are kept.
-pub const SNAPSHOTS_KEPT: usize = 2;
 /// Progress of a long replay is logged this often.
 const REPLAY_PROGRESS: std::time::Duration = std::time::Duration::from_secs(2);
 
-fn snapshot_name(height: u64) -> String {
-    format!("state-{height:020}.snap")
-}
-
-/// The snapshots in `dir`, newest first: (height, path). Files that are not snapshots by
-/// name are ignored.
-pub fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>, String> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(format!("reading {}: {e}", dir.display())),
-    };
-    let mut out = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| format!("reading {}: {e}", dir.display()))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let Some(digits) = name
-            .strip_prefix("state-")
-            .and_then(|n| n.strip_suffix(".snap"))
-        else {
-            continue;
-        };
-        if digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()) {
-            if let Ok(height) = digits.parse::<u64>() {
-                out.push((height, entry.path()));
-            }
-        }
+/// The snapshot of `state` for the store shard to write
+/// ([`crate::store::snapshots::write`]).
+pub fn snapshot_of(state: &State) -> SnapshotWrite {
+    SnapshotWrite {
+        height: state.height(),
+        accounts: state.len(),
+        bytes: state.encode_snapshot(),
     }
-    out.sort_unstable_by_key(|b| std::cmp::Reverse(b.0));
-    Ok(out)
-}
-
-/// Writes a snapshot of `state` (at its height) durably into `dir` and removes all but the
-/// newest [`SNAPSHOTS_KEPT`]. Returns the file written.
-pub fn write(dir: &Path, state: &State) -> Result<PathBuf, String> {
-    use std::io::Write;
-    let start = Instant::now();
-    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    let bytes = state.encode_snapshot();
-    let path = dir.join(snapshot_name(state.height()));
-    let tmp = path.with_extension("snap.tmp");
-    let io = |what: &str, p: &Path, e: std::io::Error| format!("{what} {}: {e}", p.display());
-    {
-        let mut file = std::fs::File::create(&tmp).map_err(|e| io("creating", &tmp, e))?;
-        file.write_all(&bytes).map_err(|e| io("writing", &tmp, e))?;
-        file.sync_all().map_err(|e| io("syncing", &tmp, e))?;
-    }
-    std::fs::rename(&tmp, &path).map_err(|e| io("renaming", &tmp, e))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io("syncing", dir, e))?;
-    for (_, old) in list(dir)?.into_iter().skip(SNAPSHOTS_KEPT) {
-        if let Err(e) = std::fs::remove_file(&old) {
-            tracing::warn!(file = %old.display(), error = %e, "could not remove an old snapshot");
-        }
-    }
-    tracing::info!(
-        height = state.height(),
-        accounts = state.len(),
-        bytes = bytes.len(),
-        ms = start.elapsed().as_millis() as u64,
-        file = %path.display(),
-        "state snapshot written"
-    );
-    Ok(path)
 }
 
 /// The decodable snapshots of this chain at or below `head`, newest first (see the module
@@ -406,6 +346,7 @@ mod tests {
     use crate::exec::transfer::TransferEngine;
     use crate::store::BlockLog;
     use crate::types::{Block, FinalizedBlock, QuorumCertificate, VoteKind};
+    use std::path::PathBuf;
 
     /// A generated genesis (5 test accounts) in `dir`.
     fn genesis(dir: &Path) -> Genesis {
@@ -495,6 +436,15 @@ mod tests {
         crate::store::recover(data, &genesis.header()).expect("recover")
     }
 
+    /// The store shard's durable write, on an executor of its own.
+    fn write(dir: &Path, state: &State) -> Result<PathBuf, String> {
+        let snapshot = snapshot_of(state);
+        glommio::LocalExecutorBuilder::default()
+            .make()
+            .expect("executor")
+            .run(crate::store::snapshots::write(dir, snapshot))
+    }
+
     #[test]
     fn snapshots_are_kept_two_newest_first_and_leftovers_ignored() {
         let tmp = tempfile::tempdir().expect("tempdir");
@@ -556,7 +506,11 @@ mod tests {
             .execute_block(&[], None, BASE_FEE_WEI)
             .expect("empty block");
         // (Written by hand: `write` would also drop the oldest snapshot.)
-        std::fs::write(dir.join(snapshot_name(7)), above.encode_snapshot()).expect("write");
+        std::fs::write(
+            dir.join(crate::store::snapshots::snapshot_name(7)),
+            above.encode_snapshot(),
+        )
+        .expect("write");
         assert_eq!(load(), Some(2), "the snapshot above the head is skipped");
         // And the replay from the genesis agrees.
         let mut full =

@@ -27,7 +27,7 @@ use crate::config::clock::now_ms;
 use crate::config::genesis::ExecutionMode;
 use crate::config::{Role, Shard};
 use crate::consensus::{BlsScheme, ConsensusConfig, Follower, Machine, Weakening};
-use crate::consensus_shard::follower::FollowerChannels;
+use crate::consensus_shard::FollowerChannels;
 use crate::consensus_shard::{
     self, follower as follower_shard, ConsensusChannels, ConsensusCounters,
 };
@@ -192,7 +192,6 @@ impl NodeParts {
                     (
                         Engine::Transfer(Box::new(TransferEngine::new(state))),
                         Some(SnapshotPolicy {
-                            dir: config.data_dir.join(exec::snapshot::SNAPSHOT_DIR),
                             every_blocks: config.snapshot_interval_blocks,
                         }),
                     )
@@ -259,7 +258,7 @@ struct ShardContext {
 }
 
 /// Runs a CN, PN or EN until `stop` is set: its shards from the topology table
-/// ([`topology`]), each started with its ends of the role's links, plus the JSON-RPC and
+/// ([`super::topology`]), each started with its ends of the role's links, plus the JSON-RPC and
 /// metrics threads.
 pub fn run_shards(
     setup: NodeSetup,
@@ -533,6 +532,7 @@ fn start_exec(
                 to_consensus: ends.tx_always(Shard::Consensus),
                 from_net: ends.rx_always(Shard::Net),
                 to_net: ends.tx_always(Shard::Net),
+                to_store: ends.tx(Shard::Store),
             };
             ends.done();
             // An EN sends on again what stays unconfirmed (its PN may have died).
@@ -572,6 +572,7 @@ fn start_store(
                 to_consensus: ends.tx_always(Shard::Consensus),
                 from_net: ends.rx_always(Shard::Net),
                 to_net: ends.tx_always(Shard::Net),
+                from_exec: ends.rx(Shard::Exec),
             };
             ends.done();
             let result = store::run(

@@ -74,6 +74,7 @@ pub const LINKS: &[LinkSpec] = &[
     link::<exec::ExecReply>(Shard::Exec, Shard::Consensus, "exec::ExecReply"),
     link::<store::StoreRequest>(Shard::Consensus, Shard::Store, "store::StoreRequest"),
     link::<store::StoreReply>(Shard::Store, Shard::Consensus, "store::StoreReply"),
+    link::<store::SnapshotWrite>(Shard::Exec, Shard::Store, "store::SnapshotWrite"),
 ];
 
 /// The links of a node of `role`.

@@ -193,6 +193,7 @@ impl LocalNode {
                     to_consensus: to_consensus.connect().await,
                     from_net: from_net.connect().await,
                     to_net: to_net.connect().await,
+                    to_store: None,
                 };
                 let engine = Engine::Transfer(Box::new(TransferEngine::new(state)));
                 let rpc = RpcService {

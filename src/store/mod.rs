@@ -11,8 +11,12 @@
 //!   buffered file: it is small and truncated).
 //! - `blocks.log`, the single block log file of the first layout, is refused on start with a
 //!   message telling the operator the layout changed (pre-release: no migration).
+//! - `state/state-<height, 20 digits>.snap`: the exec shard's state snapshots, written here
+//!   for it ([`snapshots`]; their format is `exec::snapshot`'s).
 //! - `.dma-probe`: a one-page scratch file written and removed when the block log opens (see
 //!   `block_log::probe_direct_io`: a glommio polling probe workaround).
+//!
+//! The shard's door (its requests, replies and channel ends) is [`door`], re-exported here.
 //!
 //! # Record layout (segments and WAL)
 //! `le_u32 payload length | le_u64 xxh3(payload) | payload`, where the payload is the rkyv
@@ -63,10 +67,14 @@
 //! rewritten with other bytes (the partial-page rewrite writes the same bytes again).
 
 pub mod block_log;
+pub mod door;
 pub mod fixtures;
 pub mod index;
 pub mod record;
 pub mod segments;
+pub mod snapshots;
+pub use door::{PeerFrame, StoreChannels, StoreReply, StoreRequest, SyncServe};
+pub use snapshots::SnapshotWrite;
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -85,11 +93,11 @@ pub use segments::{
 };
 
 use crate::consensus::WalRecord;
-use crate::runtime::{Rx, ShardStats, Tx};
+use crate::runtime::{ShardStats, Tx};
 use crate::types::chain::ArchivedFinalizedBlock;
 use crate::types::frame::{FrameHeader, FRAME_HEADER_LEN};
 use crate::types::network::MAX_SYNC_BLOCKS;
-use crate::types::{BlockHeader, CouncilIndex, FinalizedBlock, FrameKind, Height};
+use crate::types::{BlockHeader, FrameKind, Height};
 use record::{append_record, read_records, Ending};
 
 /// The most bytes one WAL write holds (a persist batch larger than this is written and
@@ -115,6 +123,9 @@ pub enum StoreError {
         /// The error.
         source: std::io::Error,
     },
+    /// A state snapshot could not be written.
+    #[error("writing a state snapshot: {0}")]
+    Snapshot(String),
     /// A bad record that cannot be a torn write.
     #[error("{path}: corrupt record at offset {offset}: {problem} ({context})")]
     Corrupt {
@@ -314,54 +325,6 @@ fn truncate(path: &Path, len: u64) -> Result<(), StoreError> {
     file.sync_all().map_err(io_error(path))
 }
 
-/// What other shards ask of the store.
-#[derive(Debug)]
-pub enum StoreRequest {
-    /// Append these WAL records and fsync; answer [`StoreReply::Persisted`].
-    Persist(Vec<WalRecord>),
-    /// Append this finalized block and fsync; answer [`StoreReply::Committed`].
-    Commit(Arc<FinalizedBlock>),
-}
-
-/// The store's answers to the consensus shard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreReply {
-    /// The WAL records are durable.
-    Persisted,
-    /// The block at this height is durable.
-    Committed(Height),
-}
-
-/// A request from the net shard: send `peer` finalized blocks from `from_height` on.
-#[derive(Debug, Clone, Copy)]
-pub struct SyncServe {
-    /// Who asked.
-    pub peer: CouncilIndex,
-    /// First height wanted.
-    pub from_height: Height,
-}
-
-/// A frame for the net shard to send to one council member.
-#[derive(Debug)]
-pub struct PeerFrame {
-    /// To whom.
-    pub peer: CouncilIndex,
-    /// The frame bytes.
-    pub frame: Arc<Vec<u8>>,
-}
-
-/// The channels of the store shard.
-pub struct StoreChannels {
-    /// Requests from consensus.
-    pub from_consensus: Rx<StoreRequest>,
-    /// Answers to consensus.
-    pub to_consensus: Tx<StoreReply>,
-    /// Sync requests from the net shard.
-    pub from_net: Rx<SyncServe>,
-    /// Sync answers for the net shard.
-    pub to_net: Tx<PeerFrame>,
-}
-
 /// Runs the store shard until consensus and net have both closed their channels, then
 /// fsyncs and closes the files. I/O errors are fatal (a node that cannot persist must not
 /// vote): they are returned and the node stops.
@@ -386,6 +349,7 @@ pub async fn run(
         to_consensus,
         from_net,
         to_net,
+        from_exec,
     } = channels;
     let to_net = Rc::new(to_net);
     let serve = {
@@ -400,8 +364,46 @@ pub async fn run(
             }
         })
     };
+    // State snapshots from exec, written one after another beside the consensus work; the
+    // first failure stops the shard (a node that cannot write must not go on).
+    let (failed_tx, failed) = glommio::channels::local_channel::new_bounded::<String>(1);
+    let snapshots = from_exec.map(|from_exec| {
+        let folder = dir.join(snapshots::SNAPSHOT_DIR);
+        let stats = stats.clone();
+        glommio::spawn_local(async move {
+            while let Some(snapshot) = from_exec.recv().await {
+                stats.count_in();
+                let start = Instant::now();
+                let written = snapshots::write(&folder, snapshot).await;
+                stats.add_busy(start);
+                if let Err(e) = written {
+                    let _ = failed_tx.try_send(e);
+                    return;
+                }
+            }
+            // Exec is done; the shard ends when consensus is.
+            futures_lite::future::pending::<()>().await;
+        })
+    });
     let mut result = Ok(());
-    while let Some(req) = from_consensus.recv().await {
+    loop {
+        let next = futures_lite::future::or(async { Ok(from_consensus.recv().await) }, async {
+            Err(failed.recv().await)
+        })
+        .await;
+        let req = match next {
+            Ok(Some(req)) => req,
+            Ok(None) => break,
+            Err(Some(e)) => {
+                result = Err(StoreError::Snapshot(e));
+                break;
+            }
+            // Without an exec shard nothing sends snapshots: only consensus is awaited.
+            Err(None) => match from_consensus.recv().await {
+                Some(req) => req,
+                None => break,
+            },
+        };
         stats.count_in();
         let start = Instant::now();
         let reply = match req {
@@ -448,6 +450,9 @@ pub async fn run(
     }
     drop(to_consensus);
     serve.cancel().await;
+    if let Some(snapshots) = snapshots {
+        snapshots.cancel().await;
+    }
     let _ = wal.fdatasync().await;
     let _ = wal.close().await;
     match Rc::try_unwrap(log) {

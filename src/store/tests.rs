@@ -4,6 +4,7 @@ use std::path::Path;
 
 use super::*;
 use crate::types::chain::SignedTransaction;
+use crate::types::FinalizedBlock;
 
 /// Segments of three pages: a few blocks each.
 const TINY_SEGMENT: u64 = 3 * 4096;
