@@ -94,6 +94,24 @@ fn genesis_writes_configs_that_load() {
         assert!(text(&check).contains("config ok"), "{name}");
     }
     assert!(Path::new(&out_dir.join("accounts.json")).is_file());
+    // Each role's topology: a PN has no exec shard, so none of the exec links.
+    for (name, links) in [("cn0", 11), ("pn0", 6), ("en0", 11)] {
+        let config = out_dir.join(name).join("config.toml");
+        let printed = corecell(&[
+            "node",
+            "--config",
+            config.to_str().expect("utf-8"),
+            "--print-topology",
+        ]);
+        assert!(printed.status.success(), "{name}: {}", text(&printed));
+        let printed = text(&printed);
+        assert_eq!(printed.matches("-->").count(), links, "{name}: {printed}");
+        assert_eq!(
+            printed.contains("--exec::"),
+            name != "pn0",
+            "{name}: {printed}"
+        );
+    }
 }
 
 #[test]
